@@ -1,0 +1,173 @@
+"""``hrnet-predict``: top-k ImageNet predictions of a converted HRNet checkpoint for image files.
+
+    hrnet-predict --checkpoint converted/hrnet_w18 cat.jpg dog.png --top-k 5 [--json]
+
+Preprocessing is the checkpoint's pretrained cfg (timm eval transform, see
+``hrnet_jax.transforms.eval_transform``); probabilities are the softmax of the logits.
+Exit status: 0 all images predicted, 1 some images could not be read, 2 usage error (bad
+arguments, missing or unreadable checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["main", "build_parser"]
+
+PROG = "hrnet-predict"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Classify images with a hrnet-jax checkpoint folder "
+        "(written by convert_official_weights or hrnet_jax.save_pretrained).",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint folder")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--top-k", type=_positive_int, default=5, help="classes per image (default 5)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    p.add_argument("--batch-size", type=_positive_int, default=32,
+                   help="images per forward pass (default 32)")
+    p.add_argument("--test-size", action="store_true",
+                   help="use the tag's test_input_size/test_crop_pct when it has them (timm "
+                   "use_test_size)")
+    return p
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _error(msg: str) -> None:
+    print(f"{PROG}: error: {msg}", file=sys.stderr)
+
+
+def _preprocessing_cfg(model: Any) -> dict[str, Any]:
+    """The model's pretrained cfg dict; else its arch's default tag; else timm's bare defaults."""
+    from hrnet_jax.pretrained import get_pretrained_cfg
+
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg:
+        return dict(cfg)
+    try:
+        return get_pretrained_cfg(getattr(model, "arch", "")).to_dict()
+    except ValueError:
+        return {}
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z -= z.max(axis=-1, keepdims=True)  # stable for large logits
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_forward():
+    # One jitted function per process, so repeated main() calls reuse compiled shapes.
+    from flax import nnx
+
+    return nnx.jit(lambda m, xb: m(xb))
+
+
+def _run_batches(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Logits ``[N, num_classes]`` of ``x [N, H, W, 3]``, jitted once for a fixed batch shape."""
+    forward = _jitted_forward()
+    bs = min(batch_size, len(x))
+    out = []
+    for start in range(0, len(x), bs):
+        xb = x[start:start + bs]
+        n = len(xb)
+        if n < bs:  # pad the last batch so jit does not compile a second shape
+            xb = np.concatenate([xb, np.zeros((bs - n,) + xb.shape[1:], xb.dtype)])
+        out.append(np.asarray(forward(model, xb), dtype=np.float32)[:n])
+    return np.concatenate(out)
+
+
+def _format_table(path: str, top: list[dict[str, Any]]) -> str:
+    width = max(len(t["label"]) for t in top)
+    lines = [path]
+    for rank, t in enumerate(top, 1):
+        lines.append(f"  {rank:>2}. {t['label']:<{width}}  {100 * t['prob']:7.3f}%  (class {t['index']})")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status instead of exiting (0 ok, 1 some images failed,
+    2 usage/checkpoint error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on bad usage, 0 on --help
+        return int(e.code or 0)
+
+    if not os.path.isdir(args.checkpoint):
+        _error(f"checkpoint directory not found: {args.checkpoint}")
+        return 2
+
+    # Heavy imports after argument checks, so usage errors and --help stay fast.
+    from hrnet_jax import load_pretrained
+    from hrnet_jax.imagenet import imagenet_class_names
+    from hrnet_jax.transforms import eval_transform, load_image
+
+    try:
+        model = load_pretrained(args.checkpoint)
+    except (OSError, ValueError) as e:
+        _error(f"cannot load checkpoint {args.checkpoint}: {e}")
+        return 2
+    cfg = _preprocessing_cfg(model)
+
+    results: list[dict[str, Any]] = [{"image": p} for p in args.images]
+    ok: list[int] = []
+    arrays: list[np.ndarray] = []
+    for i, path in enumerate(args.images):
+        try:
+            arrays.append(eval_transform(load_image(path), cfg, use_test_size=args.test_size))
+            ok.append(i)
+        except ValueError as e:
+            results[i]["error"] = str(e)
+            _error(str(e))
+
+    if ok:
+        probs = _softmax(_run_batches(model, np.stack(arrays), args.batch_size))
+        num_classes = probs.shape[-1]
+        names = imagenet_class_names() if num_classes == 1000 else None
+        k = min(args.top_k, num_classes)
+        for i, p in zip(ok, probs):
+            idx = np.argsort(-p, kind="stable")[:k]
+            results[i]["top_k"] = [
+                {"index": int(j), "label": names[j] if names else str(int(j)), "prob": float(p[j])}
+                for j in idx
+            ]
+
+    if args.json:
+        doc = {
+            "checkpoint": args.checkpoint,
+            "arch": getattr(model, "arch", None),
+            "pretrained_tag": cfg.get("tag"),
+            "results": results,
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        tables = [_format_table(r["image"], r["top_k"]) for r in results if "top_k" in r]
+        if tables:
+            print("\n\n".join(tables))
+    return 0 if len(ok) == len(args.images) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Pretrained-weight configurations for every timm HRNet classification tag.
+
+Mirrors ``timm/models/hrnet.py`` (``_cfg`` and ``default_cfgs``) as plain data, plus the published
+ImageNet-1k accuracies from timm's ``results/results-imagenet.csv``. Nothing here imports timm or
+touches the network: a tag's cfg is what its checkpoint needs for preprocessing (see
+``hrnet_jax.transforms.eval_transform``) and what it is expected to score.
+
+Tags are ``'<arch>.<pretrained tag>'``, e.g. ``'hrnet_w18.ms_aug_in1k'``. A bare arch resolves to
+timm's default tag for it: the first tag listed for that arch in timm's ``default_cfgs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+__all__ = [
+    "PretrainedCfg",
+    "list_pretrained",
+    "get_pretrained_cfg",
+    "default_tag",
+    "IMAGENET_DEFAULT_MEAN",
+    "IMAGENET_DEFAULT_STD",
+]
+
+# timm.data.constants
+IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
+
+_TUPLE_FIELDS = ("input_size", "mean", "std", "test_input_size")
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedCfg:
+    """Preprocessing and provenance of one pretrained HRNet checkpoint (timm ``pretrained_cfg``).
+
+    Attributes:
+      tag: full timm name, e.g. ``'hrnet_w18.ms_aug_in1k'``.
+      arch: timm architecture name, e.g. ``'hrnet_w18'``.
+      hf_hub_id: Hugging Face Hub repo holding the timm weights, e.g. ``'timm/hrnet_w18.ms_aug_in1k'``.
+      num_classes: classifier width (1000 for every HRNet tag).
+      input_size: ``(C, H, W)`` train/eval resolution, channel-first as in timm.
+      crop_pct: eval center-crop fraction; the shorter side is resized to ``floor(H / crop_pct)``.
+      interpolation: PIL resampling name, ``'bilinear'`` or ``'bicubic'``.
+      mean, std: per-channel RGB normalization applied to ``[0, 1]`` pixels.
+      test_input_size: ``(C, H, W)`` for timm's ``use_test_size`` evaluation, or None.
+      test_crop_pct: crop fraction used with ``test_input_size``, or None.
+      top1, top5: published timm ImageNet-1k val accuracy (%) at ``input_size``.
+      test_top1, test_top5: published accuracy (%) at ``test_input_size``, or None.
+      license: weight license string as in timm.
+    """
+
+    tag: str
+    arch: str
+    hf_hub_id: str
+    num_classes: int = 1000
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    crop_pct: float = 0.875
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_DEFAULT_MEAN
+    std: tuple[float, float, float] = IMAGENET_DEFAULT_STD
+    test_input_size: tuple[int, int, int] | None = None
+    test_crop_pct: float | None = None
+    top1: float | None = None
+    top5: float | None = None
+    test_top1: float | None = None
+    test_top5: float | None = None
+    license: str = "mit"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: tuples become lists, every field present (None kept)."""
+        out = dataclasses.asdict(self)
+        for key in _TUPLE_FIELDS:
+            if out[key] is not None:
+                out[key] = list(out[key])
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PretrainedCfg":
+        """Inverse of :meth:`to_dict`.
+
+        Keys that are not fields (e.g. timm's ``pool_size``, ``first_conv``) are ignored, so a
+        full timm ``pretrained_cfg`` dict is accepted. ``arch`` defaults to the part of ``tag``
+        before the first dot and ``hf_hub_id`` to ``'timm/' + tag``.
+
+        Raises:
+          ValueError: ``tag`` missing, or ``input_size``/``mean``/``std`` of the wrong length.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if not kw.get("tag"):
+            raise ValueError(f"pretrained cfg dict has no 'tag': {dict(d)!r}")
+        kw.setdefault("arch", kw["tag"].split(".", 1)[0])
+        kw.setdefault("hf_hub_id", "timm/" + kw["tag"])
+        for key in _TUPLE_FIELDS:
+            if kw.get(key) is not None:
+                kw[key] = tuple(kw[key])
+                if len(kw[key]) != 3:
+                    raise ValueError(f"{key} must have 3 entries, got {kw[key]!r}")
+        return cls(**kw)
+
+
+def _cfg(tag: str, top1: float, top5: float, **kw: Any) -> PretrainedCfg:
+    # Same defaults as timm hrnet.py `_cfg`; only the per-tag overrides are spelled out below.
+    return PretrainedCfg(
+        tag=tag, arch=tag.split(".", 1)[0], hf_hub_id="timm/" + tag, top1=top1, top5=top5, **kw
+    )
+
+
+_SSLD = dict(crop_pct=0.95, test_crop_pct=1.0, test_input_size=(3, 288, 288))
+
+# Order matters: it is timm's default_cfgs order, and the first tag of an arch is its default.
+# Accuracies: timm results/results-imagenet.csv (img_size 224 rows; test_* = 288 rows).
+_REGISTRY: dict[str, PretrainedCfg] = {
+    c.tag: c
+    for c in (
+        _cfg("hrnet_w18_small.gluon_in1k", 73.934, 91.178, interpolation="bicubic",
+             license="apache-2.0"),
+        _cfg("hrnet_w18_small.ms_in1k", 72.340, 90.688),
+        _cfg("hrnet_w18_small_v2.gluon_in1k", 78.202, 93.906, interpolation="bicubic",
+             license="apache-2.0"),
+        _cfg("hrnet_w18_small_v2.ms_in1k", 75.094, 92.414),
+        _cfg("hrnet_w18.ms_aug_in1k", 78.110, 94.062, crop_pct=0.95),
+        _cfg("hrnet_w18.ms_in1k", 76.770, 93.448),
+        _cfg("hrnet_w30.ms_in1k", 78.202, 94.220),
+        _cfg("hrnet_w32.ms_in1k", 78.452, 94.184),
+        _cfg("hrnet_w40.ms_in1k", 78.928, 94.480),
+        _cfg("hrnet_w44.ms_in1k", 78.890, 94.376),
+        _cfg("hrnet_w48.ms_in1k", 79.328, 94.516),
+        _cfg("hrnet_w64.ms_in1k", 79.458, 94.646),
+        _cfg("hrnet_w18_ssld.paddle_in1k", 81.114, 95.638, test_top1=82.052, test_top5=96.250,
+             **_SSLD),
+        _cfg("hrnet_w48_ssld.paddle_in1k", 83.656, 96.848, test_top1=84.484, test_top5=97.224,
+             **_SSLD),
+    )
+}
+
+_DEFAULT_TAGS: dict[str, str] = {}
+for _tag, _c in _REGISTRY.items():
+    _DEFAULT_TAGS.setdefault(_c.arch, _tag)
+del _tag, _c
+
+
+def list_pretrained(arch: str | None = None) -> list[str]:
+    """Full tag names, in timm's ``default_cfgs`` order.
+
+    Args:
+      arch: restrict to one architecture (e.g. ``'hrnet_w18'``); None lists all.
+
+    Raises:
+      ValueError: ``arch`` is not an HRNet architecture with pretrained weights.
+    """
+    if arch is None:
+        return list(_REGISTRY)
+    if arch not in _DEFAULT_TAGS:
+        raise ValueError(f"unknown HRNet arch {arch!r}; valid: {', '.join(_DEFAULT_TAGS)}")
+    return [t for t, c in _REGISTRY.items() if c.arch == arch]
+
+
+def default_tag(arch: str) -> str:
+    """timm's default tag for ``arch`` (first listed), e.g. ``'hrnet_w18'`` -> ``'hrnet_w18.ms_aug_in1k'``.
+
+    Raises:
+      ValueError: unknown arch.
+    """
+    try:
+        return _DEFAULT_TAGS[arch]
+    except KeyError:
+        raise ValueError(
+            f"unknown HRNet arch {arch!r}; valid: {', '.join(_DEFAULT_TAGS)}"
+        ) from None
+
+
+def get_pretrained_cfg(name: str) -> PretrainedCfg:
+    """Look up a pretrained cfg by full tag, bare arch, or Hub id.
+
+    Args:
+      name: ``'hrnet_w18.ms_in1k'``, ``'hrnet_w18'`` (-> timm's default tag) or
+        ``'timm/hrnet_w18.ms_in1k'``.
+
+    Returns:
+      The (immutable, shared) :class:`PretrainedCfg`.
+
+    Raises:
+      ValueError: the name matches nothing; the message lists every valid tag and arch.
+    """
+    key = name[len("timm/"):] if name.startswith("timm/") else name
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    if key in _DEFAULT_TAGS:
+        return _REGISTRY[_DEFAULT_TAGS[key]]
+    raise ValueError(
+        f"unknown HRNet pretrained name {name!r}; valid tags: {', '.join(_REGISTRY)}; "
+        f"valid archs (default tag): {', '.join(_DEFAULT_TAGS)}"
+    )
