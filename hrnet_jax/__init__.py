@@ -1,0 +1,20 @@
+"""hrnet-jax: HRNet-C (Wang et al., TPAMI 2019) in JAX/Flax NNX, NHWC.
+
+Public API in timm's terms::
+
+    import hrnet_jax
+    model = hrnet_jax.create_model('hrnet_w18', pretrained='converted/hrnet_w18')
+    model.eval()
+    logits = model(x)                 # x: [B, H, W, 3] float32 -> [B, 1000]
+"""
+
+from hrnet_jax.checkpoint import CheckpointMismatchError
+from hrnet_jax.configs import MODEL_CONFIGS, HRNetConfig, StageConfig, get_config
+from hrnet_jax.factory import create_model, list_models, load_pretrained, save_pretrained
+from hrnet_jax.model import HighResolutionModule, HighResolutionNet, HighResolutionNetFeatures
+
+__all__ = [
+    'CheckpointMismatchError', 'HRNetConfig', 'HighResolutionModule', 'HighResolutionNet',
+    'HighResolutionNetFeatures', 'MODEL_CONFIGS', 'StageConfig', 'create_model', 'get_config',
+    'list_models', 'load_pretrained', 'save_pretrained',
+]
