@@ -1,0 +1,196 @@
+"""PyTorch HRNet checkpoint <-> hrnet-jax checkpoint folder, strictly.
+
+Every source tensor is used exactly once (``num_batches_tracked`` ignored), every Flax leaf is
+filled and every shape is checked before anything is written; on any problem one
+``MismatchError`` lists ALL missing / unexpected / mis-shaped keys and the output is untouched.
+The key rules live in ``hrnet_jax.keys`` (one table for both directions).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import pathlib
+import tempfile
+
+import numpy as np
+
+from hrnet_jax import checkpoint, keys, pretrained
+from hrnet_jax.configs import MODEL_CONFIGS, get_config
+from hrnet_jax.factory import create_model
+
+from convert import formats
+from convert.arch import infer_arch
+from convert.sources import ConversionError, Source, read_source
+
+
+class MismatchError(ConversionError):
+  """The source does not fit the architecture; lists every problem."""
+
+  def __init__(self, path, arch: str, missing, unexpected, mismatched):
+    self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+    lines = [f'{path}: does not match {arch} ({len(missing)} missing, {len(unexpected)} '
+             f'unexpected, {len(mismatched)} mis-shaped keys); nothing was written.']
+    for title, items in (('missing', missing), ('unexpected', unexpected),
+                         ('mis-shaped', mismatched)):
+      if items:
+        lines.append(f'  {title}:')
+        lines.extend(f'    {k}' for k in items)
+    super().__init__('\n'.join(lines))
+
+
+@dataclasses.dataclass
+class ConversionResult:
+  out_dir: pathlib.Path
+  arch: str
+  format: str
+  num_tensors: int
+  config: dict
+
+
+def _resolve_arch(official: dict[str, np.ndarray], fmt: str, arch: str | None
+                  ) -> tuple[str, bool]:
+  base, head_bias, _ = infer_arch(official)
+  if arch is None:
+    # Bias-free timm/official files are the PaddleClas ssld weights; mmpretrain drops the head
+    # biases for every variant, so it keeps the base name with head_conv_bias=False.
+    if not head_bias and fmt != 'mmpretrain' and f'{base}_ssld' in MODEL_CONFIGS:
+      return f'{base}_ssld', False
+    return base, head_bias
+  try:
+    cfg = get_config(arch)
+  except ValueError as e:
+    raise ConversionError(f'--arch: {e}') from None
+  return arch, cfg.head_conv_bias and fmt != 'mmpretrain'
+
+
+def _pretrained_cfg(arch: str, source: Source, tag: str | None) -> dict:
+  if tag is None and source.hub_id:
+    tag = source.hub_id.split('/', 1)[1]
+  if tag is None:
+    # Local official/mmpretrain files are the MSRA ImageNet weights (the ms_in1k tags).
+    base = arch.replace('_ssld', '')
+    tag = f'{base}.ms_in1k' if f'{base}.ms_in1k' in pretrained.list_pretrained() else arch
+  try:
+    cfg = pretrained.get_pretrained_cfg(tag)
+  except ValueError as e:
+    raise ConversionError(f'--tag: {e}') from None
+  if cfg.arch.replace('_ssld', '') != arch.replace('_ssld', ''):
+    raise ConversionError(f'--tag: {tag} is a {cfg.arch} tag, the checkpoint is {arch}')
+  return cfg.to_dict()
+
+
+def _progress(items, total: int, enabled: bool, desc: str):
+  if not enabled:
+    return items
+  from tqdm import tqdm
+  return tqdm(items, total=total, desc=desc, unit='tensor', leave=False)
+
+
+def convert_source(source: Source, *, arch: str | None = None, fmt: str = 'auto',
+                   progress: bool = False) -> tuple[str, bool, int, str, dict[str, np.ndarray]]:
+  """Maps the tensors of ``source`` onto a Flax HRNet.
+
+  Returns ``(arch, head_conv_bias, num_classes, format, arrays)`` where ``arrays`` maps dotted
+  Flax paths to arrays in Flax layout. Raises ``MismatchError`` listing every problem.
+  """
+  if fmt not in ('auto',) + formats.FORMATS:
+    raise ConversionError(f'--format must be auto or one of {formats.FORMATS}, got {fmt!r}')
+  tensors = {k: v for k, v in source.tensors.items() if not formats.is_bn_counter(k)}
+  if fmt == 'auto':
+    fmt = formats.detect_format(tensors)
+    if fmt == 'official' and (source.hub_id or source.path.suffix == '.safetensors'):
+      fmt = 'timm'
+  official, original = {}, {}
+  for key, value in tensors.items():
+    new = formats.to_official_key(key, fmt)
+    official[new], original[new] = value, key
+
+  arch, head_conv_bias = _resolve_arch(official, fmt, arch)
+  classifier = official.get('classifier.weight')
+  num_classes = int(classifier.shape[0]) if classifier is not None and classifier.ndim == 2 else 1000
+  model = create_model(arch, num_classes=num_classes, head_conv_bias=head_conv_bias)
+  expected = {path: (keys.torch_key(path), var.get_value().shape, var.get_value().dtype)
+              for path, var in checkpoint.model_variables(model).items()}
+  del model
+
+  wanted = {k for k, _, _ in expected.values()}
+  missing = sorted(formats.from_official_key(k, fmt) for k in wanted - official.keys())
+  unexpected = sorted(original[k] for k in official.keys() - wanted)
+  mismatched = sorted(
+      f'{original[k]}: checkpoint {tuple(official[k].shape)} vs {arch} '
+      f'{keys.torch_shape(path, shape)}'
+      for path, (k, shape, _) in expected.items()
+      if k in official and tuple(official[k].shape) != keys.torch_shape(path, shape))
+  if missing or unexpected or mismatched:
+    raise MismatchError(source.path, arch, missing, unexpected, mismatched)
+
+  arrays = {}
+  for path, (k, _, dtype) in _progress(expected.items(), len(expected), progress, 'converting'):
+    arrays[path] = np.ascontiguousarray(keys.torch_to_flax(path, official[k])).astype(dtype)
+  return arch, head_conv_bias, num_classes, fmt, arrays
+
+
+def convert_checkpoint(src: str | os.PathLike, out_dir: str | os.PathLike, *,
+                       arch: str | None = None, fmt: str = 'auto', tag: str | None = None,
+                       overwrite: bool = False, progress: bool = False) -> ConversionResult:
+  """Converts ``src`` (file or hub id) into the checkpoint folder ``out_dir``.
+
+  ``create_model(arch, pretrained=out_dir)`` and ``hrnet_jax.load_pretrained(out_dir)`` read it.
+  Raises ``ConversionError`` (``MismatchError`` for key problems) naming the file and keys at
+  fault; ``out_dir`` is then untouched.
+  """
+  source = read_source(src)
+  arch, head_conv_bias, num_classes, fmt, arrays = convert_source(
+      source, arch=arch, fmt=fmt, progress=progress)
+  config = {
+      'arch': arch,
+      'model_kwargs': {'head_conv_bias': head_conv_bias},
+      'num_classes': num_classes,
+      'pretrained_cfg': _pretrained_cfg(arch, source, tag),
+      'source': {
+          'file': source.path.name,
+          'sha256': source.sha256(),
+          'format': fmt,
+          'container': source.container,
+          'hub_id': source.hub_id,
+          'training_checkpoint': source.training_checkpoint,
+      },
+  }
+  try:
+    out = checkpoint.write_pretrained(arrays, config, out_dir, overwrite=overwrite)
+  except FileExistsError as e:
+    raise ConversionError(str(e)) from None
+  return ConversionResult(out, arch, fmt, len(arrays), config)
+
+
+def to_pytorch(ckpt_dir: str | os.PathLike, out_path: str | os.PathLike) -> pathlib.Path:
+  """Writes an hrnet-jax checkpoint folder as an official-format state_dict (``torch.save``),
+  which timm's ``load_state_dict(strict=True)`` accepts. Atomic (temporary file + rename)."""
+  import torch
+
+  try:
+    config, arrays = checkpoint.read_pretrained(ckpt_dir)
+  except (FileNotFoundError, ValueError) as e:
+    raise ConversionError(str(e)) from None
+  state = collections.OrderedDict()
+  for path, value in arrays.items():
+    try:
+      key = keys.torch_key(path)
+    except KeyError as e:
+      raise ConversionError(f'{ckpt_dir}: {e.args[0]}') from None
+    state[key] = torch.from_numpy(np.ascontiguousarray(keys.flax_to_torch(path, value)))
+    if key.endswith('running_mean'):  # BN buffers PyTorch's strict loading expects
+      state[key.replace('running_mean', 'num_batches_tracked')] = torch.tensor(0)
+  out = pathlib.Path(out_path)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f'.{out.name}.', dir=out.parent)
+  os.close(fd)
+  try:
+    torch.save(state, tmp)
+    os.replace(tmp, out)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+  return out

@@ -1,0 +1,145 @@
+"""Reading a PyTorch HRNet checkpoint from a file or the Hugging Face hub into NumPy arrays.
+
+Accepted files: ``.pth`` / ``.pth.tar`` / ``.bin`` (``torch.load(weights_only=True)``: no code is
+unpickled) and ``.safetensors``. Containers are unwrapped in timm's order
+(``timm/models/_helpers.py`` ``load_state_dict``): ``state_dict_ema``, ``model_ema``,
+``state_dict``, then ``model`` only when it is a dict (an official training checkpoint stores the
+string ``'cls_hrnet'`` there), else the dict itself. ``module.`` (DataParallel/DDP) and
+``_orig_mod.`` (torch.compile) prefixes are stripped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pathlib
+import re
+
+import numpy as np
+
+HUB_FILES = ('model.safetensors', 'pytorch_model.bin')
+_HUB_ID = re.compile(r'^(?:hf[-_]hub:)?[\w.-]+/[\w.-]+$')
+_CONTAINER_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model')
+_PREFIXES = ('module.', '_orig_mod.')
+
+
+class ConversionError(Exception):
+  """Any problem with a source checkpoint; the message names the file or key at fault."""
+
+
+@dataclasses.dataclass
+class Source:
+  """A read checkpoint: ``tensors`` (key -> float/int array, PyTorch layout) and provenance."""
+
+  path: pathlib.Path
+  tensors: dict[str, np.ndarray]
+  container: str  # 'raw' or the key it was found under ('state_dict', ...)
+  hub_id: str | None = None
+  training_checkpoint: bool = False  # official tools/train.py checkpoint.pth.tar
+
+  def sha256(self) -> str:
+    digest = hashlib.sha256()
+    with open(self.path, 'rb') as f:
+      for chunk in iter(lambda: f.read(1 << 20), b''):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_hub_id(src: str) -> bool:
+  return not os.path.exists(src) and bool(_HUB_ID.match(src))
+
+
+def download_from_hub(hub_id: str) -> pathlib.Path:
+  """Fetches a timm checkpoint (``model.safetensors``, else ``pytorch_model.bin``) with
+  huggingface_hub; ``ConversionError`` when offline or not found."""
+  try:
+    from huggingface_hub import hf_hub_download
+  except ImportError:
+    raise ConversionError(f'{hub_id}: huggingface_hub is needed to download from the hub '
+                          '(pip install "hrnet-jax[convert]")') from None
+  repo_id = re.sub(r'^hf[-_]hub:', '', hub_id)
+  errors = []
+  for filename in HUB_FILES:
+    try:
+      return pathlib.Path(hf_hub_download(repo_id, filename, library_name='hrnet-jax'))
+    except Exception as e:  # offline, missing file, missing repo: try the next, then report all
+      errors.append(f'{filename}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}')
+  raise ConversionError(
+      f'{hub_id}: could not download from the Hugging Face hub (offline, or no such repo?). '
+      'Download the file elsewhere and pass its path instead.\n  ' + '\n  '.join(errors))
+
+
+def _to_numpy(key: str, value, path) -> np.ndarray:
+  import torch
+
+  if isinstance(value, torch.Tensor):
+    value = value.detach().cpu()
+    if value.dtype == torch.bfloat16 or value.dtype == torch.float16:
+      value = value.float()
+    return value.numpy()
+  if isinstance(value, np.ndarray):
+    return value
+  raise ConversionError(f'{path}: entry {key!r} is a {type(value).__name__}, not a tensor')
+
+
+def _load_raw(path: pathlib.Path) -> dict:
+  if path.suffix == '.safetensors':
+    from safetensors.torch import load_file
+    return load_file(str(path))
+  import torch
+  return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def _unwrap(obj: dict) -> tuple[dict, str]:
+  for key in _CONTAINER_KEYS:
+    if isinstance(obj.get(key), dict):
+      return obj[key], key
+  return obj, 'raw'
+
+
+def _strip_prefixes(key: str) -> str:
+  changed = True
+  while changed:
+    changed = False
+    for prefix in _PREFIXES:
+      if key.startswith(prefix):
+        key, changed = key[len(prefix):], True
+  return key
+
+
+def read_source(src: str | os.PathLike) -> Source:
+  """Reads ``src`` (a file path or a hub id such as ``timm/hrnet_w18.ms_aug_in1k``).
+
+  Raises ``ConversionError`` for a missing, truncated, corrupt or non-checkpoint file, naming it.
+  """
+  src = str(src)
+  hub_id = None
+  if is_hub_id(src):
+    hub_id = src
+    path = download_from_hub(src)
+  else:
+    path = pathlib.Path(src)
+    if not path.exists():
+      raise ConversionError(f'{path}: no such file (nor a hub id like timm/hrnet_w18.ms_in1k)')
+    if not path.is_file():
+      raise ConversionError(f'{path}: not a file')
+  try:
+    obj = _load_raw(path)
+  except Exception as e:  # torch/pickle/zip/safetensors raise many types for a damaged file
+    first = str(e).splitlines()[0] if str(e) else ''
+    raise ConversionError(f'{path}: cannot read as a PyTorch checkpoint, the file is truncated, '
+                          f'corrupt or not a checkpoint ({type(e).__name__}: {first})') from None
+  if not isinstance(obj, dict):
+    raise ConversionError(f'{path}: holds a {type(obj).__name__}, not a state_dict')
+  training = obj.get('model') == 'cls_hrnet' or 'epoch' in obj
+  state, container = _unwrap(obj)
+  tensors = {}
+  for key, value in state.items():
+    if not isinstance(key, str):
+      raise ConversionError(f'{path}: state_dict key {key!r} is not a string')
+    tensors[_strip_prefixes(key)] = _to_numpy(key, value, path)
+  if not tensors:
+    raise ConversionError(f'{path}: the state_dict is empty')
+  return Source(path=path, tensors=tensors, container=container, hub_id=hub_id,
+                training_checkpoint=training)
