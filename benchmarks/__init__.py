@@ -1,0 +1,9 @@
+"""hrnet-jax vs timm benchmarks: one driver (``python -m benchmarks.run``), one subprocess per
+measured configuration, results as timm-style CSV rows and a Markdown table
+(``docs/benchmarks.md``).
+
+Modules: ``run`` (driver), ``jax_worker`` / ``torch_worker`` (one timed configuration each),
+``parity`` (the gate run before any timing; also writes the shared weights), ``converter``
+(time and peak RSS of ``convert_official_weights``), ``fold_bn`` (experimental inference-only
+BatchNorm folding), ``report`` (CSV -> Markdown), ``common`` (timing, schema, system info).
+"""

@@ -1,0 +1,99 @@
+"""Times one hrnet-jax configuration (``Spec``) and prints its CSV row.
+
+Inference: eval-mode forward, ``jax.jit`` over the split state (functional NNX pattern).
+Training: forward, softmax cross-entropy on random labels, backward, SGD (Nesterov momentum
+0.9, weight decay 1e-4, lr 1e-4 as timm's benchmark) and the BatchNorm statistics update, in
+one jitted step that donates parameters, statistics and optimizer state.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from benchmarks.common import (Spec, base_row, peak_rss_mb, synthetic_batch, task_columns,
+                               time_steps, versions, worker_main)
+
+LR, MOMENTUM, WEIGHT_DECAY = 1e-4, 0.9, 1e-4
+
+
+def _peak_mem_mb(device) -> tuple[float, str]:
+  stats = device.memory_stats() if device.platform != 'cpu' else None
+  if stats and 'peak_bytes_in_use' in stats:
+    return stats['peak_bytes_in_use'] / 2**20, 'device'
+  return peak_rss_mb(), 'rss'
+
+
+def run(spec: Spec) -> dict:
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from flax import nnx
+
+  import hrnet_jax
+  from benchmarks.fold_bn import fold_batchnorm
+
+  dtype = jnp.bfloat16 if spec.dtype == 'bf16' else jnp.float32
+  model = hrnet_jax.create_model(spec.model, pretrained=spec.weights or None, dtype=dtype)
+  param_count = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  device = jax.devices()[0]
+  x_np, y_np = synthetic_batch(spec)
+  x, y = jax.device_put(x_np, device), jax.device_put(y_np, device)
+
+  if spec.task == 'infer':
+    model.eval()
+    if spec.mode == 'xla_foldbn':
+      fold_batchnorm(model)
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def forward(state, x):
+      return nnx.merge(graphdef, state)(x)
+
+    step = lambda: forward(state, x)
+  else:
+    if spec.mode != 'xla':
+      raise ValueError(f'training supports mode xla only, got {spec.mode!r}')
+    model.train()
+    graphdef, params, stats = nnx.split(model, nnx.Param, ...)
+    tx = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY),
+                     optax.sgd(LR, momentum=MOMENTUM, nesterov=True))
+    opt_state = tx.init(params)
+
+    def loss_fn(params, stats, x, y):
+      m = nnx.merge(graphdef, params, stats, copy=True)
+      logits = m(x).astype(jnp.float32)
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+      return loss, nnx.state(m, nnx.Not(nnx.Param))
+
+    if spec.remat:
+      # Keep only conv outputs for the backward pass; BN/ReLU/add are recomputed (cheap,
+      # memory-bound) instead of stored, which shrinks activation memory at large batch.
+      loss_fn = jax.checkpoint(loss_fn, policy=jax.checkpoint_policies.dots_saveable)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+    def train_step(params, stats, opt_state, x, y):
+      (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, x, y)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), stats, opt_state, loss
+
+    carry = [params, stats, opt_state]
+
+    def step():
+      carry[0], carry[1], carry[2], loss = train_step(*carry, x, y)
+      return loss
+
+  timing = time_steps(step, jax.block_until_ready, spec)
+  peak, kind = _peak_mem_mb(device)
+  row = base_row(spec)
+  row.update(task_columns(spec, timing, peak))
+  row.update(layout='NHWC', compiled=True, device_name=device.device_kind,
+             param_count=round(param_count / 1e6, 3), peak_mem_kind=kind,
+             num_threads=os.cpu_count(),
+             versions=versions('jax', 'jaxlib', 'flax', 'optax'),
+             note=os.environ.get('XLA_FLAGS', ''))
+  return row
+
+
+if __name__ == '__main__':
+  worker_main(run)

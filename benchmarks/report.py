@@ -1,0 +1,214 @@
+"""CSV results -> the generated Markdown tables of ``docs/benchmarks.md``.
+
+``python -m benchmarks.report [RESULTS_DIR] [MARKDOWN]`` rewrites only the text between
+``<!-- generated:begin -->`` and ``<!-- generated:end -->``; the rest of the file is prose.
+Speed CSVs are ``<device>_<dtype>.csv``, with ``..._parity.csv`` and ``..._converter.csv``
+beside them.
+"""
+
+from __future__ import annotations
+
+import csv
+import pathlib
+import sys
+
+BEGIN, END = '<!-- generated:begin -->', '<!-- generated:end -->'
+# A row is flagged when other processes used more than this share of the CPUs meanwhile.
+BUSY_PCT = 10.0
+
+TARGETS_CPU = (('infer', 'eager', 1.5), ('train', 'eager', 1.2))
+TARGETS_GPU = (('infer', 'compile', 1.2), ('train', 'channels_last', 1.3))
+H100_W18 = (('infer', 15000.0), ('train', 3000.0))
+
+
+def read_csv(path: pathlib.Path) -> list[dict]:
+  with open(path, newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def _f(value) -> float | None:
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    return None
+
+
+def _fmt(value, digits: int = 1) -> str:
+  v = _f(value)
+  return '' if v is None else f'{v:,.{digits}f}'
+
+
+def _pair(a, b, digits: int = 1) -> str:
+  a, b = _fmt(a, digits), _fmt(b, digits)
+  return f'{a or "–"} / {b or "–"}' if a or b else ''
+
+
+def _busy(row: dict) -> bool:
+  return any((_f(row.get(f'{t}_foreign_cpu_pct')) or 0.0) > BUSY_PCT for t in ('infer', 'train'))
+
+
+def _batch(row: dict) -> int:
+  return int(row.get('infer_batch_size') or row.get('train_batch_size') or 0)
+
+
+def _find(rows, model, batch, framework, mode):
+  for r in rows:
+    if (r['model'], _batch(r), r['framework'], r['mode']) == (model, batch, framework, mode):
+      return r
+  return None
+
+
+def _speed(row, task) -> float | None:
+  return _f(row.get(f'{task}_samples_per_sec')) if row else None
+
+
+def speed_table(rows: list[dict]) -> list[str]:
+  out = ['| model | batch | framework | mode | layout | infer img/s | infer ms/step (p90) | '
+         'train img/s | train ms/step (p90) | first call s (infer / train) | '
+         'peak mem MiB (infer / train) | vs timm eager (infer / train) | note |',
+         '|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|']
+  for r in rows:
+    base = _find(rows, r['model'], _batch(r), 'timm', 'eager')
+    ratios = []
+    for task in ('infer', 'train'):
+      mine, ref = _speed(r, task), _speed(base, task)
+      ratios.append(f'{mine / ref:.2f}x' if mine and ref else '–')
+    notes = [r.get('note', '')] if r.get('note') and 'failed' in r.get('note', '') else []
+    if _busy(r):
+      notes.append('measured under load (other processes: '
+                   f"{_pair(r.get('infer_foreign_cpu_pct'), r.get('train_foreign_cpu_pct'), 0)}"
+                   ' % CPU)')
+    if r['framework'] == 'timm' and r.get('train_step_time') and int(r['repeats'] or 0) < 3:
+      notes.append(f"{r['repeats']} repeat(s)")
+    ms = lambda t: (f"{_fmt(r.get(f'{t}_step_time'))} ({_fmt(r.get(f'{t}_step_time_p90'))})"
+                    if r.get(f'{t}_step_time') else '')
+    out.append(
+        f"| {r['model']} | {_batch(r)} | {r['framework']} | {r['mode']} | {r.get('layout', '')} "
+        f"| {_fmt(r.get('infer_samples_per_sec'))} | {ms('infer')} "
+        f"| {_fmt(r.get('train_samples_per_sec'))} | {ms('train')} "
+        f"| {_pair(r.get('infer_compile_s'), r.get('train_compile_s'))} "
+        f"| {_pair(r.get('infer_peak_mem_mb'), r.get('train_peak_mem_mb'), 0)} "
+        f"| {' / '.join(ratios)} | {'; '.join(notes)} |")
+  return out
+
+
+def _best_jax(rows, model, batch, task):
+  cands = [(r, _speed(r, task)) for r in rows if r['model'] == model and _batch(r) == batch
+           and r['framework'] == 'jax' and _speed(r, task)]
+  return max(cands, key=lambda c: c[1]) if cands else (None, None)
+
+
+def target_rows(rows: list[dict], gpu: bool) -> list[str]:
+  out = []
+  targets = TARGETS_GPU if gpu else TARGETS_CPU
+  batches = sorted({_batch(r) for r in rows if r.get('train_step_time')}) if gpu else [32]
+  for model in dict.fromkeys(r['model'] for r in rows):
+    for batch in batches:
+      for task, ref_mode, goal in targets:
+        row, mine = _best_jax(rows, model, batch, task)
+        ref = _speed(_find(rows, model, batch, 'timm', ref_mode), task)
+        if not mine or not ref:
+          continue
+        ratio = mine / ref
+        out.append(f"| {'GPU' if gpu else 'CPU'} {rows[0]['dtype']} b{batch} {task} {model} "
+                   f"| jax {row['mode']} {mine:,.1f} img/s vs timm {ref_mode} {ref:,.1f} "
+                   f"| {ratio:.2f}x | >= {goal}x | {'met' if ratio >= goal else 'missed'} |")
+  if gpu:
+    for task, goal in H100_W18:
+      best = [(_speed(r, task), r) for r in rows if r['model'] == 'hrnet_w18'
+              and r['framework'] == 'jax' and 'H100' in r.get('device_name', '')
+              and _speed(r, task)]
+      if best:
+        v, r = max(best, key=lambda b: b[0])
+        out.append(f'| H100 W18 {task} (absolute) | jax {r["mode"]} b{_batch(r)} {v:,.0f} img/s '
+                   f'| – | >= {goal:,.0f} img/s | {"met" if v >= goal else "missed"} |')
+  return out
+
+
+def converter_rows(records: list[dict]) -> list[str]:
+  out = []
+  for c in records:
+    wall, ratio = float(c['wall_s']), float(c['peak_rss_over_checkpoint'])
+    out.append(f"| converter {c['model']} time | {wall:.1f} s (imports {float(c['import_s']):.1f}"
+               f" s, conversion {float(c['convert_s']):.1f} s) | – | <= 10 s | "
+               f"{'met' if wall <= 10 else 'missed'} |")
+    out.append(f"| converter {c['model']} peak RSS | {float(c['peak_rss_mb']):,.0f} MiB for a "
+               f"{float(c['checkpoint_mb']):,.0f} MiB checkpoint (after imports: "
+               f"{float(c['rss_after_import_mb']):,.0f} MiB) | {ratio:.2f}x | <= 3x | "
+               f"{'met' if ratio <= 3 else 'missed'} |")
+  return out
+
+
+def parity_table(records: list[dict]) -> list[str]:
+  out = ['| model | input | max abs logit | max abs diff | max abs diff, BN folded | tolerance '
+         '| top-1 agrees | gate |', '|---|---|---:|---:|---:|---:|---|---|']
+  for g in records:
+    out.append(f"| {g['model']} | {g['batch']}x{g['img_size']}x{g['img_size']} "
+               f"| {float(g['max_abs_logit']):.3g} | {float(g['max_abs_diff']):.3g} "
+               f"| {float(g['max_abs_diff_foldbn']):.3g} | {float(g['tolerance']):.3g} "
+               f"| {g['top1_agree']} | {'pass' if g['passed'] == 'True' else 'FAIL'} |")
+  return out
+
+
+def render(results_dir: pathlib.Path) -> str:
+  lines = []
+  speed = sorted(p for p in results_dir.glob('*.csv')
+                 if not p.stem.endswith(('_parity', '_converter')))
+  targets = []
+  for path in speed:
+    rows = read_csv(path)
+    if not rows:
+      continue
+    gpu = rows[0]['device'] == 'gpu'
+    r0 = rows[0]
+    lines += [f"### {'GPU' if gpu else 'CPU'} {r0['dtype']} (`{path.name}`)", '',
+              f"Device: {r0['device_name']}; {r0['nproc']} CPU cores ({r0['cpu_model']}); "
+              f"{r0['steps']} timed steps x {r0['repeats']} repeats (median) after "
+              f"{r0['warmup']} warm-up steps; input {r0.get('infer_img_size') or r0.get('train_img_size')}"
+              f" px; commit {r0['git_commit']}, {r0['timestamp'][:10]}.", '',
+              'Versions: ' + '; '.join(dict.fromkeys(
+                  f"`{r['versions']}`" for r in rows if r.get('versions'))), '']
+    lines += speed_table(rows) + ['']
+    targets += target_rows(rows, gpu)
+    conv = path.with_name(path.stem + '_converter.csv')
+    if conv.exists():
+      targets += converter_rows(read_csv(conv))
+    parity = path.with_name(path.stem + '_parity.csv')
+    if parity.exists():
+      lines += [f'Parity gate (run before the timings above, float32, full matmul precision; '
+                f'tolerance 1e-5 x max(max abs logit, 10)):', ''] + parity_table(
+                    read_csv(parity)) + ['']
+  if not any(read_csv(p) and read_csv(p)[0]['device'] == 'gpu' for p in speed):
+    lines += ['### GPU bf16', '',
+              'Not measured yet: no GPU was available to the session that produced these '
+              'tables. Run `python -m benchmarks.run --preset gpu` on a CUDA machine to add '
+              '`benchmarks/results/gpu_bf16.csv` and these rows.', '']
+  head = ['### Targets (ratios within one run)', '',
+          '| target | measured | ratio | goal | status |', '|---|---|---:|---|---|']
+  return '\n'.join(head + targets + [''] + lines).rstrip() + '\n'
+
+
+def update_markdown(markdown: pathlib.Path, results_dir: pathlib.Path) -> None:
+  """Replaces the generated block of ``markdown`` (appends one if the markers are missing)."""
+  text = markdown.read_text() if markdown.exists() else '# Benchmarks\n'
+  block = f'{BEGIN}\n{render(results_dir)}{END}'
+  if BEGIN in text and END in text:
+    before, rest = text.split(BEGIN, 1)
+    text = before + block + rest.split(END, 1)[1]
+  else:
+    text = text.rstrip() + '\n\n' + block + '\n'
+  markdown.parent.mkdir(parents=True, exist_ok=True)
+  markdown.write_text(text)
+
+
+def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  root = pathlib.Path(__file__).parent
+  results = pathlib.Path(argv[0]) if argv else root / 'results'
+  markdown = pathlib.Path(argv[1]) if len(argv) > 1 else root.parent / 'docs' / 'benchmarks.md'
+  update_markdown(markdown, results)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
