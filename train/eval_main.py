@@ -1,0 +1,161 @@
+"""``hrnet-eval``: exact top-1 / top-5 of a checkpoint over a whole split, sharded over all devices.
+
+    hrnet-eval --checkpoint /tmp/hrnet_digits --dataset digits
+    hrnet-eval --checkpoint converted/hrnet_w18 --dataset imagenet2012 --data_dir ~/tensorflow_datasets
+    hrnet-eval --checkpoint RUN/model --dataset folder:/data/flowers --split val
+
+``--checkpoint`` is either a training workdir (``hrnet-train --workdir``; its best checkpoint by
+eval top-1, else the latest, or ``--step``) or a hrnet_jax checkpoint folder
+(``convert_official_weights`` output, ``save_pretrained``, ``WORKDIR/model``). Preprocessing
+(size, crop, interpolation, mean/std) is the run's config or the folder's ``pretrained_cfg``;
+``--image_size`` / ``--crop_pct`` override it. ``--dataset`` is ``digits``,
+``folder:PATH`` (``PATH/<split>/<class>/<image>``) or a TFDS name. Exit status: 0 done,
+1 error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('checkpoint', None, 'Training workdir or hrnet_jax checkpoint folder.')
+flags.DEFINE_string('dataset', None, "'digits', 'folder:PATH' or a TFDS dataset name.")
+flags.DEFINE_string('split', 'validation', 'Split to evaluate (TFDS syntax, or a subfolder).')
+flags.DEFINE_string('data_dir', '', 'TFDS data_dir.')
+flags.DEFINE_integer('batch_size', 128, 'Global eval batch size (a multiple of the devices).')
+flags.DEFINE_integer('step', None, 'Checkpoint step of a training workdir (default: best).')
+flags.DEFINE_integer('image_size', None, 'Override the eval crop size.')
+flags.DEFINE_float('crop_pct', None, 'Override the center-crop fraction.')
+flags.DEFINE_bool('json', False, 'Print the result as one JSON line.')
+flags.mark_flags_as_required(['checkpoint', 'dataset'])
+
+
+def _dataset_config(config):
+  """Sets ``config.dataset`` / eval fields from the flags."""
+  name = FLAGS.dataset
+  if name.startswith('folder:'):
+    config.dataset.name, config.dataset.folder = 'folder', name[len('folder:'):]
+  else:
+    config.dataset.name = name
+  config.dataset.eval_split = FLAGS.split
+  config.dataset.data_dir = FLAGS.data_dir
+  config.eval_batch_size = FLAGS.batch_size
+  config.batch_size = FLAGS.batch_size
+  if name == 'digits':
+    config.input.train_augment = 'resize'
+  if FLAGS.image_size:
+    config.input.image_size = FLAGS.image_size
+  if FLAGS.crop_pct:
+    config.input.crop_pct = FLAGS.crop_pct
+
+
+def _from_workdir(workdir: str, mesh):
+  """-> (model_def, params, batch_stats, config) of a training run's checkpoint."""
+  import ml_collections
+  from train import checkpointing, mesh as mesh_lib, trainer, train_state as ts
+
+  with open(os.path.join(workdir, trainer.CONFIG_FILE)) as f:
+    saved = json.load(f)
+  config = ml_collections.ConfigDict(saved['config'])
+  config.pretrained = ''  # the architecture is all we need; the weights come from the checkpoint
+  model_def, params, stats = ts.split_model(ts.create_model(config, saved['num_classes']))
+  host_state = ts.init_state(params, stats, ts.create_optimizer(config, steps_per_epoch=1))
+  shardings = mesh_lib.state_shardings(mesh, host_state)
+  ckpts = checkpointing.Checkpoints(workdir, read_only=True)
+  try:
+    step = FLAGS.step
+    if step is None:
+      step = (ckpts.best() or (max(ckpts.steps(), default=None), None))[0]
+      if step is None:
+        raise ValueError(f'{ckpts.directory}: no checkpoint')
+    state, step = ckpts.restore(checkpointing.abstract_like(host_state, shardings), step=step)
+  finally:
+    ckpts.close()
+  logging.info('evaluating checkpoint %d of %s', step, workdir)
+  return model_def, state.params, state.batch_stats, config
+
+
+def _from_folder(folder: str):
+  """-> (model_def, params, batch_stats, config) of a hrnet_jax checkpoint folder."""
+  import hrnet_jax
+  from hrnet_jax import transforms
+  from train import train_state as ts
+  from train.configs import base
+
+  model = hrnet_jax.load_pretrained(folder)
+  config = base.get_config()
+  config.model = model.arch
+  p = transforms.resolve_eval_params(model.pretrained_cfg or {})
+  config.input.image_size = p['size'][0]
+  config.input.crop_pct = p['crop_pct']
+  config.input.interpolation = p['interpolation']
+  config.input.mean, config.input.std = p['mean'], p['std']
+  model_def, params, stats = ts.split_model(model)
+  return model_def, params, stats, config
+
+
+def evaluate_checkpoint(checkpoint: str) -> dict:
+  """Evaluates ``checkpoint`` on the flags' dataset; returns ``{'top1', 'top5', 'count'}``."""
+  import jax
+  from train import evaluate, input_pipeline, mesh as mesh_lib, step as step_lib
+
+  mesh = mesh_lib.create_mesh()
+  if not os.path.isdir(checkpoint):
+    raise FileNotFoundError(f'--checkpoint={checkpoint}: no such folder')
+  if os.path.exists(os.path.join(checkpoint, 'config.json')):
+    model_def, params, stats, config = _from_folder(checkpoint)
+    shardings = mesh_lib.state_shardings(mesh, (params, stats))
+    params, stats = mesh_lib.put_replicated_or_sharded((params, stats), shardings)
+  else:
+    from train import trainer
+    if not os.path.exists(os.path.join(checkpoint, trainer.CONFIG_FILE)):
+      raise FileNotFoundError(f'--checkpoint={checkpoint}: neither a training workdir '
+                              f'({trainer.CONFIG_FILE}) nor a checkpoint folder (config.json)')
+    model_def, params, stats, config = _from_workdir(checkpoint, mesh)
+  _dataset_config(config)
+  if config.eval_batch_size % mesh.size:
+    raise ValueError(f'--batch_size={config.eval_batch_size} must be a multiple of the '
+                     f'{mesh.size} devices')
+  data = input_pipeline.create_input(config, process_index=jax.process_index(),
+                                     process_count=jax.process_count(), train=False)
+  eval_fn = step_lib.jit_eval_step(
+      jax.tree.map(lambda x: x.sharding, params), jax.tree.map(lambda x: x.sharding, stats),
+      mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh), model_def=model_def,
+      mean=tuple(config.input.mean), std=tuple(config.input.std))
+  return evaluate.evaluate(eval_fn, params, stats, data.eval_batches(),
+                           mesh_lib.batch_sharding(mesh), num_batches=data.num_eval_batches,
+                           progress=True)
+
+
+def _main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  logging.getLogger().setLevel(logging.INFO)
+  logging.getLogger('absl').setLevel(logging.WARNING)
+  try:
+    results = evaluate_checkpoint(FLAGS.checkpoint)
+  except (ValueError, FileNotFoundError) as e:
+    logging.info('hrnet-eval failed', exc_info=True)
+    print(f'hrnet-eval: error: {e}', file=sys.stderr)
+    return 1
+  if FLAGS.json:
+    print(json.dumps({**results, 'checkpoint': FLAGS.checkpoint, 'dataset': FLAGS.dataset,
+                      'split': FLAGS.split}))
+  else:
+    print(f'hrnet-eval: top-1 {results["top1"]:.2%}  top-5 {results["top5"]:.2%}  on '
+          f'{results["count"]} images of {FLAGS.dataset}:{FLAGS.split} ({FLAGS.checkpoint})')
+  return 0
+
+
+def main():
+  """Console entry point."""
+  app.run(_main)
+
+
+if __name__ == '__main__':
+  main()

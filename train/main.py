@@ -1,0 +1,60 @@
+"""``hrnet-train``: train or fine-tune an HRNet from a config file.
+
+    hrnet-train --config train/configs/digits.py --workdir /tmp/hrnet_digits
+    hrnet-train --config train/configs/imagenet_official.py --workdir gs://bucket/run \
+        --config.dataset.data_dir=... --config.batch_size=1024
+
+Any config field can be overridden with ``--config.FIELD=value``. Running again with the same
+``--workdir`` resumes from its latest checkpoint. Multi-host: run the same command on every host
+(see ``train/distributed.py``; explicit ``--coordinator_address``, ``--num_processes`` and
+``--process_id`` work anywhere). Exit status: 0 done, 1 error (bad config, NaN loss), 143
+preempted by SIGTERM after saving a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Training config file (train/configs/*.py).',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Folder for checkpoints, TensorBoard logs and the final '
+                    'model; reused to resume.')
+flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() with auto-detection '
+                  '(Cloud TPU VM pods); SLURM, Open MPI and GKE TPU are detected anyway.')
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (multi-process runs).')
+flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).')
+flags.DEFINE_integer('process_id', None, 'This process (with --coordinator_address).')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  logging.getLogger().setLevel(logging.INFO)
+  logging.getLogger('absl').setLevel(logging.WARNING)  # Orbax logs every save step at INFO
+  from train import distributed
+  distributed.maybe_initialize(force=FLAGS.distributed,
+                               coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  from train import trainer
+  try:
+    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except (ValueError, FileNotFoundError, trainer.NonFiniteLossError) as e:
+    logging.info('hrnet-train failed', exc_info=True)
+    print(f'hrnet-train: error: {e}', file=sys.stderr)
+    return 1
+  return 0
+
+
+def main():
+  """Console entry point."""
+  app.run(_main)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,82 @@
+"""What a run shows: a tqdm progress bar (steps, img/s, loss) and TensorBoard scalars, written
+by process 0 only (other processes get a silent ``Observer``)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from tqdm import tqdm
+
+
+class Observer:
+  """Progress bar over ``[start_step, total_steps)`` and a TensorBoard writer in ``logdir``.
+
+  Scalars: ``train/loss``, ``train/top1``, ``train/lr``, ``train/grad_norm`` (means over the
+  last ``log_every`` steps), ``perf/img_per_sec``, ``perf/step_time_ms`` (wall time per step over
+  that window, compilation excluded), ``eval/top1``, ``eval/top5`` (fractions).
+  """
+
+  def __init__(self, logdir: str, *, start_step: int, total_steps: int, batch_size: int,
+               log_every: int, active: bool):
+    self._active = active
+    self._batch = batch_size
+    self._log_every = max(1, log_every)
+    self._window: dict[str, float] = {}
+    self._window_steps = 0
+    self._t0 = None  # set after the first step (its time includes compilation)
+    self.train_time = 0.0  # seconds of timed steps, for the summary
+    self.timed_steps = 0
+    self._writer = self._bar = None
+    if active:
+      from tensorboardX import SummaryWriter
+      os.makedirs(logdir, exist_ok=True)
+      self._writer = SummaryWriter(logdir)
+      self._bar = tqdm(total=total_steps, initial=start_step, desc='train', unit='step',
+                       dynamic_ncols=True)
+
+  def step(self, step: int, metrics: dict[str, float]) -> None:
+    """Records the host metrics of step ``step`` (1-based: updates done)."""
+    if not self._active:
+      return
+    now = time.perf_counter()
+    if self._t0 is None:
+      self._t0 = now
+    else:
+      self._window_steps += 1
+      for k, v in metrics.items():
+        self._window[k] = self._window.get(k, 0.0) + v
+    self._bar.update(1)
+    if self._window_steps and (step % self._log_every == 0):
+      elapsed = now - self._t0
+      n = self._window_steps
+      means = {k: v / n for k, v in self._window.items()}
+      img_s = n * self._batch / elapsed
+      for k, v in means.items():
+        self._writer.add_scalar(f'train/{k}', v, step)
+      self._writer.add_scalar('perf/img_per_sec', img_s, step)
+      self._writer.add_scalar('perf/step_time_ms', 1000 * elapsed / n, step)
+      self._bar.set_postfix(loss=f'{means["loss"]:.4f}', img_s=f'{img_s:.1f}')
+      self.train_time += elapsed
+      self.timed_steps += n
+      self._window, self._window_steps, self._t0 = {}, 0, now
+
+  def pause(self) -> None:
+    """Stops the clock (evaluation, checkpoint waits are not training time)."""
+    if self._active and self._t0 is not None:
+      self.train_time += time.perf_counter() - self._t0
+      self.timed_steps += self._window_steps
+      self._window, self._window_steps, self._t0 = {}, 0, None
+
+  def eval(self, step: int, results: dict[str, float]) -> None:
+    if not self._active:
+      return
+    for k in ('top1', 'top5'):
+      self._writer.add_scalar(f'eval/{k}', results[k], step)
+    self._bar.write(f'step {step}: eval top-1 {results["top1"]:.2%}  top-5 '
+                    f'{results["top5"]:.2%}  ({results["count"]} images)')
+
+  def close(self) -> None:
+    if self._active:
+      self._bar.close()
+      self._writer.close()

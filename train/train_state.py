@@ -1,0 +1,127 @@
+"""The train state (one pytree of arrays), the optimizer and the learning-rate schedule.
+
+The NNX model is split once into a static graph (``ModelDef``: module structure, train and eval
+variants) and pure array trees: ``params`` (``nnx.Param``) and ``batch_stats`` (BatchNorm
+running mean/var). The jitted step merges them back, so the state is a plain pytree that
+``jax.jit`` can shard and donate and Orbax can save.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, struct
+
+import hrnet_jax
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+@struct.dataclass
+class TrainState:
+  """``step``: int32 scalar, optimizer updates done; ``params`` / ``batch_stats``: pure
+  ``nnx.State`` trees of float32 arrays; ``opt_state``: the optax state of ``params``."""
+
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDef:
+  """Static halves of the model: ``train`` / ``eval`` graphdefs (BatchNorm with batch statistics
+  / running averages), and the model's metadata for export."""
+
+  train: Any
+  eval: Any
+  arch: str
+  num_classes: int
+
+  def merge(self, params, batch_stats, *, train: bool) -> hrnet_jax.HighResolutionNet:
+    return nnx.merge(self.train if train else self.eval, params, batch_stats)
+
+
+def parse_dtype(name: str):
+  """``'float32'`` / ``'bfloat16'`` -> jnp dtype; ``ValueError`` naming ``config.dtype``."""
+  try:
+    return DTYPES[name]
+  except KeyError:
+    raise ValueError(f'config.dtype={name!r}; valid: {", ".join(DTYPES)}') from None
+
+
+def create_model(config, num_classes: int) -> hrnet_jax.HighResolutionNet:
+  """``hrnet_jax.create_model`` for ``config`` (``model``, ``pretrained``, ``dtype``, ``seed``),
+  with float32 parameters; ``ValueError`` if ``config.pretrained`` is required but unset."""
+  if config.pretrained is None:
+    raise ValueError('this config needs pretrained weights: pass --config.pretrained=DIR '
+                     '(a folder written by convert_official_weights or save_pretrained)')
+  return hrnet_jax.create_model(config.model, pretrained=config.pretrained or None,
+                                num_classes=num_classes, dtype=parse_dtype(config.dtype),
+                                param_dtype=jnp.float32, rngs=nnx.Rngs(config.seed))
+
+
+def split_model(model: hrnet_jax.HighResolutionNet) -> tuple[ModelDef, Any, Any]:
+  """-> ``(ModelDef, params, batch_stats)``; the state trees hold host (NumPy) arrays."""
+  model.eval()
+  eval_def, _, _ = nnx.split(model, nnx.Param, nnx.BatchStat)
+  model.train()
+  train_def, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  to_host = lambda s: jax.tree.map(np.asarray, nnx.pure(s))
+  return (ModelDef(train_def, eval_def, model.arch, model.num_classes), to_host(params),
+          to_host(batch_stats))
+
+
+def learning_rate_schedule(config, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
+  """lr(step): ``config.optimizer`` (see ``train/configs/base.py``) with the peak lr scaled by
+  ``batch_size / base_batch_size``. ``ValueError`` for an unknown schedule."""
+  opt = config.optimizer
+  peak = opt.base_lr * config.batch_size / opt.base_batch_size
+  total = config.num_epochs * steps_per_epoch
+  if opt.schedule == 'step':
+    return optax.piecewise_constant_schedule(
+        peak, {int(e * steps_per_epoch): opt.decay_factor for e in opt.decay_epochs})
+  if opt.schedule == 'cosine':
+    warmup = int(opt.warmup_epochs * steps_per_epoch)
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total, warmup + 1))
+  raise ValueError(f"config.optimizer.schedule={opt.schedule!r}; valid: 'step', 'cosine'")
+
+
+def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+  """SGD with coupled weight decay, PyTorch semantics: ``g += wd * p`` (on all params or only
+  kernels), then momentum / Nesterov, then ``-lr(step)``."""
+  opt = config.optimizer
+  if opt.weight_decay_on not in ('all', 'kernels'):
+    raise ValueError(f"config.optimizer.weight_decay_on={opt.weight_decay_on!r}; valid: 'all', "
+                     "'kernels'")
+  mask = None if opt.weight_decay_on == 'all' else (
+      lambda params: jax.tree.map(lambda p: p.ndim > 1, params))
+  return optax.chain(
+      optax.add_decayed_weights(opt.weight_decay, mask=mask),
+      optax.sgd(learning_rate_schedule(config, steps_per_epoch), momentum=opt.momentum,
+                nesterov=opt.nesterov),
+  )
+
+
+def export_pretrained_cfg(config, base_cfg: dict | None, num_classes: int) -> dict:
+  """The ``pretrained_cfg`` of a model trained with ``config``: ``base_cfg`` (the start
+  checkpoint's, if any) with this run's eval preprocessing, so that ``hrnet-eval`` /
+  ``hrnet-predict`` preprocess as the training evaluation did."""
+  size = config.input.image_size
+  return {**(base_cfg or {}), 'num_classes': num_classes, 'input_size': [3, size, size],
+          'crop_pct': config.input.crop_pct,
+          'interpolation': config.input.interpolation, 'mean': list(config.input.mean),
+          'std': list(config.input.std), 'test_input_size': None, 'test_crop_pct': None,
+          'top1': None, 'top5': None, 'test_top1': None, 'test_top5': None}
+
+
+def init_state(params, batch_stats, tx: optax.GradientTransformation) -> TrainState:
+  """The state at step 0 (host arrays; place it with ``mesh.put_replicated_or_sharded``)."""
+  opt_state = jax.tree.map(np.asarray, tx.init(params))
+  return TrainState(step=np.zeros((), np.int32), params=params, batch_stats=batch_stats,
+                    opt_state=opt_state)

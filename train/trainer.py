@@ -1,0 +1,246 @@
+"""The training loop: ``train_and_evaluate(config, workdir)``.
+
+Order of start-up (as big_vision): a checkpoint in ``workdir`` (resume) -> ``config.pretrained``
+(fine-tuning) -> random init. A resumed run continues with exactly the batches an uninterrupted
+run would have read, so its parameters after step T are the same (bit-exact on CPU).
+
+Outputs in ``workdir``: ``checkpoints/`` (Orbax), ``tensorboard/``, ``train_config.json`` and,
+at the end, ``model/``: the final weights as a ``hrnet_jax`` checkpoint folder (for
+``hrnet-eval``, ``hrnet-predict``, ``create_model(pretrained=...)``).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import math
+import os
+import signal
+import time
+from typing import Iterator
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+import hrnet_jax
+from train import checkpointing, evaluate, input_pipeline, mesh as mesh_lib, observe, step as step_lib
+from train import train_state as ts
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = 'train_config.json'
+MODEL_DIR = 'model'
+PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a SIGTERM'd process
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss or gradient norm became NaN/inf; the last good checkpoint is kept."""
+
+
+class Preempted(SystemExit):
+  """SIGTERM received; a checkpoint of the current step was saved. Exit status 143."""
+
+  def __init__(self):
+    super().__init__(PREEMPTED_EXIT_CODE)
+
+
+def total_steps(config, steps_per_epoch: int) -> int:
+  """``num_epochs * steps_per_epoch``, capped by ``max_steps`` when > 0."""
+  total = config.num_epochs * steps_per_epoch
+  return min(total, config.max_steps) if config.max_steps > 0 else total
+
+
+def eval_steps(config, steps_per_epoch: int, total: int) -> set[int]:
+  """Steps after which to evaluate: every ``eval_every_epochs`` epochs, and the last."""
+  every = config.eval_every_epochs * steps_per_epoch
+  return set(range(every, total + 1, every) if every > 0 else ()) | {total}
+
+
+def _prefetch(batches: Iterator[dict], sharding, size: int) -> Iterator[dict]:
+  """Host batches -> global device batches, ``size`` transfers ahead of the consumer."""
+  queue = collections.deque()
+  for batch in batches:
+    queue.append(mesh_lib.global_batch(batch, sharding))
+    if len(queue) > size:
+      yield queue.popleft()
+
+
+class _SigtermFlag:
+  """Turns SIGTERM into a flag the loop polls, for single-process runs. (With several processes
+  JAX's preemption service catches the signal and ``Checkpoints.reached_preemption`` agrees on
+  a step across processes.)"""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = None
+    if jax.process_count() == 1:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    self.raised = True
+
+  def restore(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _write_config(config, workdir: str, num_classes: int) -> None:
+  """Writes ``train_config.json`` (``{"config": ..., "num_classes": ...}``, read by
+  ``hrnet-eval``); warns if a resumed run's config changed (it is then not an exact
+  continuation)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  new = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)['config']
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+      log.warning('resuming %s with a different config (%s)', workdir, ', '.join(changed))
+  with open(path, 'w') as f:
+    json.dump({'config': new, 'num_classes': num_classes}, f, indent=2, sort_keys=True)
+
+
+def _export(model_def: ts.ModelDef, state: ts.TrainState, out_dir: str, pretrained_cfg) -> None:
+  """Writes the final weights as a hrnet_jax checkpoint folder (all processes gather, process 0
+  writes)."""
+  params, stats = multihost_utils.process_allgather((state.params, state.batch_stats),
+                                                    tiled=True)
+  if jax.process_index() == 0:
+    model = model_def.merge(params, stats, train=False)
+    hrnet_jax.save_pretrained(model, out_dir, pretrained_cfg=pretrained_cfg, overwrite=True)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains ``config`` (see ``train/configs/base.py``) in ``workdir``, resuming from its latest
+  readable checkpoint. Every process of a multi-host run calls it.
+
+  Returns the summary: ``steps``, ``epochs``, ``seconds``, ``img_per_sec``, ``top1``, ``top5``
+  (last evaluation, fractions), ``best_top1``, ``best_step``, ``workdir``.
+
+  Raises ``ValueError`` for bad config values, ``NonFiniteLossError`` on a NaN/inf loss (after
+  committing pending checkpoints), and ``Preempted`` (a ``SystemExit``, status 143) after saving
+  on SIGTERM.
+  """
+  t_start = time.time()
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  main_process = jax.process_index() == 0
+  data = input_pipeline.create_input(config, process_index=jax.process_index(),
+                                     process_count=jax.process_count())
+  if main_process:
+    os.makedirs(workdir, exist_ok=True)
+    _write_config(config, workdir, data.info.num_classes)
+  mesh = mesh_lib.create_mesh(config.mesh.fsdp)
+  for what in ('batch_size', 'eval_batch_size'):
+    if config[what] % mesh.size:
+      raise ValueError(f'config.{what}={config[what]} must be a multiple of the {mesh.size} '
+                       'devices')
+  spe = data.steps_per_epoch
+  total = total_steps(config, spe)
+  evals = eval_steps(config, spe, total)
+
+  model = ts.create_model(config, data.info.num_classes)
+  pretrained_cfg = ts.export_pretrained_cfg(config, model.pretrained_cfg, data.info.num_classes)
+  model_def, params, batch_stats = ts.split_model(model)
+  del model
+  tx = ts.create_optimizer(config, spe)
+  lr_fn = ts.learning_rate_schedule(config, spe)
+  host_state = ts.init_state(params, batch_stats, tx)
+  shardings = mesh_lib.state_shardings(mesh, host_state)
+  batch_sharding, replicated = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
+
+  ckpts = checkpointing.Checkpoints(workdir, keep=config.checkpoint.keep,
+                                    async_save=config.checkpoint.async_save)
+  restored = ckpts.restore(checkpointing.abstract_like(host_state, shardings))
+  if restored is not None:
+    state, start = restored
+    log.info('resuming from checkpoint %d of %s', start, ckpts.directory)
+  else:
+    state, start = mesh_lib.put_replicated_or_sharded(host_state, shardings), 0
+  del host_state, params, batch_stats
+
+  norm = dict(mean=tuple(config.input.mean), std=tuple(config.input.std))
+  train_fn = step_lib.jit_train_step(shardings, batch_sharding, replicated, model_def=model_def,
+                                     tx=tx, lr_fn=lr_fn, label_smoothing=config.label_smoothing,
+                                     **norm)
+  eval_fn = step_lib.jit_eval_step(shardings.params, shardings.batch_stats, batch_sharding,
+                                   replicated, model_def=model_def, **norm)
+  observer = observe.Observer(os.path.join(workdir, 'tensorboard'), start_step=start,
+                              total_steps=total, batch_size=config.batch_size,
+                              log_every=config.log_every_steps, active=main_process)
+  sigterm = _SigtermFlag()
+  pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet read on the host
+  last_saved = max(ckpts.steps(), default=None)
+  results = None
+
+  def flush(keep: int) -> None:
+    """Reads all but the newest ``keep`` pending metrics; stops on a non-finite value."""
+    while len(pending) > keep:
+      step, metrics = pending.pop(0)
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      if not (math.isfinite(metrics['loss']) and math.isfinite(metrics['grad_norm'])):
+        raise NonFiniteLossError(
+            f'non-finite loss at step {step} (loss={metrics["loss"]}, grad_norm='
+            f'{metrics["grad_norm"]}); stopped. The last good checkpoint is step {last_saved} '
+            f'in {ckpts.directory}; lower config.optimizer.base_lr or check the data.')
+      observer.step(step, metrics)
+
+  def save(step: int, metrics: dict | None = None) -> None:
+    nonlocal last_saved
+    if step == last_saved:
+      return
+    flush(0)  # only a state whose every loss was finite is saved
+    ckpts.save(step, state, metrics)
+    last_saved = step
+
+  try:
+    batches = _prefetch(data.train_batches(start), batch_sharding, config.input.prefetch)
+    for step in range(start + 1, total + 1):
+      state, metrics = train_fn(state, next(batches))
+      pending.append((step, metrics))
+      flush(1)  # read the previous step's metrics while this one runs
+      if step in evals:
+        flush(0)
+        observer.pause()
+        results = evaluate.evaluate(eval_fn, state.params, state.batch_stats,
+                                    data.eval_batches(), batch_sharding,
+                                    num_batches=data.num_eval_batches, progress=main_process)
+        observer.eval(step, results)
+        save(step, {'top1': results['top1'], 'top5': results['top5']})
+      elif step % config.checkpoint.every_steps == 0:
+        save(step)
+      if sigterm.raised or ckpts.reached_preemption(step):
+        save(step)
+        ckpts.wait()
+        log.warning('preempted: saved checkpoint %d in %s; run again with the same --workdir '
+                    'to resume', step, ckpts.directory)
+        raise Preempted()
+    flush(0)
+    observer.pause()
+    if results is None:  # resumed at the end: evaluate the restored state
+      results = evaluate.evaluate(eval_fn, state.params, state.batch_stats, data.eval_batches(),
+                                  batch_sharding, num_batches=data.num_eval_batches)
+    _export(model_def, state, os.path.join(workdir, MODEL_DIR), pretrained_cfg)
+    ckpts.wait()
+    best_step, best_top1 = ckpts.best() or (total, results['top1'])
+  finally:
+    sigterm.restore()
+    observer.close()
+    ckpts.close()
+
+  seconds = time.time() - t_start
+  summary = {
+      'steps': total, 'epochs': total / spe, 'seconds': seconds,
+      'img_per_sec': (observer.timed_steps * config.batch_size / observer.train_time
+                      if observer.train_time else float('nan')),
+      'top1': results['top1'], 'top5': results['top5'], 'best_top1': best_top1,
+      'best_step': best_step, 'workdir': workdir,
+  }
+  if main_process:
+    print(f'hrnet-train: {summary["steps"]} steps ({summary["epochs"]:.2f} epochs) in '
+          f'{seconds:.0f} s, {summary["img_per_sec"]:.1f} img/s; eval top-1 {results["top1"]:.2%} '
+          f'top-5 {results["top5"]:.2%} ({results["count"]} images); best top-1 '
+          f'{best_top1:.2%} at step {summary["best_step"]}; weights in '
+          f'{os.path.join(workdir, MODEL_DIR)}', flush=True)
+  return summary
