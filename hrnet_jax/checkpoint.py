@@ -62,19 +62,17 @@ def model_arrays(model: nnx.Module) -> dict[str, np.ndarray]:
 
 
 def assign_arrays(model: nnx.Module, arrays: dict[str, Any], *, what: str,
-                  ignore_unexpected: Iterable[str] = (), allow_missing: Iterable[str] = ()
-                  ) -> list[str]:
+                  allow_missing: Iterable[str] = ()) -> list[str]:
   """Loads ``arrays`` (dotted path -> array in Flax layout) into ``model``, all or nothing.
 
-  Keys starting with an ``ignore_unexpected`` prefix may be absent from the model (e.g. a head
-  a backbone does not build); model leaves starting with an ``allow_missing`` prefix may be
-  absent from ``arrays`` and keep their init (e.g. a new classifier). Values are cast to each
-  leaf's dtype. Returns the model paths left at init. Raises ``CheckpointMismatchError``.
+  Model leaves starting with an ``allow_missing`` prefix may be absent from ``arrays`` and keep
+  their init (e.g. a new classifier). Values are cast to each leaf's dtype. Returns the model
+  paths left at init. Raises ``CheckpointMismatchError`` naming ``what``.
   """
   variables = model_variables(model)
-  ignore_unexpected, allow_missing = tuple(ignore_unexpected), tuple(allow_missing)
+  allow_missing = tuple(allow_missing)
   missing = [k for k in variables if k not in arrays and not k.startswith(allow_missing)]
-  unexpected = [k for k in arrays if k not in variables and not k.startswith(ignore_unexpected)]
+  unexpected = [k for k in arrays if k not in variables]
   mismatched = [
       f'{k}: checkpoint {tuple(np.shape(arrays[k]))} vs model {tuple(v.get_value().shape)}'
       for k, v in variables.items()

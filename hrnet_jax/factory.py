@@ -92,15 +92,17 @@ def create_model(name: str, *, pretrained: str | os.PathLike | None = None,
   model.pretrained_cfg = _default_pretrained_cfg(name)
 
   if arrays is not None:
-    ignore, allow_missing = (), ()
+    # Parts of the checkpoint this model does not use, as timm's non-strict cases: the head of
+    # a backbone, or the classifier when fine-tuning to another number of classes (kept at init).
+    unused = ()
     if features_only:
-      ignore = HEAD_PREFIXES + (('incre_modules',) if feature_location == '' else ())
+      unused = HEAD_PREFIXES + (('incre_modules',) if feature_location == '' else ())
     elif num_classes != ckpt_classes:
-      ignore = allow_missing = ('classifier',)
+      unused = ('classifier',)
       log.info('%s: new classifier with %d classes (checkpoint has %d)', pretrained,
                num_classes, ckpt_classes)
-    checkpoint.assign_arrays(model, arrays, what=str(pretrained), ignore_unexpected=ignore,
-                             allow_missing=allow_missing)
+    arrays = {k: v for k, v in arrays.items() if not k.startswith(unused)}
+    checkpoint.assign_arrays(model, arrays, what=str(pretrained), allow_missing=unused)
     model.pretrained_cfg = config.get('pretrained_cfg') or model.pretrained_cfg
   return model
 
