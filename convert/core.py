@@ -85,7 +85,7 @@ def _progress(items, total: int, enabled: bool, desc: str):
   if not enabled:
     return items
   from tqdm import tqdm
-  return tqdm(items, total=total, desc=desc, unit='tensor', leave=False)
+  return tqdm(items, total=total, desc=desc, unit='tensor', leave=False, disable=None)
 
 
 def convert_source(source: Source, *, arch: str | None = None, fmt: str = 'auto',
