@@ -126,6 +126,8 @@ def save_pretrained(model: HighResolutionNet, out_dir: str | os.PathLike, *,
   ``overwrite``. Returns the folder path."""
   if isinstance(model, HighResolutionNetFeatures):
     raise ValueError('save the full classification model, not a features_only backbone')
+  if getattr(model, 'arch', None) is None:
+    raise ValueError('the model has no arch name: build it with hrnet_jax.create_model')
   config = {
       'arch': model.arch,
       'model_kwargs': {'head_conv_bias': model.head_conv_bias},

@@ -13,21 +13,18 @@ import re
 
 import numpy as np
 
+# Flax BatchNorm leaf -> PyTorch BatchNorm2d entry.
+_BN_FIELDS = {'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean', 'var': 'running_var'}
+
 # (Flax path regex, official key template), tried in order; the first match wins.
 _RULES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), t) for p, t in (
     # Sequential(conv, bn[, relu]) -> ConvBN(conv, bn): torch indices 0 and 1.
     (r'^(.+)\.conv\.kernel$', r'\1.0.weight'),
     (r'^(.+)\.conv\.bias$', r'\1.0.bias'),
-    (r'^(.+)\.bn\.scale$', r'\1.1.weight'),
-    (r'^(.+)\.bn\.bias$', r'\1.1.bias'),
-    (r'^(.+)\.bn\.mean$', r'\1.1.running_mean'),
-    (r'^(.+)\.bn\.var$', r'\1.1.running_var'),
+    *((rf'^(.+)\.bn\.{leaf}$', rf'\1.1.{entry}') for leaf, entry in _BN_FIELDS.items()),
     # Named convs / BNs (stem conv1/bn1, block conv1..3/bn1..3).
     (r'^((?:.+\.)?conv\d)\.kernel$', r'\1.weight'),
-    (r'^((?:.+\.)?bn\d)\.scale$', r'\1.weight'),
-    (r'^((?:.+\.)?bn\d)\.bias$', r'\1.bias'),
-    (r'^((?:.+\.)?bn\d)\.mean$', r'\1.running_mean'),
-    (r'^((?:.+\.)?bn\d)\.var$', r'\1.running_var'),
+    *((rf'^((?:.+\.)?bn\d)\.{leaf}$', rf'\1.{entry}') for leaf, entry in _BN_FIELDS.items()),
     (r'^classifier\.kernel$', r'classifier.weight'),
     (r'^classifier\.bias$', r'classifier.bias'),
 ))

@@ -11,6 +11,7 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import timm
 import torch
 
 import hrnet_jax
@@ -56,9 +57,12 @@ def test_logits(converted, parity_log):
 @pytest.mark.parametrize('location', ['incre', ''], ids=['incre', 'raw'])
 def test_features(converted, location, parity_log):
   name, reference, ckpt = converted
-  timm_features = timm_model(name, features_only=True, feature_location=location)
-  missing, _ = timm_features.load_state_dict(reference.state_dict(), strict=False)
+  # Built on the meta device (no init) and given the reference's tensors: no key may be missing.
+  timm_features = timm.create_model(name, features_only=True, feature_location=location,
+                                    device='meta')
+  missing, _ = timm_features.load_state_dict(reference.state_dict(), strict=False, assign=True)
   assert not missing
+  timm_features.eval()
   ours = hrnet_jax.create_model(name, pretrained=ckpt, features_only=True,
                                 feature_location=location)
   ours.eval()
