@@ -1,12 +1,12 @@
 """The parity gate run before any timing, and the weights both frameworks are then timed with.
 
-``python -m benchmarks.parity MODEL WORK_DIR`` builds the timm model with random weights and
-randomized BatchNorm statistics / affine parameters and conv/linear biases (so a mapping error
-cannot hide behind an identity BatchNorm), saves ``WORK_DIR/MODEL/timm.pth`` as the official
-repo ships weights (``torch.save(state_dict)``), converts it with the converter's own code path
-into ``WORK_DIR/MODEL/jax`` and compares float32 logits at full matmul precision, with and
-without BatchNorm folding. Pass: max |diff| <= 1e-5 * max(max |logit|, 10). Prints one JSON
-result line; exit code 0 on pass, 1 on failure.
+``python -m benchmarks.parity MODEL WORK_DIR [IMG_SIZE]`` builds the timm model with random
+weights and randomized BatchNorm statistics / affine parameters and conv/linear biases (so a
+mapping error cannot hide behind an identity BatchNorm), saves ``WORK_DIR/MODEL/timm.pth`` as the
+official repo ships weights (``torch.save(state_dict)``), converts it with the converter's own
+code path into ``WORK_DIR/MODEL/jax`` and compares float32 logits at full matmul precision, with
+and without BatchNorm folding, on 2 images of IMG_SIZE (default 224) px. Pass: max |diff| <=
+1e-5 * max(max |logit|, 10). Prints one JSON result line; exit code 0 on pass, 1 on failure.
 """
 
 from __future__ import annotations
@@ -83,10 +83,10 @@ def gate(model_name: str, work_dir: str | pathlib.Path, *, batch: int = 2, img_s
 
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
-  if len(argv) != 2:
+  if len(argv) not in (2, 3):
     print(__doc__, file=sys.stderr)
     return 2
-  result = gate(argv[0], argv[1])
+  result = gate(argv[0], argv[1], img_size=int(argv[2]) if len(argv) == 3 else 224)
   print(RESULT_TAG + json.dumps(result), flush=True)
   return 0 if result['passed'] else 1
 

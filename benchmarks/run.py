@@ -222,8 +222,8 @@ def run_gate(args, work_dir: pathlib.Path) -> list[dict]:
   gates = []
   env = dict(os.environ, JAX_PLATFORMS='cpu', CUDA_VISIBLE_DEVICES='')
   for model in args.models:
-    result, error, _ = run_worker('benchmarks.parity', [model, str(work_dir)], env,
-                                  args.timeout)
+    result, error, _ = run_worker('benchmarks.parity',
+                                  [model, str(work_dir), str(args.img_size)], env, args.timeout)
     if result is None or not result['passed']:
       raise SystemExit(f'parity gate failed for {model}: {error or json.dumps(result)}')
     print(f"parity {model}: max|diff| {result['max_abs_diff']:.3g} (BN folded "
