@@ -1,8 +1,10 @@
-"""What a run shows: a tqdm progress bar (steps, img/s, loss) and TensorBoard scalars, written
-by process 0 only (other processes get a silent ``Observer``)."""
+"""What a run shows: a tqdm progress bar (steps, img/s, loss), TensorBoard scalars and the same
+scalars as JSON lines (``metrics.jsonl``, for plotting without TensorBoard), written by process 0
+only (other processes get a silent ``Observer``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -10,15 +12,16 @@ from tqdm import tqdm
 
 
 class Observer:
-  """Progress bar over ``[start_step, total_steps)`` and a TensorBoard writer in ``logdir``.
+  """Progress bar over ``[start_step, total_steps)``, a TensorBoard writer in ``logdir`` and
+  ``jsonl_path`` (one ``{"step": ..., "<scalar>": ...}`` object per log point, appended).
 
   Scalars: ``train/loss``, ``train/top1``, ``train/lr``, ``train/grad_norm`` (means over the
   last ``log_every`` steps), ``perf/img_per_sec``, ``perf/step_time_ms`` (wall time per step over
   that window, compilation excluded), ``eval/top1``, ``eval/top5`` (fractions).
   """
 
-  def __init__(self, logdir: str, *, start_step: int, total_steps: int, batch_size: int,
-               log_every: int, active: bool):
+  def __init__(self, logdir: str, jsonl_path: str, *, start_step: int, total_steps: int,
+               batch_size: int, log_every: int, active: bool):
     self._active = active
     self._batch = batch_size
     self._log_every = max(1, log_every)
@@ -27,11 +30,12 @@ class Observer:
     self._t0 = None  # set after the first step (its time includes compilation)
     self.train_time = 0.0  # seconds of timed steps, for the summary
     self.timed_steps = 0
-    self._writer = self._bar = None
+    self._writer = self._bar = self._jsonl = None
     if active:
       from tensorboardX import SummaryWriter
       os.makedirs(logdir, exist_ok=True)
       self._writer = SummaryWriter(logdir)
+      self._jsonl = open(jsonl_path, 'a')
       self._bar = tqdm(total=total_steps, initial=start_step, desc='train', unit='step',
                        dynamic_ncols=True)
 
@@ -52,10 +56,8 @@ class Observer:
       n = self._window_steps
       means = {k: v / n for k, v in self._window.items()}
       img_s = n * self._batch / elapsed
-      for k, v in means.items():
-        self._writer.add_scalar(f'train/{k}', v, step)
-      self._writer.add_scalar('perf/img_per_sec', img_s, step)
-      self._writer.add_scalar('perf/step_time_ms', 1000 * elapsed / n, step)
+      self._scalars(step, {**{f'train/{k}': v for k, v in means.items()},
+                           'perf/img_per_sec': img_s, 'perf/step_time_ms': 1000 * elapsed / n})
       self._bar.set_postfix(loss=f'{means["loss"]:.4f}', img_s=f'{img_s:.1f}')
       self.train_time += elapsed
       self.timed_steps += n
@@ -71,12 +73,18 @@ class Observer:
   def eval(self, step: int, results: dict[str, float]) -> None:
     if not self._active:
       return
-    for k in ('top1', 'top5'):
-      self._writer.add_scalar(f'eval/{k}', results[k], step)
+    self._scalars(step, {'eval/top1': results['top1'], 'eval/top5': results['top5']})
     self._bar.write(f'step {step}: eval top-1 {results["top1"]:.2%}  top-5 '
                     f'{results["top5"]:.2%}  ({results["count"]} images)')
+
+  def _scalars(self, step: int, scalars: dict[str, float]) -> None:
+    for k, v in scalars.items():
+      self._writer.add_scalar(k, v, step)
+    self._jsonl.write(json.dumps({'step': step, **scalars}) + '\n')
+    self._jsonl.flush()
 
   def close(self) -> None:
     if self._active:
       self._bar.close()
       self._writer.close()
+      self._jsonl.close()

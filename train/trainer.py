@@ -4,7 +4,8 @@ Order of start-up (as big_vision): a checkpoint in ``workdir`` (resume) -> ``con
 (fine-tuning) -> random init. A resumed run continues with exactly the batches an uninterrupted
 run would have read, so its parameters after step T are the same (bit-exact on CPU).
 
-Outputs in ``workdir``: ``checkpoints/`` (Orbax), ``tensorboard/``, ``train_config.json`` and,
+Outputs in ``workdir``: ``checkpoints/`` (Orbax), ``tensorboard/``, ``metrics.jsonl`` (the
+same scalars, one JSON object per line), ``train_config.json`` and,
 at the end, ``model/``: the final weights as a ``hrnet_jax`` checkpoint folder (for
 ``hrnet-eval``, ``hrnet-predict``, ``create_model(pretrained=...)``).
 """
@@ -31,6 +32,7 @@ from train import train_state as ts
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = 'train_config.json'
+METRICS_FILE = 'metrics.jsonl'
 MODEL_DIR = 'model'
 PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a SIGTERM'd process
 
@@ -166,7 +168,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                      **norm)
   eval_fn = step_lib.jit_eval_step(shardings.params, shardings.batch_stats, batch_sharding,
                                    replicated, model_def=model_def, **norm)
-  observer = observe.Observer(os.path.join(workdir, 'tensorboard'), start_step=start,
+  observer = observe.Observer(os.path.join(workdir, 'tensorboard'),
+                              os.path.join(workdir, METRICS_FILE), start_step=start,
                               total_steps=total, batch_size=config.batch_size,
                               log_every=config.log_every_steps, active=main_process)
   sigterm = _SigtermFlag()

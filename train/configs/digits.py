@@ -20,7 +20,7 @@ def get_config():
   config.batch_size = 32
   config.eval_batch_size = 128
   config.num_epochs = 3
-  config.optimizer.base_lr = 0.2
+  config.optimizer.base_lr = 0.1
   config.optimizer.schedule = 'cosine'
   config.optimizer.warmup_epochs = 0.3
   config.optimizer.weight_decay = 5e-4

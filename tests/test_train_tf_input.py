@@ -1,0 +1,194 @@
+"""tf.data input (image folders and TFDS): augmentation output, deterministic order, exact
+resume, per-process shards, exact padded evaluation.
+
+Every image is one solid color, so an example can be recognized after cropping, resizing and
+flipping (which keep a solid image solid): the color identifies the file.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip('tensorflow')
+tfds = pytest.importorskip('tensorflow_datasets')
+
+from PIL import Image  # noqa: E402
+
+from train import input_pipeline  # noqa: E402
+from train.configs import base  # noqa: E402
+
+CLASSES = ('cat', 'dog', 'eel')
+N_TRAIN, N_EVAL = 10, 7  # per class
+
+
+def _palette(n, seed=0):
+  rng = np.random.default_rng(seed)
+  colors = []
+  while len(colors) < n:
+    c = rng.integers(0, 256, 3)
+    if all(np.abs(c - o).max() > 24 for o in colors):
+      colors.append(c)
+  return np.asarray(colors, np.uint8)
+
+
+PALETTE = _palette(len(CLASSES) * (N_TRAIN + N_EVAL))
+
+
+def _identify(images):
+  """Palette index of each (solid) image, from its mean color."""
+  means = images.reshape(len(images), -1, 3).mean(axis=1)
+  return np.abs(means[:, None, :] - PALETTE[None].astype(float)).max(-1).argmin(1)
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+  """``root/{train,validation}/<class>/`` with JPEG, PNG and grayscale images of varied sizes."""
+  root = tmp_path_factory.mktemp('images')
+  k = 0
+  for split, n in (('train', N_TRAIN), ('validation', N_EVAL)):
+    for c in CLASSES:
+      os.makedirs(root / split / c)
+      for i in range(n):
+        size = (40 + 7 * i, 48 + 5 * (k % 4))
+        img = Image.new('RGB', size, tuple(int(v) for v in PALETTE[k]))
+        ext = ('png', 'jpg', 'bmp')[k % 3]
+        img.save(root / split / c / f'{k:03d}.{ext}', quality=98) if ext == 'jpg' else img.save(
+            root / split / c / f'{k:03d}.{ext}')
+        k += 1
+  return root
+
+
+def _config(folder_root, **input_overrides):
+  c = base.get_config()
+  c.dataset.name, c.dataset.folder = 'folder', str(folder_root)
+  c.input.image_size = 32
+  c.input.crop_pct = 0.8
+  c.input.shuffle_buffer = 64
+  c.batch_size, c.eval_batch_size = 8, 6
+  for k, v in input_overrides.items():
+    c.input[k] = v
+  return c
+
+
+def _take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def test_folder_train_batches(folder):
+  data = input_pipeline.create_input(_config(folder), process_index=0, process_count=1)
+  assert data.info.num_classes == 3 and data.info.class_names == CLASSES
+  assert (data.info.num_train, data.info.num_eval) == (30, 21)
+  assert data.steps_per_epoch == 30 // 8
+  b = next(data.train_batches())
+  assert b['image'].shape == (8, 32, 32, 3) and b['image'].dtype == np.uint8
+  assert b['label'].dtype == np.int32
+  ids = _identify(b['image'])
+  assert (ids // N_TRAIN == b['label']).all()  # labels follow the class folders
+  # Solid inputs stay solid through crop + resize + flip, and colors survive.
+  assert np.abs(b['image'].astype(int) - PALETTE[ids][:, None, None, :]).max() <= 3
+
+
+def test_folder_order_is_deterministic_and_resumes_exactly(folder):
+  config = _config(folder)
+  data = input_pipeline.create_input(config, process_index=0, process_count=1)
+  spe = data.steps_per_epoch
+  stream = _take(data.train_batches(0), 2 * spe + 1)
+  again = _take(input_pipeline.create_input(config, process_index=0, process_count=1)
+                .train_batches(0), 2 * spe + 1)
+  for a, b in zip(stream, again):
+    np.testing.assert_array_equal(a['image'], b['image'])
+  for start in (1, spe + 1):  # mid-epoch and in the second epoch
+    for a, b in zip(stream[start:], _take(data.train_batches(start), 2 * spe + 1 - start)):
+      np.testing.assert_array_equal(a['image'], b['image'])
+  epochs = [np.concatenate([_identify(b['image']) for b in stream[e * spe:(e + 1) * spe]])
+            for e in (0, 1)]
+  assert len(set(epochs[0])) == spe * 8  # no example twice in an epoch
+  assert not np.array_equal(epochs[0], epochs[1])  # reshuffled
+
+
+def test_folder_random_resized_crop_and_resize_modes_differ(folder):
+  crop = next(input_pipeline.create_input(_config(folder), process_index=0, process_count=1)
+              .train_batches())
+  plain = next(input_pipeline.create_input(_config(folder, train_augment='resize'),
+                                           process_index=0, process_count=1).train_batches())
+  np.testing.assert_array_equal(_identify(crop['image']), _identify(plain['image']))
+
+
+def test_folder_processes_read_disjoint_shards(folder):
+  config = _config(folder)
+  seen = []
+  for pi in range(2):
+    data = input_pipeline.create_input(config, process_index=pi, process_count=2)
+    assert data.steps_per_epoch == 15 // 4
+    seen.append(set(np.concatenate([_identify(b['image']) for b in
+                                    _take(data.train_batches(), data.steps_per_epoch)])))
+  assert not seen[0] & seen[1]
+
+
+@pytest.mark.parametrize('pc', [1, 2])
+def test_folder_eval_covers_every_example_once(folder, pc):
+  config = _config(folder)
+  ids, counts = [], set()
+  for pi in range(pc):
+    data = input_pipeline.create_input(config, process_index=pi, process_count=pc, train=False)
+    batches = list(data.eval_batches())
+    counts.add(len(batches))
+    for b in batches:
+      assert b['image'].shape == (6 // pc, 32, 32, 3)
+      real = _identify(b['image'][b['mask']])
+      assert ((real - 3 * N_TRAIN) // N_EVAL == b['label'][b['mask']]).all()
+      ids.extend(real)
+  assert counts == {input_pipeline.num_eval_batches(21, pc, 6 // pc)}
+  assert sorted(ids) == list(range(30, 51))
+
+
+def test_folder_errors_name_the_path(tmp_path, folder):
+  config = _config(tmp_path / 'missing')
+  with pytest.raises(FileNotFoundError, match='config.dataset.folder'):
+    input_pipeline.create_input(config, process_index=0, process_count=1)
+  config = _config(folder)
+  config.dataset.eval_split = 'val'
+  with pytest.raises(FileNotFoundError, match='val does not exist'):
+    input_pipeline.create_input(config, process_index=0, process_count=1)
+
+
+class TinyShapes(tfds.core.GeneratorBasedBuilder):
+  """A real (prepared on disk, no download) TFDS dataset of solid-color PNGs."""
+
+  VERSION = tfds.core.Version('1.0.0')
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+        'image': tfds.features.Image(shape=(None, None, 3)),
+        'label': tfds.features.ClassLabel(names=list(CLASSES))}))
+
+  def _split_generators(self, dl_manager):
+    return {'train': self._generate_examples(0, N_TRAIN),
+            'validation': self._generate_examples(3 * N_TRAIN, N_EVAL)}
+
+  def _generate_examples(self, first, n):
+    for c in range(len(CLASSES)):
+      for i in range(n):
+        k = first + c * n + i
+        yield k, {'image': np.full((36 + i, 40, 3), PALETTE[k], np.uint8), 'label': c}
+
+
+def test_tfds_dataset_by_name(tmp_path):
+  TinyShapes(data_dir=str(tmp_path)).download_and_prepare()
+  config = _config(tmp_path)
+  config.dataset.name, config.dataset.data_dir = 'tiny_shapes', str(tmp_path)
+  data = input_pipeline.create_input(config, process_index=0, process_count=1)
+  assert (data.info.num_train, data.info.num_eval, data.info.num_classes) == (30, 21, 3)
+  stream = _take(data.train_batches(0), 4)
+  np.testing.assert_array_equal(_take(data.train_batches(2), 2)[1]['image'], stream[3]['image'])
+  b = stream[0]
+  assert (_identify(b['image']) // N_TRAIN == b['label']).all()
+  ids = []
+  for pi in range(2):
+    half = input_pipeline.create_input(config, process_index=pi, process_count=2, train=False)
+    ids.extend(i for b in half.eval_batches() for i in _identify(b['image'][b['mask']]))
+  assert sorted(ids) == list(range(30, 51))
+  config.dataset.name = 'no_such_dataset_xyz'
+  with pytest.raises(ValueError, match="config.dataset.name='no_such_dataset_xyz'"):
+    input_pipeline.create_input(config, process_index=0, process_count=1)
