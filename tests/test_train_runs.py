@@ -36,7 +36,7 @@ TINY = ['--config.batch_size=16', '--config.eval_batch_size=120', '--config.max_
 
 @pytest.fixture(scope='module')
 def env(tmp_path_factory):
-  cache = tmp_path_factory.mktemp('jax_cache')
+  cache = tmp_path_factory.getbasetemp() / 'jax_cache'  # shared with the notebook test
   return dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu', XLA_FLAGS='',
               JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
               PYTHONUNBUFFERED='1')

@@ -35,26 +35,25 @@ flags.DEFINE_bool('json', False, 'Print the result as one JSON line.')
 flags.mark_flags_as_required(['checkpoint', 'dataset'])
 
 
-def _dataset_config(config):
-  """Sets ``config.dataset`` / eval fields from the flags."""
-  name = FLAGS.dataset
-  if name.startswith('folder:'):
-    config.dataset.name, config.dataset.folder = 'folder', name[len('folder:'):]
+def _dataset_config(config, dataset: str, split: str, data_dir: str, batch_size: int,
+                    image_size: int | None, crop_pct: float | None) -> None:
+  """Sets ``config.dataset`` and the eval fields (see ``evaluate_checkpoint``)."""
+  if dataset.startswith('folder:'):
+    config.dataset.name, config.dataset.folder = 'folder', dataset[len('folder:'):]
   else:
-    config.dataset.name = name
-  config.dataset.eval_split = FLAGS.split
-  config.dataset.data_dir = FLAGS.data_dir
-  config.eval_batch_size = FLAGS.batch_size
-  config.batch_size = FLAGS.batch_size
-  if name == 'digits':
+    config.dataset.name = dataset
+  config.dataset.eval_split = split
+  config.dataset.data_dir = data_dir
+  config.eval_batch_size = config.batch_size = batch_size
+  if dataset == 'digits':
     config.input.train_augment = 'resize'
-  if FLAGS.image_size:
-    config.input.image_size = FLAGS.image_size
-  if FLAGS.crop_pct:
-    config.input.crop_pct = FLAGS.crop_pct
+  if image_size:
+    config.input.image_size = image_size
+  if crop_pct:
+    config.input.crop_pct = crop_pct
 
 
-def _from_workdir(workdir: str, mesh):
+def _from_workdir(workdir: str, mesh, step: int | None):
   """-> (model_def, params, batch_stats, config) of a training run's checkpoint."""
   import ml_collections
   from train import checkpointing, mesh as mesh_lib, trainer, train_state as ts
@@ -68,7 +67,6 @@ def _from_workdir(workdir: str, mesh):
   shardings = mesh_lib.state_shardings(mesh, host_state)
   ckpts = checkpointing.Checkpoints(workdir, read_only=True)
   try:
-    step = FLAGS.step
     if step is None:
       step = (ckpts.best() or (max(ckpts.steps(), default=None), None))[0]
       if step is None:
@@ -99,8 +97,15 @@ def _from_folder(folder: str):
   return model_def, params, stats, config
 
 
-def evaluate_checkpoint(checkpoint: str) -> dict:
-  """Evaluates ``checkpoint`` on the flags' dataset; returns ``{'top1', 'top5', 'count'}``."""
+def evaluate_checkpoint(checkpoint: str, *, dataset: str, split: str = 'validation',
+                        data_dir: str = '', batch_size: int = 128, step: int | None = None,
+                        image_size: int | None = None, crop_pct: float | None = None) -> dict:
+  """Top-1 / top-5 of ``checkpoint`` (a training workdir or a hrnet_jax checkpoint folder) on
+  ``split`` of ``dataset`` (``'digits'``, ``'folder:PATH'`` or a TFDS name); the arguments are
+  the CLI flags'. Returns ``{'top1', 'top5'}`` (fractions) and ``'count'`` (images).
+
+  Raises ``FileNotFoundError`` / ``ValueError`` naming a bad checkpoint, dataset or batch size.
+  """
   import jax
   from train import evaluate, input_pipeline, mesh as mesh_lib, step as step_lib
 
@@ -116,8 +121,8 @@ def evaluate_checkpoint(checkpoint: str) -> dict:
     if not os.path.exists(os.path.join(checkpoint, trainer.CONFIG_FILE)):
       raise FileNotFoundError(f'--checkpoint={checkpoint}: neither a training workdir '
                               f'({trainer.CONFIG_FILE}) nor a checkpoint folder (config.json)')
-    model_def, params, stats, config = _from_workdir(checkpoint, mesh)
-  _dataset_config(config)
+    model_def, params, stats, config = _from_workdir(checkpoint, mesh, step)
+  _dataset_config(config, dataset, split, data_dir, batch_size, image_size, crop_pct)
   if config.eval_batch_size % mesh.size:
     raise ValueError(f'--batch_size={config.eval_batch_size} must be a multiple of the '
                      f'{mesh.size} devices')
@@ -138,7 +143,10 @@ def _main(argv):
   logging.getLogger().setLevel(logging.INFO)
   logging.getLogger('absl').setLevel(logging.WARNING)
   try:
-    results = evaluate_checkpoint(FLAGS.checkpoint)
+    results = evaluate_checkpoint(
+        FLAGS.checkpoint, dataset=FLAGS.dataset, split=FLAGS.split, data_dir=FLAGS.data_dir,
+        batch_size=FLAGS.batch_size, step=FLAGS.step, image_size=FLAGS.image_size,
+        crop_pct=FLAGS.crop_pct)
   except (ValueError, FileNotFoundError) as e:
     logging.info('hrnet-eval failed', exc_info=True)
     print(f'hrnet-eval: error: {e}', file=sys.stderr)
