@@ -202,3 +202,12 @@ def test_finetune_converted_timm_weights(tmp_path, env):
   assert source['classifier.kernel'].shape == (2048, 1000)
   config = json.load(open(workdir / 'model' / 'config.json'))
   assert config['num_classes'] == 10 and config['pretrained_cfg']['input_size'] == [3, 32, 32]
+
+  # hrnet-eval also reads convert_official_weights folders (preprocessing from their cfg).
+  ev = _run([sys.executable, '-m', 'train.eval_main', f'--checkpoint={converted}',
+             '--dataset=digits', '--image_size=32', '--batch_size=120', '--json'], env)
+  assert ev.returncode == 0, ev.stderr[-3000:]
+  assert json.loads(ev.stdout.strip().splitlines()[-1])['count'] == 360
+  bad = _run([sys.executable, '-m', 'train.eval_main', f'--checkpoint={tmp_path}',
+              '--dataset=digits'], env)
+  assert bad.returncode == 1 and 'neither a training workdir' in bad.stderr

@@ -1,6 +1,6 @@
 """Fine-tuning converted weights on any dataset, with a new classifier.
 
-    convert_official_weights hrnet_w18_small.ms_in1k converted/hrnet_w18_small
+    convert_official_weights timm/hrnet_w18_small.ms_in1k converted/hrnet_w18_small
     hrnet-train --config train/configs/finetune.py --workdir DIR \
       --config.pretrained=converted/hrnet_w18_small --config.dataset.name=tf_flowers
 
