@@ -25,9 +25,11 @@ COLUMNS = [
     'model', 'framework', 'mode', 'layout', 'compiled', 'dtype', 'device', 'device_name',
     'infer_samples_per_sec', 'infer_step_time', 'infer_step_time_p90', 'infer_batch_size',
     'infer_img_size', 'infer_compile_s', 'infer_peak_mem_mb', 'infer_foreign_cpu_pct',
+    'infer_steps', 'infer_warmup', 'infer_repeats',
     'train_samples_per_sec', 'train_step_time', 'train_step_time_p90', 'train_batch_size',
     'train_img_size', 'train_compile_s', 'train_peak_mem_mb', 'train_foreign_cpu_pct',
-    'param_count', 'steps', 'warmup', 'repeats', 'peak_mem_kind', 'num_threads', 'nproc',
+    'train_steps', 'train_warmup', 'train_repeats',
+    'param_count', 'peak_mem_kind', 'num_threads', 'nproc',
     'cpu_model', 'load_avg_1m', 'versions', 'git_commit', 'timestamp', 'note',
 ]
 
@@ -41,7 +43,10 @@ class Spec:
   (channels_last + ``torch.compile``); for JAX 'xla' or 'xla_foldbn' (BN folded into the convs,
   inference only). ``dtype``: 'fp32' or 'bf16' (compute dtype; parameters stay float32).
   ``weights``: a converted checkpoint folder (JAX) or ``state_dict`` file (timm); random init if
-  empty. ``warmup``: untimed steps after the first (compiling) call.
+  empty. ``warmup``: untimed steps after the first (compiling) call. ``budget_s`` > 0 caps the
+  timed part of a slow configuration near that many seconds: steps per repeat are then cut
+  (never below ``MIN_STEPS``) and warm-up to a quarter of the budget, both from the measured
+  time of the first warm-up step.
   """
 
   model: str
@@ -57,6 +62,7 @@ class Spec:
   repeats: int = 3
   weights: str = ''
   remat: bool = False
+  budget_s: float = 0.0
   seed: int = 0
 
   def to_json(self) -> str:
@@ -75,30 +81,40 @@ def synthetic_batch(spec: Spec) -> tuple[np.ndarray, np.ndarray]:
   return x, y
 
 
+MIN_STEPS = 3
+
+
 def time_steps(step: Callable[[], Any], sync: Callable[[Any], Any], spec: Spec) -> dict:
   """Runs ``step`` once (compilation), ``spec.warmup`` times untimed, then ``spec.repeats`` x
   ``spec.steps`` timed calls, each synchronised (``sync``) before the clock stops, as timm's
-  benchmark does.
+  benchmark does (steps and warm-up cut to ``spec.budget_s`` if set, see ``Spec``).
 
   Returns ``compile_s`` (first call, s), ``step_time`` (median over repeats of the mean step
-  time, ms), ``step_time_p90`` (90th percentile of all timed steps, ms) and ``repeat_ms``.
+  time, ms), ``step_time_p90`` (90th percentile of all timed steps, ms), ``repeat_ms`` and the
+  ``steps`` / ``warmup`` / ``repeats`` actually run.
   """
-  t0 = time.perf_counter()
-  sync(step())
-  compile_s = time.perf_counter() - t0
-  for _ in range(spec.warmup):
+  def timed() -> float:
+    t = time.perf_counter()
     sync(step())
+    return time.perf_counter() - t
+
+  compile_s = timed()
+  steps, warmup = spec.steps, spec.warmup
+  if spec.warmup:
+    estimate = timed()
+    if spec.budget_s:
+      steps = max(MIN_STEPS, min(steps, int(spec.budget_s / (spec.repeats * estimate))))
+      warmup = max(1, min(warmup, round(0.25 * spec.budget_s / estimate)))
+    for _ in range(warmup - 1):
+      timed()
   means, all_steps = [], []
   for _ in range(spec.repeats):
-    times = []
-    for _ in range(spec.steps):
-      t = time.perf_counter()
-      sync(step())
-      times.append(time.perf_counter() - t)
+    times = [timed() for _ in range(steps)]
     means.append(1e3 * sum(times) / len(times))
     all_steps.extend(1e3 * t for t in times)
   return dict(compile_s=compile_s, step_time=statistics.median(means),
-              step_time_p90=float(np.percentile(all_steps, 90)), repeat_ms=means)
+              step_time_p90=float(np.percentile(all_steps, 90)), repeat_ms=means, steps=steps,
+              warmup=warmup, repeats=spec.repeats)
 
 
 def peak_rss_mb() -> float:
@@ -151,8 +167,7 @@ def versions(*names: str) -> str:
 def base_row(spec: Spec) -> dict:
   """The columns every worker fills the same way."""
   return dict(model=spec.model, framework=spec.framework, mode=spec.mode, dtype=spec.dtype,
-              device=spec.device, steps=spec.steps, warmup=spec.warmup, repeats=spec.repeats,
-              nproc=os.cpu_count(), cpu_model=cpu_model(),
+              device=spec.device, nproc=os.cpu_count(), cpu_model=cpu_model(),
               load_avg_1m=round(os.getloadavg()[0], 2), git_commit=git_commit(),
               timestamp=time.strftime('%Y-%m-%dT%H:%M:%S'))
 
@@ -165,7 +180,8 @@ def task_columns(spec: Spec, timing: dict, peak_mem_mb: float) -> dict:
           f'{p}_step_time_p90': round(timing['step_time_p90'], 3),
           f'{p}_batch_size': spec.batch, f'{p}_img_size': spec.img_size,
           f'{p}_compile_s': round(timing['compile_s'], 3),
-          f'{p}_peak_mem_mb': round(peak_mem_mb, 1)}
+          f'{p}_peak_mem_mb': round(peak_mem_mb, 1), f'{p}_steps': timing['steps'],
+          f'{p}_warmup': timing['warmup'], f'{p}_repeats': timing['repeats']}
 
 
 def worker_main(run: Callable[[Spec], dict]) -> None:

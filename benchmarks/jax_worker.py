@@ -24,7 +24,10 @@ def _peak_mem_mb(device) -> tuple[float, str]:
   return peak_rss_mb(), 'rss'
 
 
-def run(spec: Spec) -> dict:
+def build_step(spec: Spec):
+  """The jitted step of ``spec`` on its input. Returns ``(step, hlo_text, param_count,
+  device)``: ``step()`` runs one step and returns its (unsynchronised) output, ``hlo_text()``
+  the compiled module's HLO."""
   import jax
   import jax.numpy as jnp
   import optax
@@ -51,38 +54,49 @@ def run(spec: Spec) -> dict:
       return nnx.merge(graphdef, state)(x)
 
     step = lambda: forward(state, x)
-  else:
-    if spec.mode != 'xla':
-      raise ValueError(f'training supports mode xla only, got {spec.mode!r}')
-    model.train()
-    graphdef, params, stats = nnx.split(model, nnx.Param, ...)
-    tx = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY),
-                     optax.sgd(LR, momentum=MOMENTUM, nesterov=True))
-    opt_state = tx.init(params)
+    hlo_text = lambda: forward.lower(state, x).compile().as_text()
+    return step, hlo_text, param_count, device
 
-    def loss_fn(params, stats, x, y):
-      m = nnx.merge(graphdef, params, stats, copy=True)
-      logits = m(x).astype(jnp.float32)
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-      return loss, nnx.state(m, nnx.Not(nnx.Param))
+  if spec.mode != 'xla':
+    raise ValueError(f'training supports mode xla only, got {spec.mode!r}')
+  model.train()
+  graphdef, params, stats = nnx.split(model, nnx.Param, ...)
+  tx = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY),
+                   optax.sgd(LR, momentum=MOMENTUM, nesterov=True))
+  opt_state = tx.init(params)
 
-    if spec.remat:
-      # Keep only conv outputs for the backward pass; BN/ReLU/add are recomputed (cheap,
-      # memory-bound) instead of stored, which shrinks activation memory at large batch.
-      loss_fn = jax.checkpoint(loss_fn, policy=jax.checkpoint_policies.dots_saveable)
+  def loss_fn(params, stats, x, y):
+    # copy=True: the merged model's BatchStats are mutated inside the grad trace.
+    m = nnx.merge(graphdef, params, stats, copy=True)
+    logits = m(x).astype(jnp.float32)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, nnx.state(m, nnx.Not(nnx.Param))
 
-    @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
-    def train_step(params, stats, opt_state, x, y):
-      (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, x, y)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), stats, opt_state, loss
+  if spec.remat:
+    # Keep only conv outputs for the backward pass; BN/ReLU/add are recomputed (cheap,
+    # memory-bound) instead of stored, which shrinks activation memory at large batch.
+    loss_fn = jax.checkpoint(loss_fn, policy=jax.checkpoint_policies.dots_saveable)
 
-    carry = [params, stats, opt_state]
+  @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+  def train_step(params, stats, opt_state, x, y):
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, x, y)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), stats, opt_state, loss
 
-    def step():
-      carry[0], carry[1], carry[2], loss = train_step(*carry, x, y)
-      return loss
+  carry = [params, stats, opt_state]
 
+  def step():
+    carry[0], carry[1], carry[2], loss = train_step(*carry, x, y)
+    return loss
+
+  hlo_text = lambda: train_step.lower(*carry, x, y).compile().as_text()
+  return step, hlo_text, param_count, device
+
+
+def run(spec: Spec) -> dict:
+  import jax
+
+  step, _, param_count, device = build_step(spec)
   timing = time_steps(step, jax.block_until_ready, spec)
   peak, kind = _peak_mem_mb(device)
   row = base_row(spec)

@@ -65,8 +65,9 @@ def _speed(row, task) -> float | None:
 def speed_table(rows: list[dict]) -> list[str]:
   out = ['| model | batch | framework | mode | layout | infer img/s | infer ms/step (p90) | '
          'train img/s | train ms/step (p90) | first call s (infer / train) | '
-         'peak mem MiB (infer / train) | vs timm eager (infer / train) | note |',
-         '|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|']
+         'peak mem MiB (infer / train) | timed steps x repeats (infer / train) '
+         '| vs timm eager (infer / train) | note |',
+         '|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|']
   for r in rows:
     base = _find(rows, r['model'], _batch(r), 'timm', 'eager')
     ratios = []
@@ -78,8 +79,6 @@ def speed_table(rows: list[dict]) -> list[str]:
       notes.append('measured under load (other processes: '
                    f"{_pair(r.get('infer_foreign_cpu_pct'), r.get('train_foreign_cpu_pct'), 0)}"
                    ' % CPU)')
-    if r['framework'] == 'timm' and r.get('train_step_time') and int(r['repeats'] or 0) < 3:
-      notes.append(f"{r['repeats']} repeat(s)")
     ms = lambda t: (f"{_fmt(r.get(f'{t}_step_time'))} ({_fmt(r.get(f'{t}_step_time_p90'))})"
                     if r.get(f'{t}_step_time') else '')
     out.append(
@@ -88,8 +87,15 @@ def speed_table(rows: list[dict]) -> list[str]:
         f"| {_fmt(r.get('train_samples_per_sec'))} | {ms('train')} "
         f"| {_pair(r.get('infer_compile_s'), r.get('train_compile_s'))} "
         f"| {_pair(r.get('infer_peak_mem_mb'), r.get('train_peak_mem_mb'), 0)} "
+        f"| {' / '.join(_protocol(r, t) for t in ('infer', 'train'))} "
         f"| {' / '.join(ratios)} | {'; '.join(notes)} |")
   return out
+
+
+def _protocol(row: dict, task: str) -> str:
+  if not row.get(f'{task}_steps'):
+    return '–'
+  return f"{row[f'{task}_steps']}x{row[f'{task}_repeats']}"
 
 
 def _best_jax(rows, model, batch, task):
@@ -162,10 +168,10 @@ def render(results_dir: pathlib.Path) -> str:
     gpu = rows[0]['device'] == 'gpu'
     r0 = rows[0]
     lines += [f"### {'GPU' if gpu else 'CPU'} {r0['dtype']} (`{path.name}`)", '',
-              f"Device: {r0['device_name']}; {r0['nproc']} CPU cores ({r0['cpu_model']}); "
-              f"{r0['steps']} timed steps x {r0['repeats']} repeats (median) after "
-              f"{r0['warmup']} warm-up steps; input {r0.get('infer_img_size') or r0.get('train_img_size')}"
-              f" px; commit {r0['git_commit']}, {r0['timestamp'][:10]}.", '',
+              f"Device: {r0['device_name']}; {r0['nproc']} CPU cores ({r0['cpu_model']}); input "
+              f"{r0.get('infer_img_size') or r0.get('train_img_size')} px; commit "
+              f"{r0['git_commit']}, {r0['timestamp'][:10]}. Step times are the median over "
+              'repeats of the mean step time (p90 over all timed steps).', '',
               'Versions: ' + '; '.join(dict.fromkeys(
                   f"`{r['versions']}`" for r in rows if r.get('versions'))), '']
     lines += speed_table(rows) + ['']

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--repeats', type=int, default=3, help='repeats; the median is reported')
   p.add_argument('--slow-repeats', type=int, default=None,
                  help='repeats for timm training rows (the slowest ones), if fewer are needed')
+  p.add_argument('--budget', type=float, default=None, metavar='S',
+                 help='cap the timed part of a slow row near S seconds by cutting its steps '
+                 '(>= 3 per repeat) and warm-up; the row records what ran (default: none)')
   p.add_argument('--remat', action='store_true',
                  help='JAX training: save only conv outputs for the backward pass')
   p.add_argument('--xla-flags', default='', help='extra XLA_FLAGS for the JAX workers')
@@ -94,7 +97,7 @@ def resolve(args) -> argparse.Namespace:
   preset = PRESETS.get(args.preset, {})
   defaults = dict(device='cpu', dtype='fp32', models=['hrnet_w18_small'], batch_sizes=[1, 32],
                   jax_modes=['xla'], timm_modes=['eager'], out=None, converter=None,
-                  train_batch_sizes=None)
+                  train_batch_sizes=None, budget=None)
   for key, value in {**defaults, **preset}.items():
     if getattr(args, key) is None:
       setattr(args, key, value)
@@ -111,7 +114,7 @@ def plan(args) -> list[Spec]:
   """Every configuration to time, JAX before timm, in the order rows appear in the table."""
   specs = []
   common = dict(dtype=args.dtype, device=args.device, img_size=args.img_size, steps=args.steps,
-                warmup=args.warmup, repeats=args.repeats)
+                warmup=args.warmup, repeats=args.repeats, budget_s=args.budget or 0.0)
   for model in args.models:
     for batch in sorted(set(args.batch_sizes) | set(args.train_batch_sizes)):
       for framework, modes in (('jax', args.jax_modes), ('timm', args.timm_modes)):

@@ -19,7 +19,9 @@ LR, MOMENTUM, WEIGHT_DECAY = 1e-4, 0.9, 1e-4
 MODES = ('eager', 'channels_last', 'compile')
 
 
-def run(spec: Spec) -> dict:
+def build_step(spec: Spec):
+  """The step of ``spec`` on its input: ``(step, sync, param_count)``; ``sync(step())`` waits
+  for the device."""
   import torch
   import timm
 
@@ -39,8 +41,7 @@ def run(spec: Spec) -> dict:
   x = torch.from_numpy(x_np.transpose(0, 3, 1, 2).copy()).to(device)
   y = torch.from_numpy(y_np).long().to(device)
   model.to(device)
-  channels_last = spec.mode in ('channels_last', 'compile')
-  if channels_last:
+  if spec.mode in ('channels_last', 'compile'):
     model = model.to(memory_format=torch.channels_last)
     x = x.contiguous(memory_format=torch.channels_last)
   fwd = torch.compile(model) if spec.mode == 'compile' else model
@@ -68,10 +69,19 @@ def run(spec: Spec) -> dict:
       opt.zero_grad(set_to_none=True)
       return loss
 
+  return step, sync, param_count
+
+
+def run(spec: Spec) -> dict:
+  import torch
+
+  step, sync, param_count = build_step(spec)
+  cuda = spec.device == 'gpu'
   if cuda:
     torch.cuda.reset_peak_memory_stats()
   timing = time_steps(step, sync, spec)
   peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mb()
+  channels_last = spec.mode in ('channels_last', 'compile')
   row = base_row(spec)
   row.update(task_columns(spec, timing, peak))
   row.update(layout='NHWC' if channels_last else 'NCHW', compiled=spec.mode == 'compile',
