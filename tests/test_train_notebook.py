@@ -1,43 +1,87 @@
 """Executes colab/train_tpu.ipynb top to bottom on CPU with its smoke-test parameters (no network:
-a random timm checkpoint converted locally, the embedded digits, a few steps), so the notebook
-cannot rot."""
+a random timm checkpoint converted locally with convert_official_weights, the embedded digits,
+12 steps), so the notebook cannot rot; and, from what it leaves behind, checks that converted
+timm weights fine-tune with a new head (finetune.py) and the loss goes down, and that hrnet-eval
+reads the converter's output folder."""
 
+import importlib.util
+import json
 import os
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
 nbformat = pytest.importorskip('nbformat')
 nbclient = pytest.importorskip('nbclient')
 pytest.importorskip('ipykernel')
-pytest.importorskip('timm')
+if not importlib.util.find_spec('timm'):  # the kernel imports it, not this process
+  pytest.skip('needs timm (the test extra)', allow_module_level=True)
+
+from hrnet_jax import checkpoint as hrnet_checkpoint  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, 'colab', 'train_tpu.ipynb')
 
 
-def test_colab_notebook_runs_on_cpu(tmp_path, tmp_path_factory, monkeypatch):
+@pytest.fixture(scope='module')
+def executed(tmp_path_factory):
+  """(notebook after execution, its folder, the kernel's environment)."""
+  tmp = tmp_path_factory.mktemp('notebook')
   nb = nbformat.read(NOTEBOOK, as_version=4)
   params = [c for c in nb.cells if 'parameters' in c.metadata.get('tags', [])]
   assert len(params) == 1
   params[0].source = '\n'.join([
       'SMOKE_TEST = True', "REPO = ''", "ARCH = 'hrnet_w18_small'", "HUB_ID = ''",
       "DATASET = 'digits'", "TRAIN_SPLIT, EVAL_SPLIT = 'train', 'validation'",
-      'IMAGE_SIZE = 32', 'BATCH_SIZE = 32', 'EPOCHS = 10', 'MAX_STEPS = 6',
-      f"WORKDIR = {str(tmp_path / 'run')!r}", f"CONVERTED = {str(tmp_path / 'converted')!r}"])
-  # The kernel inherits this environment: the checkout on the path, CPU, the compilation cache
-  # the other run tests fill.
-  monkeypatch.setenv('PYTHONPATH', ROOT)
-  monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
-  monkeypatch.setenv('XLA_FLAGS', '')
-  monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', str(tmp_path_factory.getbasetemp() / 'jax_cache'))
-  monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
-  monkeypatch.delenv('MPLBACKEND', raising=False)  # the kernel's inline backend shows plots
-  client = nbclient.NotebookClient(nb, timeout=900, kernel_name='python3',
-                                   resources={'metadata': {'path': str(tmp_path)}})
-  client.execute()
-  assert (tmp_path / 'run' / 'model' / 'config.json').exists()
+      'IMAGE_SIZE = 32', 'BATCH_SIZE = 32', 'EPOCHS = 10', 'MAX_STEPS = 12',
+      f"WORKDIR = {str(tmp / 'run')!r}", f"CONVERTED = {str(tmp / 'converted')!r}"])
+  overrides = dict(PYTHONPATH=ROOT, JAX_PLATFORMS='cpu', XLA_FLAGS='',
+                   JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / 'jax_cache'),
+                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+  mp = pytest.MonkeyPatch()  # the kernel inherits this process's environment
+  for k, v in overrides.items():
+    mp.setenv(k, v)
+  mp.delenv('MPLBACKEND', raising=False)  # the kernel's inline backend shows the plots
+  env = dict(os.environ)
+  try:
+    nbclient.NotebookClient(nb, timeout=900, kernel_name='python3',
+                            resources={'metadata': {'path': str(tmp)}}).execute()
+  finally:
+    mp.undo()
+  return nb, tmp, env
+
+
+def test_notebook_runs_and_plots(executed):
+  nb, tmp, _ = executed
   outputs = ''.join(o.get('text', '') for c in nb.cells if c.cell_type == 'code'
                     for o in c.get('outputs', []))
-  assert 'top-1' in outputs
+  assert 'top-1' in outputs and '(360 images)' in outputs
   images = [o for c in nb.cells for o in c.get('outputs', []) if 'image/png' in o.get('data', {})]
   assert images  # the curves were plotted
+
+
+def test_converted_timm_weights_finetune_with_new_head(executed):
+  _, tmp, _ = executed
+  losses = [r['train/loss'] for r in map(json.loads, open(tmp / 'run' / 'metrics.jsonl'))
+            if 'train/loss' in r]
+  assert len(losses) >= 10
+  assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.2, losses
+  source = hrnet_checkpoint.read_pretrained(tmp / 'converted')[1]
+  tuned = hrnet_checkpoint.read_pretrained(tmp / 'run' / 'model')[1]
+  assert source['classifier.kernel'].shape == (2048, 1000)
+  assert tuned['classifier.kernel'].shape == (2048, 10)
+  assert not np.array_equal(source['conv1.kernel'], tuned['conv1.kernel'])  # trained from it
+  config = json.load(open(tmp / 'run' / 'model' / 'config.json'))
+  assert config['num_classes'] == 10 and config['pretrained_cfg']['input_size'] == [3, 32, 32]
+
+
+def test_hrnet_eval_reads_converter_output(executed):
+  _, tmp, env = executed
+  ev = subprocess.run([sys.executable, '-m', 'train.eval_main', f'--checkpoint={tmp}/converted',
+                       '--dataset=digits', '--image_size=32', '--batch_size=120', '--json'],
+                      env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert ev.returncode == 0, ev.stderr[-3000:]
+  result = json.loads(ev.stdout.strip().splitlines()[-1])
+  assert result['count'] == 360 and 0 <= result['top1'] <= 1

@@ -3,20 +3,31 @@ resume, per-process shards, exact padded evaluation.
 
 Every image is one solid color, so an example can be recognized after cropping, resizing and
 flipping (which keep a solid image solid): the color identifies the file.
+
+The checks run in a child process (this file run as a script): TensorFlow must not be loaded
+into the pytest process, where a later import of triton (torch, timm) would abort on clashing
+LLVM options ("Option 'bitcode-mdindex-threshold' registered more than once").
 """
 
+import importlib.util
+import json
 import os
+import subprocess
+import sys
+import traceback
 
 import numpy as np
 import pytest
+from PIL import Image
 
-tf = pytest.importorskip('tensorflow')
-tfds = pytest.importorskip('tensorflow_datasets')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHECKS = {}
 
-from PIL import Image  # noqa: E402
 
-from train import input_pipeline  # noqa: E402
-from train.configs import base  # noqa: E402
+def check(fn):
+  """Registers a check ``fn(folder, tmp_dir)`` run in the child process."""
+  CHECKS[fn.__name__] = fn
+  return fn
 
 CLASSES = ('cat', 'dog', 'eel')
 N_TRAIN, N_EVAL = 10, 7  # per class
@@ -41,25 +52,23 @@ def _identify(images):
   return np.abs(means[:, None, :] - PALETTE[None].astype(float)).max(-1).argmin(1)
 
 
-@pytest.fixture(scope='module')
-def folder(tmp_path_factory):
-  """``root/{train,validation}/<class>/`` with JPEG, PNG and grayscale images of varied sizes."""
-  root = tmp_path_factory.mktemp('images')
+def make_folder(root):
+  """``root/{train,validation}/<class>/`` with JPEG, PNG and BMP images of varied sizes."""
   k = 0
   for split, n in (('train', N_TRAIN), ('validation', N_EVAL)):
     for c in CLASSES:
-      os.makedirs(root / split / c)
+      os.makedirs(os.path.join(root, split, c))
       for i in range(n):
         size = (40 + 7 * i, 48 + 5 * (k % 4))
         img = Image.new('RGB', size, tuple(int(v) for v in PALETTE[k]))
         ext = ('png', 'jpg', 'bmp')[k % 3]
-        img.save(root / split / c / f'{k:03d}.{ext}', quality=98) if ext == 'jpg' else img.save(
-            root / split / c / f'{k:03d}.{ext}')
+        img.save(os.path.join(root, split, c, f'{k:03d}.{ext}'),
+                 **({'quality': 98} if ext == 'jpg' else {}))
         k += 1
-  return root
 
 
 def _config(folder_root, **input_overrides):
+  from train.configs import base
   c = base.get_config()
   c.dataset.name, c.dataset.folder = 'folder', str(folder_root)
   c.input.image_size = 32
@@ -75,7 +84,9 @@ def _take(it, n):
   return [next(it) for _ in range(n)]
 
 
-def test_folder_train_batches(folder):
+@check
+def folder_train_batches(folder, tmp):
+  from train import input_pipeline
   data = input_pipeline.create_input(_config(folder), process_index=0, process_count=1)
   assert data.info.num_classes == 3 and data.info.class_names == CLASSES
   assert (data.info.num_train, data.info.num_eval) == (30, 21)
@@ -89,7 +100,9 @@ def test_folder_train_batches(folder):
   assert np.abs(b['image'].astype(int) - PALETTE[ids][:, None, None, :]).max() <= 3
 
 
-def test_folder_order_is_deterministic_and_resumes_exactly(folder):
+@check
+def folder_order_is_deterministic_and_resumes_exactly(folder, tmp):
+  from train import input_pipeline
   config = _config(folder)
   data = input_pipeline.create_input(config, process_index=0, process_count=1)
   spe = data.steps_per_epoch
@@ -107,7 +120,9 @@ def test_folder_order_is_deterministic_and_resumes_exactly(folder):
   assert not np.array_equal(epochs[0], epochs[1])  # reshuffled
 
 
-def test_folder_random_resized_crop_and_resize_modes_differ(folder):
+@check
+def folder_random_resized_crop_and_resize_read_the_same_examples(folder, tmp):
+  from train import input_pipeline
   crop = next(input_pipeline.create_input(_config(folder), process_index=0, process_count=1)
               .train_batches())
   plain = next(input_pipeline.create_input(_config(folder, train_augment='resize'),
@@ -115,7 +130,9 @@ def test_folder_random_resized_crop_and_resize_modes_differ(folder):
   np.testing.assert_array_equal(_identify(crop['image']), _identify(plain['image']))
 
 
-def test_folder_processes_read_disjoint_shards(folder):
+@check
+def folder_processes_read_disjoint_shards(folder, tmp):
+  from train import input_pipeline
   config = _config(folder)
   seen = []
   for pi in range(2):
@@ -126,8 +143,14 @@ def test_folder_processes_read_disjoint_shards(folder):
   assert not seen[0] & seen[1]
 
 
-@pytest.mark.parametrize('pc', [1, 2])
-def test_folder_eval_covers_every_example_once(folder, pc):
+@check
+def folder_eval_covers_every_example_once(folder, tmp):
+  for pc in (1, 2):
+    _eval_covers_every_example_once(folder, pc)
+
+
+def _eval_covers_every_example_once(folder, pc):
+  from train import input_pipeline
   config = _config(folder)
   ids, counts = [], set()
   for pi in range(pc):
@@ -143,8 +166,10 @@ def test_folder_eval_covers_every_example_once(folder, pc):
   assert sorted(ids) == list(range(30, 51))
 
 
-def test_folder_errors_name_the_path(tmp_path, folder):
-  config = _config(tmp_path / 'missing')
+@check
+def folder_errors_name_the_path(folder, tmp):
+  from train import input_pipeline
+  config = _config(os.path.join(tmp, 'missing'))
   with pytest.raises(FileNotFoundError, match='config.dataset.folder'):
     input_pipeline.create_input(config, process_index=0, process_count=1)
   config = _config(folder)
@@ -153,31 +178,34 @@ def test_folder_errors_name_the_path(tmp_path, folder):
     input_pipeline.create_input(config, process_index=0, process_count=1)
 
 
-class TinyShapes(tfds.core.GeneratorBasedBuilder):
-  """A real (prepared on disk, no download) TFDS dataset of solid-color PNGs."""
+@check
+def tfds_dataset_by_name(folder, tmp):
+  import tensorflow_datasets as tfds
+  from train import input_pipeline
 
-  VERSION = tfds.core.Version('1.0.0')
+  class TinyShapes(tfds.core.GeneratorBasedBuilder):
+    """A real (prepared on disk, no download) TFDS dataset of solid-color PNGs."""
 
-  def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-        'image': tfds.features.Image(shape=(None, None, 3)),
-        'label': tfds.features.ClassLabel(names=list(CLASSES))}))
+    VERSION = tfds.core.Version('1.0.0')
 
-  def _split_generators(self, dl_manager):
-    return {'train': self._generate_examples(0, N_TRAIN),
-            'validation': self._generate_examples(3 * N_TRAIN, N_EVAL)}
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          'image': tfds.features.Image(shape=(None, None, 3)),
+          'label': tfds.features.ClassLabel(names=list(CLASSES))}))
 
-  def _generate_examples(self, first, n):
-    for c in range(len(CLASSES)):
-      for i in range(n):
-        k = first + c * n + i
-        yield k, {'image': np.full((36 + i, 40, 3), PALETTE[k], np.uint8), 'label': c}
+    def _split_generators(self, dl_manager):
+      return {'train': self._generate_examples(0, N_TRAIN),
+              'validation': self._generate_examples(3 * N_TRAIN, N_EVAL)}
 
+    def _generate_examples(self, first, n):
+      for c in range(len(CLASSES)):
+        for i in range(n):
+          k = first + c * n + i
+          yield k, {'image': np.full((36 + i, 40, 3), PALETTE[k], np.uint8), 'label': c}
 
-def test_tfds_dataset_by_name(tmp_path):
-  TinyShapes(data_dir=str(tmp_path)).download_and_prepare()
-  config = _config(tmp_path)
-  config.dataset.name, config.dataset.data_dir = 'tiny_shapes', str(tmp_path)
+  TinyShapes(data_dir=tmp).download_and_prepare()
+  config = _config(tmp)
+  config.dataset.name, config.dataset.data_dir = 'tiny_shapes', tmp
   data = input_pipeline.create_input(config, process_index=0, process_count=1)
   assert (data.info.num_train, data.info.num_eval, data.info.num_classes) == (30, 21, 3)
   stream = _take(data.train_batches(0), 4)
@@ -192,3 +220,38 @@ def test_tfds_dataset_by_name(tmp_path):
   config.dataset.name = 'no_such_dataset_xyz'
   with pytest.raises(ValueError, match="config.dataset.name='no_such_dataset_xyz'"):
     input_pipeline.create_input(config, process_index=0, process_count=1)
+
+
+def _child(tmp):
+  """Runs every check; prints one ``RESULT {name: "ok" | traceback}`` line."""
+  folder = os.path.join(tmp, 'images')
+  make_folder(folder)
+  results = {}
+  for name, fn in CHECKS.items():
+    try:
+      fn(folder, tmp)
+      results[name] = 'ok'
+    except Exception:  # reported per check by the parent
+      results[name] = traceback.format_exc()
+  print('RESULT ' + json.dumps(results))
+
+
+@pytest.fixture(scope='module')
+def results(tmp_path_factory):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, __file__, str(tmp_path_factory.mktemp('tf_input'))],
+                        env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
+  assert proc.returncode == 0 and lines, proc.stderr[-4000:]
+  return json.loads(lines[-1][len('RESULT '):])
+
+
+@pytest.mark.skipif(not importlib.util.find_spec('tensorflow_datasets'),
+                    reason='needs the train extra (tensorflow-cpu, tensorflow-datasets)')
+@pytest.mark.parametrize('name', list(CHECKS))
+def test_tf_input(results, name):
+  assert results[name] == 'ok', results[name]
+
+
+if __name__ == '__main__':
+  _child(sys.argv[1])

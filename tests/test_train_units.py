@@ -23,13 +23,15 @@ def test_configs_load(module):
 
 def test_official_recipe_values():
   c = imagenet_official.get_config()
-  assert (c.optimizer.base_lr, c.optimizer.base_batch_size, c.optimizer.momentum) == (0.05, 128, 0.9)
+  opt = c.optimizer
+  assert (opt.base_lr, opt.base_batch_size, opt.momentum) == (0.05, 128, 0.9)
   assert c.optimizer.nesterov and c.optimizer.weight_decay == 1e-4
   assert c.optimizer.weight_decay_on == 'all' and c.num_epochs == 100
   assert tuple(c.optimizer.decay_epochs) == (30, 60, 90) and c.input.image_size == 224
   assert int(224 / c.input.crop_pct) == 256
   cos = imagenet_cosine.get_config()
-  assert cos.dtype == 'bfloat16' and cos.label_smoothing == 0.1 and cos.optimizer.schedule == 'cosine'
+  assert cos.dtype == 'bfloat16' and cos.label_smoothing == 0.1
+  assert cos.optimizer.schedule == 'cosine'
 
 
 def test_step_schedule_scales_with_batch_and_decays_at_epochs():
@@ -220,3 +222,44 @@ def test_no_readable_checkpoint_is_an_error(tmp_path):
   abstract = {'w': jax.ShapeDtypeStruct((4,), np.float32)}  # another model: unusable
   with pytest.raises(ValueError, match='none of the 1 checkpoints'):
     checkpointing.Checkpoints(tmp_path).restore(abstract)
+
+
+def test_keeps_latest_n_plus_best(tmp_path):
+  ckpts = checkpointing.Checkpoints(tmp_path, keep=2, async_save=False)
+  for step, top1 in ((1, 0.5), (2, 0.9), (3, None), (4, 0.7), (5, None)):
+    ckpts.save(step, {'w': np.full(2, step, np.float32)},
+               None if top1 is None else {'top1': top1, 'top5': 1.0})
+  assert ckpts.steps() == [2, 4, 5] and ckpts.best() == (2, 0.9)
+  ckpts.close()
+
+
+def test_bf16_step_keeps_float32_state():
+  """bf16 compute; params, BN statistics, optimizer state and loss stay float32 (traced only)."""
+  import jax
+  import jax.numpy as jnp
+  from train import step as step_lib
+  c = digits.get_config()
+  c.dtype = 'bfloat16'
+  model_def, params, stats = ts.split_model(ts.create_model(c, 10))
+  tx = ts.create_optimizer(c, 10)
+  state = ts.init_state(params, stats, tx)
+  batch = {'image': jax.ShapeDtypeStruct((4, 32, 32, 3), jnp.uint8),
+           'label': jax.ShapeDtypeStruct((4,), jnp.int32)}
+  new_state, metrics = jax.eval_shape(
+      lambda s, b: step_lib.train_step(s, b, model_def=model_def, tx=tx,
+                                       lr_fn=ts.learning_rate_schedule(c, 10), mean=(0.5,) * 3,
+                                       std=(0.5,) * 3, label_smoothing=0.1), state, batch)
+  dtypes = {x.dtype for x in jax.tree.leaves((new_state.params, new_state.batch_stats,
+                                              new_state.opt_state))
+            if jnp.issubdtype(x.dtype, jnp.floating)}  # (the schedule's step count is int32)
+  assert dtypes == {jnp.dtype(jnp.float32)}
+  assert metrics['loss'].dtype == jnp.float32
+  assert model_def.merge(params, stats, train=False).dtype == jnp.bfloat16
+
+
+def test_hrnet_eval_names_a_bad_checkpoint(tmp_path):
+  from train import eval_main
+  with pytest.raises(FileNotFoundError, match='neither a training workdir'):
+    eval_main.evaluate_checkpoint(str(tmp_path), dataset='digits')
+  with pytest.raises(FileNotFoundError, match='no such folder'):
+    eval_main.evaluate_checkpoint(str(tmp_path / 'nope'), dataset='digits')

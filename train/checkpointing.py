@@ -24,10 +24,24 @@ log = logging.getLogger(__name__)
 SUBDIR = 'checkpoints'
 
 
+class _QuietUnscoredSaves(logging.Filter):
+  """Orbax warns on every save without metrics once best_fn is set; most saves have none."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return 'did not provide metrics' not in record.getMessage()
+
+
+logging.getLogger('absl').addFilter(_QuietUnscoredSaves())
+
+
 def abstract_like(tree: Any, shardings: Any) -> Any:
   """``ShapeDtypeStruct``s of ``tree`` with ``shardings``: what a restore should produce."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
                       shardings)
+
+
+def _top1(metrics: dict) -> float:
+  return metrics['top1']
 
 
 def _check_like(tree: Any, abstract: Any) -> None:
@@ -58,10 +72,12 @@ class Checkpoints:
     self.directory = os.path.join(os.path.abspath(os.fspath(workdir)), SUBDIR)
     preservation = policies.AnyPreservationPolicy([
         policies.LatestN(n=keep),
-        policies.BestN(get_metric_fn=lambda m: m['top1'], n=1,
+        policies.BestN(get_metric_fn=_top1, n=1,
                        keep_checkpoints_without_metrics=False),
     ])
     options = ocp.CheckpointManagerOptions(
+        # best_fn makes Orbax write the metrics to disk, so the best survives a restart.
+        best_fn=_top1, best_mode='max', keep_checkpoints_without_metrics=True,
         preservation_policy=preservation, enable_async_checkpointing=async_save,
         cleanup_tmp_directories=not read_only, read_only=read_only, create=not read_only)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -96,7 +112,8 @@ class Checkpoints:
         _check_like(state, abstract_state)
         return state, s
       except Exception as e:  # Orbax/tensorstore raise many types for damaged data.
-        msg = f'checkpoint {os.path.join(self.directory, str(s))} cannot be read ({type(e).__name__}: {e})'
+        msg = (f'checkpoint {os.path.join(self.directory, str(s))} cannot be read '
+               f'({type(e).__name__}: {e})')
         if step is not None:
           raise ValueError(msg) from e
         log.warning('%s; falling back to the previous checkpoint', msg)

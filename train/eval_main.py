@@ -1,7 +1,7 @@
 """``hrnet-eval``: exact top-1 / top-5 of a checkpoint over a whole split, sharded over all devices.
 
     hrnet-eval --checkpoint /tmp/hrnet_digits --dataset digits
-    hrnet-eval --checkpoint converted/hrnet_w18 --dataset imagenet2012 --data_dir ~/tensorflow_datasets
+    hrnet-eval --checkpoint converted/hrnet_w18 --dataset imagenet2012 --data_dir ~/tfds
     hrnet-eval --checkpoint RUN/model --dataset folder:/data/flowers --split val
 
 ``--checkpoint`` is either a training workdir (``hrnet-train --workdir``; its best checkpoint by

@@ -118,7 +118,7 @@ class ArrayInput:
         epoch = e
         order = np.random.default_rng(epoch_seed(self._seed, e)).permutation(len(labels))
       start = i * self._batch + self._pi * self._local
-      idx = np.sort(order[start:start + self._local])  # sorted: contiguous-ish reads; same set
+      idx = order[start:start + self._local]
       yield {'image': images[idx], 'label': labels[idx].astype(np.int32)}
       step += 1
 

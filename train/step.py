@@ -46,7 +46,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model_def: Mod
     logits = model(images).astype(jnp.float32)
     targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
     loss = optax.softmax_cross_entropy(logits, targets).mean()
-    return loss, (logits, nnx.pure(nnx.state(model, nnx.BatchStat)))
+    return loss, (logits, nnx.as_pure(nnx.state(model, nnx.BatchStat)))
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -55,7 +55,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model_def: Mod
       'loss': loss,
       'top1': _topk_correct(logits, labels, 1).mean(dtype=jnp.float32),
       'lr': jnp.asarray(lr_fn(state.step), jnp.float32),
-      'grad_norm': optax.global_norm(grads).astype(jnp.float32),
+      'grad_norm': optax.tree.norm(grads).astype(jnp.float32),
   }
   new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                          opt_state=opt_state)

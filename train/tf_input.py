@@ -14,6 +14,7 @@ crop_pct)``, center crop ``size``. Resizing is antialiased like PIL's. Outputs u
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Iterator
@@ -26,6 +27,7 @@ from train.input_pipeline import (Batch, DatasetInfo, epoch_seed, local_batch_si
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 
 
+@functools.cache
 def _tf():
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')  # TF is only the input pipeline: keep it off GPUs

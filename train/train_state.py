@@ -72,7 +72,7 @@ def split_model(model: hrnet_jax.HighResolutionNet) -> tuple[ModelDef, Any, Any]
   eval_def, _, _ = nnx.split(model, nnx.Param, nnx.BatchStat)
   model.train()
   train_def, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  to_host = lambda s: jax.tree.map(np.asarray, nnx.pure(s))
+  to_host = lambda s: jax.tree.map(np.asarray, nnx.as_pure(s))
   return (ModelDef(train_def, eval_def, model.arch, model.num_classes), to_host(params),
           to_host(batch_stats))
 

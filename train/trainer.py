@@ -22,12 +22,11 @@ import time
 from typing import Iterator
 
 import jax
-import numpy as np
 from jax.experimental import multihost_utils
 
 import hrnet_jax
-from train import checkpointing, evaluate, input_pipeline, mesh as mesh_lib, observe, step as step_lib
-from train import train_state as ts
+from train import checkpointing, evaluate, input_pipeline, mesh as mesh_lib, observe
+from train import step as step_lib, train_state as ts
 
 log = logging.getLogger(__name__)
 
