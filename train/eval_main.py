@@ -162,7 +162,10 @@ def _main(argv):
 
 def main():
   """Console entry point."""
-  app.run(_main)
+  from train import cli
+  cli.run(_main, __doc__, [
+      'checkpoint', 'dataset', 'split', 'data_dir', 'batch_size', 'step', 'image_size',
+      'crop_pct', 'json'])
 
 
 if __name__ == '__main__':

@@ -1,8 +1,7 @@
 """``hrnet-train``: train or fine-tune an HRNet from a config file.
 
     hrnet-train --config train/configs/digits.py --workdir /tmp/hrnet_digits
-    hrnet-train --config train/configs/imagenet_official.py --workdir gs://bucket/run \
-        --config.dataset.data_dir=... --config.batch_size=1024
+    hrnet-train --config train/configs/imagenet_cosine.py --workdir /shared/run1
 
 Any config field can be overridden with ``--config.FIELD=value``. Running again with the same
 ``--workdir`` resumes from its latest checkpoint. Multi-host: run the same command on every host
@@ -53,7 +52,9 @@ def _main(argv):
 
 def main():
   """Console entry point."""
-  app.run(_main)
+  from train import cli
+  cli.run(_main, __doc__, [
+      'config', 'workdir', 'distributed', 'coordinator_address', 'num_processes', 'process_id'])
 
 
 if __name__ == '__main__':
