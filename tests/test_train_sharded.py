@@ -151,20 +151,24 @@ def _load(out, name):
   return [arrays[f'arr_{i}'] for i in range(len(arrays.files))]
 
 
-@pytest.fixture(scope='module')
-def runs(tmp_path_factory):
-  """Starts the 8-device process and the two processes together; returns their outputs."""
-  out = tmp_path_factory.mktemp('sharded')
-  port = str(_free_port())
-  procs = [subprocess.Popen([sys.executable, '-c', EIGHT_DEVICES, str(out)],
-                            env=_env('--xla_force_host_platform_device_count=8'),
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
-  procs += [subprocess.Popen([sys.executable, '-c', TWO_PROCESSES, str(pid), port, str(out)],
-                             env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True) for pid in range(2)]
+def _wait(procs):
   for p in procs:
     output, _ = p.communicate(timeout=900)
     assert p.returncode == 0, output[-4000:]
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+  """Runs the 8-device process, then the two processes (one after the other: a process waiting
+  in a collective for a peer that is still compiling would only compete for the CPU)."""
+  out = tmp_path_factory.mktemp('sharded')
+  _wait([subprocess.Popen([sys.executable, '-c', EIGHT_DEVICES, str(out)],
+                          env=_env('--xla_force_host_platform_device_count=8'), cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)])
+  port = str(_free_port())
+  _wait([subprocess.Popen([sys.executable, '-c', TWO_PROCESSES, str(pid), port, str(out)],
+                          env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) for pid in range(2)])
   return out
 
 
