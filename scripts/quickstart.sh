@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on embedded defaults (no network): official-format checkpoint -> converter ->
-# Flax prediction on real photos shipped with scikit-image / scikit-learn.
+# Flax prediction on real photos shipped with scikit-image / scikit-learn; then training on
+# scikit-learn's handwritten digits and an exact evaluation of the result.
 set -euo pipefail
 out=${1:-quickstart_out}
 arch=hrnet_w18_small
@@ -23,3 +24,8 @@ convert_official_weights "$out/$arch.pth" "$out/$arch" --overwrite
 echo "== 3. hrnet-predict on real photos (random weights: the classes are arbitrary)"
 # shellcheck disable=SC2086
 hrnet-predict --checkpoint "$out/$arch" $photos --top-k 3
+
+echo "== 4. hrnet-train on scikit-learn's handwritten digits (embedded, offline), then hrnet-eval"
+rm -rf "$out/digits"
+hrnet-train --config train/configs/digits.py --workdir "$out/digits"
+hrnet-eval --checkpoint "$out/digits" --dataset digits

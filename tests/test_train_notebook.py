@@ -4,7 +4,6 @@ a random timm checkpoint converted locally with convert_official_weights, the em
 timm weights fine-tune with a new head (finetune.py) and the loss goes down, and that hrnet-eval
 reads the converter's output folder."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,11 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-nbformat = pytest.importorskip('nbformat')
-nbclient = pytest.importorskip('nbclient')
-pytest.importorskip('ipykernel')
-if not importlib.util.find_spec('timm'):  # the kernel imports it, not this process
-  pytest.skip('needs timm (the test extra)', allow_module_level=True)
+import nbclient
+import nbformat
 
 from hrnet_jax import checkpoint as hrnet_checkpoint  # noqa: E402
 

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pytest
 
-pytest.importorskip('ml_collections')
+import ml_collections  # noqa: F401  (the train extra; a missing install must fail, not skip)
 
 from hrnet_jax import checkpoint as hrnet_checkpoint  # noqa: E402
 

@@ -9,7 +9,6 @@ into the pytest process, where a later import of triton (torch, timm) would abor
 LLVM options ("Option 'bitcode-mdindex-threshold' registered more than once").
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -246,8 +245,6 @@ def results(tmp_path_factory):
   return json.loads(lines[-1][len('RESULT '):])
 
 
-@pytest.mark.skipif(not importlib.util.find_spec('tensorflow_datasets'),
-                    reason='needs the train extra (tensorflow-cpu, tensorflow-datasets)')
 @pytest.mark.parametrize('name', list(CHECKS))
 def test_tf_input(results, name):
   assert results[name] == 'ok', results[name]

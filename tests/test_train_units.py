@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-pytest.importorskip('ml_collections')
+import ml_collections  # noqa: F401  (the train extra; a missing install must fail, not skip)
 
 from train import checkpointing, distributed, input_pipeline, mesh as mesh_lib  # noqa: E402
 from train import train_state as ts  # noqa: E402
