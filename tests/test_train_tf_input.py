@@ -221,6 +221,29 @@ def tfds_dataset_by_name(folder, tmp):
     input_pipeline.create_input(config, process_index=0, process_count=1)
 
 
+# (height, width): square, tall, wide with frequent fallbacks, and two where no attempt can fit.
+CROP_SHAPES = ((100, 100), (200, 60), (30, 200), (1000, 10), (10, 1000))
+N_CROPS = 4000
+
+
+@check
+def crop_windows_lie_inside_the_image(folder, tmp):
+  """Samples ``crop_window`` (through tf.data, as training does) for the parent's comparison
+  with torchvision, and checks that every window lies inside its image."""
+  import tensorflow as tf
+  from train import tf_input
+  out = {}
+  for hw in CROP_SHAPES:
+    ds = tf.data.Dataset.range(N_CROPS).map(
+        lambda i: tf.stack(tf_input.crop_window(*hw, tf.stack([tf.constant(7, tf.int64), i]))))
+    win = next(ds.batch(N_CROPS).as_numpy_iterator())
+    y, x, h, w = win.T
+    assert (y >= 0).all() and (x >= 0).all() and (h > 0).all() and (w > 0).all()
+    assert (y + h <= hw[0]).all() and (x + w <= hw[1]).all()
+    out[f'{hw[0]}x{hw[1]}'] = win
+  np.savez(os.path.join(tmp, 'crop_windows.npz'), **out)
+
+
 def _child(tmp):
   """Runs every check; prints one ``RESULT {name: "ok" | traceback}`` line."""
   folder = os.path.join(tmp, 'images')
@@ -236,9 +259,14 @@ def _child(tmp):
 
 
 @pytest.fixture(scope='module')
-def results(tmp_path_factory):
+def child_tmp(tmp_path_factory):
+  return tmp_path_factory.mktemp('tf_input')
+
+
+@pytest.fixture(scope='module')
+def results(child_tmp):
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
-  proc = subprocess.run([sys.executable, __file__, str(tmp_path_factory.mktemp('tf_input'))],
+  proc = subprocess.run([sys.executable, __file__, str(child_tmp)],
                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
   lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
   assert proc.returncode == 0 and lines, proc.stderr[-4000:]
@@ -248,6 +276,47 @@ def results(tmp_path_factory):
 @pytest.mark.parametrize('name', list(CHECKS))
 def test_tf_input(results, name):
   assert results[name] == 'ok', results[name]
+
+
+def _torchvision_windows(height, width, n):
+  import torch
+  from torchvision.transforms import RandomResizedCrop
+  img = torch.empty(3, height, width, dtype=torch.uint8)
+  with torch.random.fork_rng():
+    torch.manual_seed(0)
+    return np.asarray([RandomResizedCrop.get_params(img, [0.08, 1.0], [3 / 4, 4 / 3])
+                       for _ in range(n)])
+
+
+def test_crop_window_matches_torchvision_random_resized_crop(results, child_tmp):
+  """The TF crop window has torchvision's distribution (area, log aspect ratio, position) and
+  exactly its center-crop fallback. TF ran in the child; torchvision runs here."""
+  from scipy import stats
+  assert results['crop_windows_lie_inside_the_image'] == 'ok'
+  tf_windows = np.load(os.path.join(child_tmp, 'crop_windows.npz'))
+  for height, width in CROP_SHAPES:
+    ours = tf_windows[f'{height}x{width}']
+    only_fallback = height > 10 * width or width > 10 * height  # no attempt can fit
+    ref = _torchvision_windows(height, width, 20 if only_fallback else N_CROPS)
+    if only_fallback:
+      assert len(np.unique(ref, axis=0)) == 1
+      np.testing.assert_array_equal(ours, np.broadcast_to(ref[0], ours.shape))
+      continue
+
+    def features(win):
+      y, x, h, w = win.T.astype(float)
+      return {'area': h * w / (height * width), 'log_ratio': np.log(w / h),
+              'center_y': (y + h / 2) / height, 'center_x': (x + w / 2) / width}
+
+    a, b = features(ours), features(ref)
+    for k in a:
+      p = stats.ks_2samp(a[k], b[k]).pvalue
+      assert p > 1e-3, (height, width, k, p, a[k].mean(), b[k].mean())
+    # Windows of the fallback's size are as frequent (~0.3 for 30x200, where it is common).
+    size = (min(height, round(width / 0.75)), min(width, round(height * 4 / 3)))
+    rate = [np.mean((win[:, 2] == size[0]) & (win[:, 3] == size[1])) for win in (ours, ref)]
+    assert abs(rate[0] - rate[1]) < 0.03, (height, width, rate)
+
 
 
 if __name__ == '__main__':

@@ -6,9 +6,9 @@ examples without decoding them. Randomness is stateless: the shuffle is seeded b
 ``epoch_seed(seed, epoch)`` and each example's crop and flip by ``(epoch seed, position in the
 epoch)``, so the stream of a process is a pure function of (seed, epoch, step).
 
-Train: RandomResizedCrop (``tf.image.stateless_sample_distorted_bounding_box`` with area
-0.08-1, aspect ratio 3/4-4/3, 10 attempts, whole image as fallback; JPEGs are decoded only in
-the window) + horizontal flip, or a plain resize. Eval: shorter side to ``int(size /
+Train: RandomResizedCrop (torchvision's window sampling: area 0.08-1, log-uniform aspect ratio
+3/4-4/3, 10 attempts, then a center crop with the ratio clamped; JPEGs are decoded only in the
+window) + horizontal flip, or a plain resize. Eval: shorter side to ``int(size /
 crop_pct)``, center crop ``size``. Resizing is antialiased like PIL's. Outputs uint8.
 """
 
@@ -173,24 +173,53 @@ def _decode(data):
   return tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
 
 
+RRC_SCALE, RRC_RATIO, RRC_ATTEMPTS = (0.08, 1.0), (3 / 4, 4 / 3), 10
+
+
+def crop_window(height, width, seed):
+  """The RandomResizedCrop window ``(top, left, h, w)`` (int32) of a ``height`` x ``width`` image:
+  torchvision's ``RandomResizedCrop.get_params`` with its defaults, stateless from ``seed``.
+
+  All attempts are sampled at once (graph-friendly) and the first valid one is taken, which is
+  the same distribution as torchvision's loop; float64 so that rounding matches Python's.
+  """
+  tf = _tf()
+  area_seed, ratio_seed, pos_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+  fh, fw = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
+  lo, hi = RRC_RATIO
+  target = fh * fw * tf.random.stateless_uniform([RRC_ATTEMPTS], area_seed, *RRC_SCALE,
+                                                 dtype=tf.float64)
+  ratio = tf.exp(tf.random.stateless_uniform([RRC_ATTEMPTS], ratio_seed, math.log(lo),
+                                             math.log(hi), dtype=tf.float64))
+  ws, hs = tf.round(tf.sqrt(target * ratio)), tf.round(tf.sqrt(target / ratio))  # half to even
+  ok = (ws > 0) & (ws <= fw) & (hs > 0) & (hs <= fh)
+  first = tf.argmax(tf.cast(ok, tf.int32))
+  # Fallback after RRC_ATTEMPTS misses: a center crop with the aspect ratio clamped to the range.
+  in_ratio = fw / fh
+  w = tf.where(tf.reduce_any(ok), ws[first], tf.where(in_ratio > hi, tf.round(fh * hi), fw))
+  h = tf.where(tf.reduce_any(ok), hs[first], tf.where(in_ratio < lo, tf.round(fw / lo), fh))
+  # Top-left uniform over the valid positions (randint(0, H - h) inclusive); min() guards
+  # u * n rounding up to n.
+  u = tf.random.stateless_uniform([2], pos_seed, dtype=tf.float64)
+  top = tf.where(tf.reduce_any(ok), tf.minimum(tf.floor(u[0] * (fh - h + 1)), fh - h),
+                 tf.floor((fh - h) / 2))
+  left = tf.where(tf.reduce_any(ok), tf.minimum(tf.floor(u[1] * (fw - w + 1)), fw - w),
+                  tf.floor((fw - w) / 2))
+  return tuple(tf.cast(v, tf.int32) for v in (top, left, h, w))
+
+
 def _random_resized_crop(data, seed, size: int, method: str):
   """Decodes the random RandomResizedCrop window of encoded ``data`` and resizes it."""
   tf = _tf()
 
-  def window(shape):
-    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-        shape, bounding_boxes=tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.0,
-        aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
-        use_image_if_no_bounding_boxes=True)
-    return begin[0], begin[1], extent[0], extent[1]
-
   def jpeg():
-    y, x, h, w = window(tf.image.extract_jpeg_shape(data))
+    shape = tf.image.extract_jpeg_shape(data)
+    y, x, h, w = crop_window(shape[0], shape[1], seed)
     return tf.image.decode_and_crop_jpeg(data, tf.stack([y, x, h, w]), channels=3)
 
   def other():
     image = _decode(data)
-    y, x, h, w = window(tf.shape(image))
+    y, x, h, w = crop_window(tf.shape(image)[0], tf.shape(image)[1], seed)
     return image[y:y + h, x:x + w]
 
   image = tf.cond(tf.io.is_jpeg(data), jpeg, other)
