@@ -15,6 +15,23 @@ from benchmarks.common import (Spec, base_row, peak_rss_mb, synthetic_batch, tas
                                time_steps, versions, worker_main)
 
 LR, MOMENTUM, WEIGHT_DECAY = 1e-4, 0.9, 1e-4
+# 'xla': the library as is. Experiments on top: '+foldbn' (BatchNorm folded into the convs,
+# inference only, benchmarks/fold_bn.py), '+dot1x1' (1x1 convs as matrix products,
+# benchmarks/pointwise.py).
+MODES = ('xla', 'xla+dot1x1', 'xla+foldbn', 'xla+foldbn+dot1x1')
+
+
+def apply_mode(model, mode: str) -> None:
+  """Applies the experiments named in ``mode`` to ``model`` in place (eval mode for foldbn)."""
+  from benchmarks.fold_bn import fold_batchnorm
+  from benchmarks.pointwise import use_dot_for_pointwise
+
+  if mode not in MODES:
+    raise ValueError(f'JAX mode must be one of {MODES}, got {mode!r}')
+  if 'dot1x1' in mode:
+    use_dot_for_pointwise(model)
+  if 'foldbn' in mode:
+    fold_batchnorm(model)
 
 
 def _peak_mem_mb(device) -> tuple[float, str]:
@@ -34,7 +51,6 @@ def build_step(spec: Spec):
   from flax import nnx
 
   import hrnet_jax
-  from benchmarks.fold_bn import fold_batchnorm
 
   dtype = jnp.bfloat16 if spec.dtype == 'bf16' else jnp.float32
   model = hrnet_jax.create_model(spec.model, pretrained=spec.weights or None, dtype=dtype)
@@ -45,8 +61,7 @@ def build_step(spec: Spec):
 
   if spec.task == 'infer':
     model.eval()
-    if spec.mode == 'xla_foldbn':
-      fold_batchnorm(model)
+    apply_mode(model, spec.mode)
     graphdef, state = nnx.split(model)
 
     @jax.jit
@@ -57,8 +72,9 @@ def build_step(spec: Spec):
     hlo_text = lambda: forward.lower(state, x).compile().as_text()
     return step, hlo_text, param_count, device
 
-  if spec.mode != 'xla':
-    raise ValueError(f'training supports mode xla only, got {spec.mode!r}')
+  if 'foldbn' in spec.mode:
+    raise ValueError('BatchNorm folding is for inference only')
+  apply_mode(model, spec.mode)
   model.train()
   graphdef, params, stats = nnx.split(model, nnx.Param, ...)
   tx = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY),

@@ -4,8 +4,8 @@
 weights and randomized BatchNorm statistics / affine parameters and conv/linear biases (so a
 mapping error cannot hide behind an identity BatchNorm), saves ``WORK_DIR/MODEL/timm.pth`` as the
 official repo ships weights (``torch.save(state_dict)``), converts it with the converter's own
-code path into ``WORK_DIR/MODEL/jax`` and compares float32 logits at full matmul precision, with
-and without BatchNorm folding, on 2 images of IMG_SIZE (default 224) px. Pass: max |diff| <=
+code path into ``WORK_DIR/MODEL/jax`` and compares float32 logits at full matmul precision, for
+the library and for each experimental JAX mode (``jax_worker.MODES``), on 2 images of IMG_SIZE (default 224) px. Pass: max |diff| <=
 1e-5 * max(max |logit|, 10). Prints one JSON result line; exit code 0 on pass, 1 on failure.
 """
 
@@ -43,7 +43,8 @@ def randomize_(model, seed: int = 0):
 
 def gate(model_name: str, work_dir: str | pathlib.Path, *, batch: int = 2, img_size: int = 224,
          seed: int = 0) -> dict:
-  """Writes the shared weights and returns the comparison (``passed``, diffs, tolerance)."""
+  """Writes the shared weights and returns the comparison: ``max_abs_diff[MODE]``,
+  ``passed[MODE]`` per JAX mode, ``tolerance``; ``passed`` is the library's ('xla')."""
   import jax
   jax.config.update('jax_default_matmul_precision', 'highest')
   import jax.numpy as jnp
@@ -51,7 +52,7 @@ def gate(model_name: str, work_dir: str | pathlib.Path, *, batch: int = 2, img_s
   import torch
 
   import hrnet_jax
-  from benchmarks.fold_bn import fold_batchnorm
+  from benchmarks.jax_worker import MODES, apply_mode
   from convert import convert_checkpoint
 
   out = pathlib.Path(work_dir) / model_name
@@ -66,19 +67,22 @@ def gate(model_name: str, work_dir: str | pathlib.Path, *, batch: int = 2, img_s
   x = np.random.default_rng(seed).standard_normal((batch, img_size, img_size, 3), np.float32)
   with torch.no_grad():
     ref = reference(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
-  model = hrnet_jax.load_pretrained(out / 'jax')
-  logits = np.asarray(model(jnp.asarray(x)))
-  fold_batchnorm(model)
-  folded = np.asarray(model(jnp.asarray(x)))
   tol = tolerance(ref)
-  diff = float(np.abs(logits - ref).max())
-  diff_folded = float(np.abs(folded - ref).max())
-  return dict(model=model_name, batch=batch, img_size=img_size, max_abs_logit=float(
-      np.abs(ref).max()), max_abs_diff=diff, max_abs_diff_foldbn=diff_folded, tolerance=tol,
-              top1_agree=bool((logits.argmax(-1) == ref.argmax(-1)).all()),
-              passed=diff <= tol, passed_foldbn=diff_folded <= tol,
-              convert_s=round(convert_s, 2), timm_weights=str(out / 'timm.pth'),
-              jax_weights=str(out / 'jax'))
+  result = dict(model=model_name, batch=batch, img_size=img_size,
+                max_abs_logit=float(np.abs(ref).max()), tolerance=tol,
+                convert_s=round(convert_s, 2), timm_weights=str(out / 'timm.pth'),
+                jax_weights=str(out / 'jax'))
+  for mode in MODES:  # the library ('xla') and each experiment on the same weights
+    model = hrnet_jax.load_pretrained(out / 'jax')
+    apply_mode(model, mode)
+    logits = np.asarray(model(jnp.asarray(x)))
+    diff = float(np.abs(logits - ref).max())
+    result[f'max_abs_diff[{mode}]'] = diff
+    result[f'passed[{mode}]'] = diff <= tol
+    if mode == 'xla':
+      result['top1_agree'] = bool((logits.argmax(-1) == ref.argmax(-1)).all())
+  result['passed'] = result['passed[xla]']
+  return result
 
 
 def main(argv=None) -> int:

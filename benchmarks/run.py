@@ -28,6 +28,7 @@ import time
 
 from benchmarks import report
 from benchmarks.common import COLUMNS, Spec, parse_result
+from benchmarks.jax_worker import MODES
 
 RESULTS = pathlib.Path(__file__).parent / 'results'
 
@@ -35,13 +36,15 @@ PRESETS = {
     # This issue's CPU matrix: fp32, w18_small and w18, latency (batch 1) and throughput (32).
     'cpu': dict(device='cpu', dtype='fp32', models=['hrnet_w18_small', 'hrnet_w18'],
                 batch_sizes=[1, 32], train_batch_sizes=[32],
-                jax_modes=['xla', 'xla_foldbn'],
+                jax_modes=['xla', 'xla+foldbn'],
                 timm_modes=['eager', 'channels_last', 'compile'],
-                out=RESULTS / 'cpu_fp32.csv', converter='hrnet_w64'),
+                # torch.compile of the training step takes ~4.5 min per row on 2 cores.
+                timm_train_modes=['eager', 'channels_last'],
+                budget=30.0, out=RESULTS / 'cpu_fp32.csv', converter='hrnet_w64'),
     # GPU matrix: bf16 compute with float32 parameters (timm AMP), batch 256 and 1024.
     'gpu': dict(device='gpu', dtype='bf16', models=['hrnet_w18_small', 'hrnet_w18', 'hrnet_w48'],
                 batch_sizes=[256, 1024], train_batch_sizes=[256, 1024],
-                jax_modes=['xla', 'xla_foldbn'],
+                jax_modes=['xla', 'xla+foldbn', 'xla+dot1x1'],
                 timm_modes=['eager', 'channels_last', 'compile'],
                 out=RESULTS / 'gpu_bf16.csv', converter=None),
 }
@@ -60,9 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
                  help='training batch sizes (default: the inference ones above 1)')
   p.add_argument('--tasks', nargs='+', choices=('infer', 'train'), default=['infer', 'train'])
   p.add_argument('--frameworks', nargs='+', choices=('jax', 'timm'), default=['jax', 'timm'])
-  p.add_argument('--jax-modes', nargs='+', choices=('xla', 'xla_foldbn'),
-                 help='xla_foldbn: BatchNorm folded into the convs (inference only)')
+  p.add_argument('--jax-modes', nargs='+', choices=MODES,
+                 help="experiments on top of the library ('xla'): +foldbn, BatchNorm folded into "
+                 'the convs (inference only); +dot1x1, 1x1 convs as matrix products')
   p.add_argument('--timm-modes', nargs='+', choices=('eager', 'channels_last', 'compile'))
+  p.add_argument('--timm-train-modes', nargs='+', choices=('eager', 'channels_last', 'compile'),
+                 help='timm modes for training rows (default: --timm-modes)')
   p.add_argument('--img-size', type=int, default=224)
   p.add_argument('--steps', type=int, default=40, help='timed steps per repeat')
   p.add_argument('--warmup', type=int, default=10, help='untimed steps after the first call')
@@ -97,12 +103,14 @@ def resolve(args) -> argparse.Namespace:
   preset = PRESETS.get(args.preset, {})
   defaults = dict(device='cpu', dtype='fp32', models=['hrnet_w18_small'], batch_sizes=[1, 32],
                   jax_modes=['xla'], timm_modes=['eager'], out=None, converter=None,
-                  train_batch_sizes=None, budget=None)
+                  train_batch_sizes=None, budget=None, timm_train_modes=None)
   for key, value in {**defaults, **preset}.items():
     if getattr(args, key) is None:
       setattr(args, key, value)
   if args.converter == 'none':
     args.converter = None
+  if args.timm_train_modes is None:
+    args.timm_train_modes = args.timm_modes
   if args.train_batch_sizes is None:
     args.train_batch_sizes = [b for b in args.batch_sizes if b > 1]
   if args.out is None:
@@ -124,7 +132,8 @@ def plan(args) -> list[Spec]:
           for task in args.tasks:
             if task == 'infer' and batch not in args.batch_sizes:
               continue
-            if task == 'train' and (batch not in args.train_batch_sizes or mode == 'xla_foldbn'):
+            if task == 'train' and (batch not in args.train_batch_sizes or 'foldbn' in mode
+                                    or framework == 'timm' and mode not in args.timm_train_modes):
               continue
             spec = Spec(model=model, task=task, batch=batch, framework=framework, mode=mode,
                         remat=args.remat and framework == 'jax', **common)
@@ -229,11 +238,11 @@ def run_gate(args, work_dir: pathlib.Path) -> list[dict]:
                                   [model, str(work_dir), str(args.img_size)], env, args.timeout)
     if result is None or not result['passed']:
       raise SystemExit(f'parity gate failed for {model}: {error or json.dumps(result)}')
-    print(f"parity {model}: max|diff| {result['max_abs_diff']:.3g} (BN folded "
-          f"{result['max_abs_diff_foldbn']:.3g}) <= {result['tolerance']:.3g}", flush=True)
-    if not result['passed_foldbn'] and 'xla_foldbn' in args.jax_modes:
-      print(f'  BN folding out of tolerance for {model}: xla_foldbn rows dropped', flush=True)
-      result['foldbn_dropped'] = True
+    diffs = ', '.join(f"{m} {result[f'max_abs_diff[{m}]']:.3g}" for m in MODES)
+    print(f"parity {model}: max|diff| {diffs} (tolerance {result['tolerance']:.3g})", flush=True)
+    result['dropped'] = [m for m in args.jax_modes if not result[f'passed[{m}]']]
+    if result['dropped']:
+      print(f"  out of tolerance, not timed: {', '.join(result['dropped'])}", flush=True)
     gates.append(result)
   return gates
 
@@ -249,18 +258,17 @@ def main(argv=None) -> int:
   stem = args.out.with_suffix('')
 
   gates = run_gate(args, args.work_dir)
-  write_records([{k: v for k, v in g.items() if not k.endswith('_weights')} for g in gates],
-                stem.with_name(stem.name + '_parity.csv'))
+  write_records([{k: v for k, v in g.items() if not k.endswith('_weights') and k != 'dropped'}
+                 for g in gates], stem.with_name(stem.name + '_parity.csv'))
   weights = {g['model']: g for g in gates}
-  dropped = {g['model'] for g in gates if g.get('foldbn_dropped')}
 
   if args.wait_quiet:
     print(f'load at start: {wait_until_quiet(args.wait_quiet, args.wait_max):.2f}', flush=True)
   results = []
   for spec in plan(args):
-    if spec.mode == 'xla_foldbn' and spec.model in dropped:
-      continue
     gate = weights[spec.model]
+    if spec.mode in gate['dropped']:
+      continue
     spec.weights = gate['jax_weights'] if spec.framework == 'jax' else gate['timm_weights']
     module = 'benchmarks.jax_worker' if spec.framework == 'jax' else 'benchmarks.torch_worker'
     label = f'{spec.model} {spec.framework}/{spec.mode} {spec.task} b{spec.batch}'
