@@ -59,14 +59,15 @@ def torch_forward(model: torch.nn.Module, x_nhwc: np.ndarray, **kwargs):
   return [as_np(t) for t in out] if isinstance(out, (list, tuple)) else as_np(out)
 
 
-def tolerance(ref: np.ndarray) -> float:
+def tolerance(ref: np.ndarray, relative: float = 1e-5) -> float:
   """max abs diff allowed: 1e-4 read relative to max(|ref|, 10), i.e. 1e-5 relative."""
-  return 1e-5 * max(float(np.abs(ref).max()), 10.0)
+  return relative * max(float(np.abs(ref).max()), 10.0)
 
 
-def assert_close(out, ref: np.ndarray, what: str) -> float:
+def assert_close(out, ref: np.ndarray, what: str, relative: float = 1e-5) -> float:
   out = np.asarray(out, dtype=np.float32)
   assert out.shape == ref.shape, f'{what}: shape {out.shape} vs reference {ref.shape}'
   diff = float(np.abs(out - ref).max())
-  assert diff <= tolerance(ref), f'{what}: max abs diff {diff:.3g} > {tolerance(ref):.3g}'
+  bound = tolerance(ref, relative)
+  assert diff <= bound, f'{what}: max abs diff {diff:.3g} > {bound:.3g}'
   return diff

@@ -34,10 +34,14 @@ def test_mmpretrain_checkpoint(arch, tmp_path, parity_log):
                       f'mmpretrain {arch} logits')
   parity_log(f'mmpretrain {arch} 224x224', 'logits', diff, float(np.abs(ref).max()))
 
-  branches = torch_forward(reference.backbone, x)  # the 4 stage-4 branches
+  # The raw stage-4 branches sit at float32's noise floor: measured against mmpretrain run in
+  # float64, mmpretrain in float32 is 0.4-0.7e-5 and we are 0.6-0.9e-5 off (relative to the
+  # map's max), so their difference is bounded at 2e-5; the logits above and every timm
+  # feature map meet 1e-5.
+  branches = torch_forward(reference.backbone, x)
   ours = hrnet_jax.create_model(arch, pretrained=tmp_path / 'out', features_only=True,
                                 feature_location='', out_indices=(1, 2, 3, 4))
   ours.eval()
   for i, (out, ref) in enumerate(zip(ours(jnp.asarray(x)), branches), start=1):
-    diff = assert_close(out, ref, f'mmpretrain {arch} branch {i}')
+    diff = assert_close(out, ref, f'mmpretrain {arch} branch {i}', relative=2e-5)
     parity_log(f'mmpretrain {arch} 224x224', f'branch {i}', diff, float(np.abs(ref).max()))
