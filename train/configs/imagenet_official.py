@@ -17,6 +17,7 @@ from train.configs import base
 
 
 def get_config():
+  # base.py's optimizer, schedule and loss defaults are this recipe; only the data is set here.
   config = base.get_config()
   config.model = 'hrnet_w18'
   config.dataset.name = 'imagenet2012'
@@ -24,16 +25,5 @@ def get_config():
   config.input.train_augment = 'random_resized_crop'
   config.input.crop_pct = 0.875  # 224 / 0.875 = 256
   config.batch_size = 128
-  config.num_epochs = 100
-  config.optimizer.base_lr = 0.05
-  config.optimizer.base_batch_size = 128
-  config.optimizer.momentum = 0.9
-  config.optimizer.nesterov = True
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.weight_decay_on = 'all'
-  config.optimizer.schedule = 'step'
-  config.optimizer.decay_epochs = (30, 60, 90)
-  config.optimizer.decay_factor = 0.1
-  config.label_smoothing = 0.0
   config.dtype = 'float32'
   return config
