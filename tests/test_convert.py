@@ -99,8 +99,11 @@ def test_hub_id_downloads_with_huggingface_hub(tmp_path, monkeypatch, state_dict
 
 
 def test_hub_id_offline_is_a_clear_error(tmp_path, monkeypatch, capsys):
+  from huggingface_hub import constants
   monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+  monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)  # read at import: set it directly too
   monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf'))
+  monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'hf' / 'hub'))
   assert convert_main(['timm/hrnet_w18.ms_aug_in1k', str(tmp_path / 'out')]) == 2
   err = capsys.readouterr().err
   assert 'timm/hrnet_w18.ms_aug_in1k' in err and 'could not download' in err
