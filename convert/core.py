@@ -88,32 +88,38 @@ def _progress(items, total: int, enabled: bool, desc: str):
   return tqdm(items, total=total, desc=desc, unit='tensor', leave=False, disable=None)
 
 
+def _expected_leaves(arch: str, num_classes: int, head_conv_bias: bool
+                     ) -> dict[str, tuple[str, tuple[int, ...], np.dtype]]:
+  """Flax path -> (official key, Flax shape, dtype) of every leaf of ``arch``, read off an
+  abstract build of the model: no weights are drawn or allocated."""
+  leaves = checkpoint.abstract_arrays(lambda rngs: create_model(
+      arch, num_classes=num_classes, head_conv_bias=head_conv_bias, rngs=rngs))
+  return {path: (keys.torch_key(path), leaf.shape, leaf.dtype) for path, leaf in leaves.items()}
+
+
 def convert_source(source: Source, *, arch: str | None = None, fmt: str = 'auto',
                    progress: bool = False) -> tuple[str, bool, int, str, dict[str, np.ndarray]]:
   """Maps the tensors of ``source`` onto a Flax HRNet.
 
   Returns ``(arch, head_conv_bias, num_classes, format, arrays)`` where ``arrays`` maps dotted
-  Flax paths to arrays in Flax layout. Raises ``MismatchError`` listing every problem.
+  Flax paths to arrays in Flax layout. Empties ``source.tensors`` as it goes: each tensor is
+  released once converted, so the checkpoint is not held twice. Raises ``MismatchError``
+  listing every problem (``source`` is then left whole).
   """
   if fmt not in ('auto',) + formats.FORMATS:
     raise ConversionError(f'--format must be auto or one of {formats.FORMATS}, got {fmt!r}')
-  tensors = {k: v for k, v in source.tensors.items() if not formats.is_bn_counter(k)}
+  source_keys = [k for k in source.tensors if not formats.is_bn_counter(k)]
   if fmt == 'auto':
-    fmt = formats.detect_format(tensors)
+    fmt = formats.detect_format(source_keys)
     if fmt == 'official' and (source.hub_id or source.path.suffix == '.safetensors'):
       fmt = 'timm'
-  official, original = {}, {}
-  for key, value in tensors.items():
-    new = formats.to_official_key(key, fmt)
-    official[new], original[new] = value, key
+  original = {formats.to_official_key(k, fmt): k for k in source_keys}
+  official = {new: source.tensors[old] for new, old in original.items()}
 
   arch, head_conv_bias = _resolve_arch(official, fmt, arch)
   classifier = official.get('classifier.weight')
   num_classes = int(classifier.shape[0]) if classifier is not None and classifier.ndim == 2 else 1000
-  model = create_model(arch, num_classes=num_classes, head_conv_bias=head_conv_bias)
-  expected = {path: (keys.torch_key(path), var.get_value().shape, var.get_value().dtype)
-              for path, var in checkpoint.model_variables(model).items()}
-  del model
+  expected = _expected_leaves(arch, num_classes, head_conv_bias)
 
   wanted = {k for k, _, _ in expected.values()}
   missing = sorted(formats.from_official_key(k, fmt) for k in wanted - official.keys())
@@ -126,9 +132,11 @@ def convert_source(source: Source, *, arch: str | None = None, fmt: str = 'auto'
   if missing or unexpected or mismatched:
     raise MismatchError(source.path, arch, missing, unexpected, mismatched)
 
+  source.tensors.clear()  # ``official`` now holds the only references
   arrays = {}
   for path, (k, _, dtype) in _progress(expected.items(), len(expected), progress, 'converting'):
-    arrays[path] = np.ascontiguousarray(keys.torch_to_flax(path, official[k])).astype(dtype)
+    # One copy at most (transpose and cast together), none for a BN vector already in float32.
+    arrays[path] = np.asarray(keys.torch_to_flax(path, official.pop(k)), dtype=dtype, order='C')
   return arch, head_conv_bias, num_classes, fmt, arrays
 
 

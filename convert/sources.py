@@ -88,6 +88,9 @@ def _load_raw(path: pathlib.Path) -> dict:
     from safetensors.torch import load_file
     return load_file(str(path))
   import torch
+  # Not mmap=True: a mapped file's pages stay resident until its last tensor is freed, next to
+  # the transposed copy every kernel needs; read into memory, each tensor is freed once
+  # converted (``convert_source``), so the checkpoint is held about once, not twice.
   return torch.load(path, map_location='cpu', weights_only=True)
 
 

@@ -5,7 +5,7 @@ Layout of a folder written by ``save_pretrained`` (and by ``convert_official_wei
     OUT_DIR/
       config.json   # {"format_version", "arch", "model_kwargs", "num_classes",
                     #  "pretrained_cfg", "source": {...}}
-      state/        # Orbax (StandardCheckpointer) tree: every Param and BatchStat leaf
+      state/        # Orbax PyTree checkpoint (uncompressed): every Param and BatchStat leaf
 
 Loading is strict: a tree with missing, unexpected or mis-shaped leaves is refused as a whole
 (``CheckpointMismatchError`` lists every problem) and nothing is assigned. Writing is atomic: the
@@ -19,8 +19,9 @@ import os
 import pathlib
 import shutil
 import tempfile
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
+import jax
 import numpy as np
 from flax import nnx
 
@@ -54,6 +55,25 @@ class CheckpointMismatchError(ValueError):
 def model_variables(model: nnx.Module) -> dict[str, nnx.Variable]:
   """Every Param / BatchStat of ``model`` by dotted path (``'stage2.0.branches.0.0.conv1.kernel'``)."""
   return {path_str(path): var for path, var in nnx.to_flat_state(nnx.state(model))}
+
+
+def abstract_arrays(build: Callable[[nnx.Rngs], nnx.Module]) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shape and dtype of every Param / BatchStat of the model ``build(rngs)`` returns, by dotted
+  path, without allocating or drawing its weights (about 2 s for hrnet_w64, no memory).
+
+  The rng key is traced, so every initializer only traces its draw; everything that does not
+  depend on it (the rng counter, BatchNorm ones and zeros) is computed eagerly, because a traced
+  counter makes ``nnx.eval_shape`` quadratic: ``Variable.set_value`` reads the new count's
+  ``sharding``, whose error message on a tracer scans every equation traced so far (13 s for
+  hrnet_w18 instead of 1.7 s).
+  """
+
+  def leaves(key):
+    with jax.ensure_compile_time_eval():
+      model = build(nnx.Rngs(key))
+    return {k: v.get_value() for k, v in model_variables(model).items()}
+
+  return jax.eval_shape(leaves, jax.random.key(0))
 
 
 def model_arrays(model: nnx.Module) -> dict[str, np.ndarray]:
@@ -108,23 +128,43 @@ def _flatten(tree: dict, prefix: str = '') -> dict[str, np.ndarray]:
   return flat
 
 
+def _save_state(path: pathlib.Path, tree: dict):
+  """Writes ``tree`` (nested dicts of NumPy arrays) as an Orbax checkpoint, straight from the
+  arrays.
+
+  Orbax's defaults copy every NumPy leaf first (against a caller mutating it during an async
+  save; this save blocks) and zstd-compress it, which makes TensorStore hold every compressed
+  chunk until the commit: together about 1.5x the weights in memory on top of them, to save ~8%
+  of disk. Uncompressed, TensorStore writes from the arrays themselves. Readers need no option:
+  the codec is in each array's metadata.
+  """
+  import orbax.checkpoint as ocp
+
+  handlers = ocp.type_handlers
+  registry = handlers.create_type_handler_registry(
+      (np.ndarray, handlers.NumpyHandler(deepcopy_host_arrays=False)),
+      # Unused (leaves are NumPy), but Orbax warns when the registry has no jax.Array handler.
+      (jax.Array, handlers.get_type_handler(jax.Array)))
+  handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry, use_compression=False)
+  with ocp.Checkpointer(handler) as ckptr:
+    ckptr.save(path, args=ocp.args.PyTreeSave(tree))
+
+
 def write_pretrained(arrays: dict[str, np.ndarray], config: dict, out_dir: str | os.PathLike,
                      *, overwrite: bool = False) -> pathlib.Path:
   """Writes ``arrays`` (dotted Flax paths) and ``config`` as a checkpoint folder, atomically.
 
-  Raises ``FileExistsError`` if ``out_dir`` exists and is not empty, unless ``overwrite``.
-  On any failure the temporary folder is removed and ``out_dir`` is left as it was.
+  The arrays are written as they are, without a copy. Raises ``FileExistsError`` if ``out_dir``
+  exists and is not empty, unless ``overwrite``. On any failure the temporary folder is removed
+  and ``out_dir`` is left as it was.
   """
-  import orbax.checkpoint as ocp
-
   out = pathlib.Path(out_dir).absolute()
   if out.exists() and any(out.iterdir()) and not overwrite:
     raise FileExistsError(f'{out} exists and is not empty (pass overwrite=True / --overwrite)')
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-', dir=out.parent))
   try:
-    with ocp.StandardCheckpointer() as ckptr:
-      ckptr.save(tmp / STATE_DIR, _nested(arrays))
+    _save_state(tmp / STATE_DIR, _nested(arrays))
     config = {'format_version': FORMAT_VERSION, **config}
     (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + '\n')
     if out.exists():
