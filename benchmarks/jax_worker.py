@@ -15,10 +15,22 @@ from benchmarks.common import (Spec, base_row, peak_rss_mb, synthetic_batch, tas
                                time_steps, versions, worker_main)
 
 LR, MOMENTUM, WEIGHT_DECAY = 1e-4, 0.9, 1e-4
-# 'xla': the library as is. Experiments on top: '+foldbn' (BatchNorm folded into the convs,
-# inference only, benchmarks/fold_bn.py), '+dot1x1' (1x1 convs as matrix products,
-# benchmarks/pointwise.py).
-MODES = ('xla', 'xla+dot1x1', 'xla+foldbn', 'xla+foldbn+dot1x1')
+# 'xla': the library as its command-line tools run it (hrnet_jax.runtime.configure_xla_cpu).
+# Experiments on top: '+stockflags' (XLA's own CPU flags instead), '+foldbn' (BatchNorm folded
+# into the convs, inference only, benchmarks/fold_bn.py), '+dot1x1' (1x1 convs as matrix
+# products, benchmarks/pointwise.py), '+dp' (the batch sharded over all devices; on a CPU host
+# each core becomes one XLA device, see run.worker_env).
+MODES = ('xla', 'xla+stockflags', 'xla+dot1x1', 'xla+foldbn', 'xla+foldbn+stockflags',
+         'xla+foldbn+dot1x1', 'xla+dp', 'xla+foldbn+dp')
+# Experiments that change the process (flags, devices), not the model's arithmetic.
+_RUNTIME_ONLY = ('+dp', '+stockflags')
+
+
+def numerics_mode(mode: str) -> str:
+  """The mode without its runtime-only parts: the arithmetic the parity gate checks."""
+  for part in _RUNTIME_ONLY:
+    mode = mode.replace(part, '')
+  return mode
 
 
 def apply_mode(model, mode: str) -> None:
@@ -28,6 +40,7 @@ def apply_mode(model, mode: str) -> None:
 
   if mode not in MODES:
     raise ValueError(f'JAX mode must be one of {MODES}, got {mode!r}')
+  mode = numerics_mode(mode)
   if 'dot1x1' in mode:
     use_dot_for_pointwise(model)
   if 'foldbn' in mode:
@@ -50,19 +63,31 @@ def build_step(spec: Spec):
   import optax
   from flax import nnx
 
-  import hrnet_jax
+  from jax.sharding import NamedSharding, PartitionSpec
 
+  import hrnet_jax
+  from hrnet_jax import runtime
+
+  if '+stockflags' not in spec.mode:
+    runtime.configure_xla_cpu()  # before the first computation starts XLA's backend
   dtype = jnp.bfloat16 if spec.dtype == 'bf16' else jnp.float32
   model = hrnet_jax.create_model(spec.model, pretrained=spec.weights or None, dtype=dtype)
   param_count = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
   device = jax.devices()[0]
   x_np, y_np = synthetic_batch(spec)
-  x, y = jax.device_put(x_np, device), jax.device_put(y_np, device)
+  if '+dp' in spec.mode:
+    mesh = jax.make_mesh((len(jax.devices()),), ('data',))
+    batch_sharding = NamedSharding(mesh, PartitionSpec('data'))
+    place_state = lambda tree: jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+  else:
+    batch_sharding, place_state = device, lambda tree: tree
+  x, y = jax.device_put(x_np, batch_sharding), jax.device_put(y_np, batch_sharding)
 
   if spec.task == 'infer':
     model.eval()
     apply_mode(model, spec.mode)
     graphdef, state = nnx.split(model)
+    state = place_state(state)
 
     @jax.jit
     def forward(state, x):
@@ -80,6 +105,7 @@ def build_step(spec: Spec):
   tx = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY),
                    optax.sgd(LR, momentum=MOMENTUM, nesterov=True))
   opt_state = tx.init(params)
+  params, stats, opt_state = place_state((params, stats, opt_state))
 
   def loss_fn(params, stats, x, y):
     # copy=True: the merged model's BatchStats are mutated inside the grad trace.

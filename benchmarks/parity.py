@@ -1,11 +1,13 @@
 """The parity gate run before any timing, and the weights both frameworks are then timed with.
 
 ``python -m benchmarks.parity MODEL WORK_DIR [IMG_SIZE]`` builds the timm model with random
-weights and randomized BatchNorm statistics / affine parameters and conv/linear biases (so a
-mapping error cannot hide behind an identity BatchNorm), saves ``WORK_DIR/MODEL/timm.pth`` as the
+weights, randomized as the parity tests do (``tests/oracles.py``, ``randomize_``: BatchNorm statistics /
+affine parameters and conv/linear biases, so a mapping error cannot hide behind an identity
+BatchNorm), saves ``WORK_DIR/MODEL/timm.pth`` as the
 official repo ships weights (``torch.save(state_dict)``), converts it with the converter's own
 code path into ``WORK_DIR/MODEL/jax`` and compares float32 logits at full matmul precision, for
-the library and for each experimental JAX mode (``jax_worker.MODES``), on 2 images of IMG_SIZE (default 224) px. Pass: max |diff| <=
+the library and for each experimental JAX mode (``jax_worker.MODES``), on 2 images of IMG_SIZE
+(default 224) px, with the XLA flags the 'xla' rows run with. Pass: max |diff| <=
 1e-5 * max(max |logit|, 10). Prints one JSON result line; exit code 0 on pass, 1 on failure.
 """
 
@@ -20,59 +22,43 @@ import numpy as np
 
 from benchmarks.common import RESULT_TAG
 
-
-def tolerance(ref: np.ndarray) -> float:
-  return 1e-5 * max(float(np.abs(ref).max()), 10.0)
-
-
-def randomize_(model, seed: int = 0):
-  """Random BN statistics and affine parameters and conv/linear biases; returns ``model.eval()``."""
-  import torch
-  g = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for m in model.modules():
-      if isinstance(m, torch.nn.BatchNorm2d):
-        m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.5)
-        m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
-        m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-        m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
-      elif isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m.bias is not None:
-        m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
-  return model.eval()
+# The parity tests' oracle (tests/oracles.py), put on the path as pytest does: 'tests' is not a
+# package, and some distributions install a top-level 'tests' package that would shadow it.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / 'tests'))
+from oracles import inputs, timm_model, tolerance, torch_forward  # noqa: E402
 
 
 def gate(model_name: str, work_dir: str | pathlib.Path, *, batch: int = 2, img_size: int = 224,
          seed: int = 0) -> dict:
   """Writes the shared weights and returns the comparison: ``max_abs_diff[MODE]``,
   ``passed[MODE]`` per JAX mode, ``tolerance``; ``passed`` is the library's ('xla')."""
+  from hrnet_jax import runtime
+  runtime.configure_xla_cpu()  # the arithmetic the 'xla' rows are timed with
   import jax
   jax.config.update('jax_default_matmul_precision', 'highest')
   import jax.numpy as jnp
-  import timm
   import torch
 
   import hrnet_jax
-  from benchmarks.jax_worker import MODES, apply_mode
+  from benchmarks.jax_worker import MODES, apply_mode, numerics_mode
   from convert import convert_checkpoint
 
   out = pathlib.Path(work_dir) / model_name
   out.mkdir(parents=True, exist_ok=True)
-  torch.manual_seed(seed)
-  reference = randomize_(timm.create_model(model_name, pretrained=False), seed)
+  reference = timm_model(model_name, seed)
   torch.save(reference.state_dict(), out / 'timm.pth')
   t0 = time.perf_counter()
   convert_checkpoint(out / 'timm.pth', out / 'jax', overwrite=True)
   convert_s = time.perf_counter() - t0
 
-  x = np.random.default_rng(seed).standard_normal((batch, img_size, img_size, 3), np.float32)
-  with torch.no_grad():
-    ref = reference(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+  x = inputs(batch, img_size, img_size, seed)
+  ref = torch_forward(reference, x)
   tol = tolerance(ref)
   result = dict(model=model_name, batch=batch, img_size=img_size,
                 max_abs_logit=float(np.abs(ref).max()), tolerance=tol,
                 convert_s=round(convert_s, 2), timm_weights=str(out / 'timm.pth'),
                 jax_weights=str(out / 'jax'))
-  for mode in MODES:  # the library ('xla') and each experiment on the same weights
+  for mode in dict.fromkeys(map(numerics_mode, MODES)):  # the library ('xla'), each experiment
     model = hrnet_jax.load_pretrained(out / 'jax')
     apply_mode(model, mode)
     logits = np.asarray(model(jnp.asarray(x)))

@@ -28,7 +28,7 @@ import time
 
 from benchmarks import report
 from benchmarks.common import COLUMNS, Spec, parse_result
-from benchmarks.jax_worker import MODES
+from benchmarks.jax_worker import MODES, numerics_mode
 
 RESULTS = pathlib.Path(__file__).parent / 'results'
 
@@ -36,7 +36,8 @@ PRESETS = {
     # This issue's CPU matrix: fp32, w18_small and w18, latency (batch 1) and throughput (32).
     'cpu': dict(device='cpu', dtype='fp32', models=['hrnet_w18_small', 'hrnet_w18'],
                 batch_sizes=[1, 32], train_batch_sizes=[32],
-                jax_modes=['xla', 'xla+foldbn'],
+                # +dp (one XLA device per core) measured no faster: not in the matrix.
+                jax_modes=['xla', 'xla+stockflags', 'xla+foldbn'],
                 timm_modes=['eager', 'channels_last', 'compile'],
                 # torch.compile of the training step takes ~4.5 min per row on 2 cores.
                 timm_train_modes=['eager', 'channels_last'],
@@ -64,8 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--tasks', nargs='+', choices=('infer', 'train'), default=['infer', 'train'])
   p.add_argument('--frameworks', nargs='+', choices=('jax', 'timm'), default=['jax', 'timm'])
   p.add_argument('--jax-modes', nargs='+', choices=MODES,
-                 help="experiments on top of the library ('xla'): +foldbn, BatchNorm folded into "
-                 'the convs (inference only); +dot1x1, 1x1 convs as matrix products')
+                 help="experiments on top of the library ('xla', with the XLA:CPU flags of "
+                 'hrnet_jax.runtime): +stockflags, XLA\'s own flags instead; +foldbn, BatchNorm '
+                 'folded into the convs (inference only); +dot1x1, 1x1 convs as matrix products; '
+                 '+dp, the batch sharded over one XLA device per CPU core')
   p.add_argument('--timm-modes', nargs='+', choices=('eager', 'channels_last', 'compile'))
   p.add_argument('--timm-train-modes', nargs='+', choices=('eager', 'channels_last', 'compile'),
                  help='timm modes for training rows (default: --timm-modes)')
@@ -92,8 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
                  help='where the gate writes the shared weights (default: a temporary folder)')
   p.add_argument('--wait-quiet', type=float, default=0.0, metavar='LOAD',
                  help='before measuring, wait until the 1-minute load average is below LOAD')
+  p.add_argument('--idle-pct', type=float, default=0.0, metavar='PCT',
+                 help='before each row, wait until other processes use less than PCT %% of the '
+                 'CPUs (sampled over 5 s); after --wait-max s it measures anyway (row flagged)')
   p.add_argument('--wait-max', type=float, default=2400.0,
-                 help='longest wait for --wait-quiet, s')
+                 help='longest wait for --wait-quiet, and for --idle-pct per row, s')
+  p.add_argument('--redo-busy', action='store_true',
+                 help='keep the rows of an existing --out CSV that were measured quietly '
+                 f'(other processes < {report.BUSY_PCT:.0f} %% of the CPUs) and re-measure '
+                 'only the others')
   p.add_argument('--timeout', type=float, default=3600.0, help='per-worker limit, s')
   return p
 
@@ -132,6 +142,8 @@ def plan(args) -> list[Spec]:
           for task in args.tasks:
             if task == 'infer' and batch not in args.batch_sizes:
               continue
+            if '+dp' in mode and (args.device != 'cpu' or batch % os.cpu_count()):
+              continue  # one XLA device per core: the batch must split evenly
             if task == 'train' and (batch not in args.train_batch_sizes or 'foldbn' in mode
                                     or framework == 'timm' and mode not in args.timm_train_modes):
               continue
@@ -184,6 +196,8 @@ def worker_env(spec: Spec, xla_flags: str) -> dict:
   if spec.device == 'cpu':
     env['JAX_PLATFORMS'] = 'cpu'
     env['CUDA_VISIBLE_DEVICES'] = ''
+  if spec.framework == 'jax' and spec.device == 'cpu' and '+dp' in spec.mode:
+    xla_flags = f'{xla_flags} --xla_force_host_platform_device_count={os.cpu_count()}'
   if spec.framework == 'jax' and xla_flags:
     env['XLA_FLAGS'] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
   return env
@@ -196,6 +210,43 @@ def wait_until_quiet(load: float, max_wait: float) -> float:
     print(f'load {os.getloadavg()[0]:.2f} >= {load}; waiting', flush=True)
     time.sleep(60)
   return os.getloadavg()[0]
+
+
+def wait_until_idle(pct: float, max_wait: float) -> float:
+  """Waits until other processes use less than ``pct`` % of all CPUs over a 5 s sample (this
+  driver is idle meanwhile); returns the last sample."""
+  deadline = time.time() + max_wait
+  while True:
+    busy0, t0 = _cpu_busy_s(), time.perf_counter()
+    time.sleep(5)
+    busy = 100 * (_cpu_busy_s() - busy0) / ((time.perf_counter() - t0) * os.cpu_count())
+    if busy < pct or time.time() > deadline:
+      return busy
+    print(f'other processes use {busy:.0f}% of the CPUs; waiting', flush=True)
+    time.sleep(25)
+
+
+def _task_part(row: dict, task: str) -> dict:
+  """``row`` without the other task's columns."""
+  other = 'train_' if task == 'infer' else 'infer_'
+  return {k: v for k, v in row.items() if not k.startswith(other)}
+
+
+def quiet_rows(path: pathlib.Path) -> dict[tuple, dict]:
+  """Rows of an earlier CSV by (model, framework, mode, dtype, batch, task), for the tasks that
+  were measured with other processes below ``report.BUSY_PCT`` % of the CPUs."""
+  if not path.exists():
+    return {}
+  kept = {}
+  for row in report.read_csv(path):
+    for task in ('infer', 'train'):
+      foreign = report._f(row.get(f'{task}_foreign_cpu_pct'))
+      if row.get(f'{task}_samples_per_sec') and foreign is not None and (
+          foreign <= report.BUSY_PCT):
+        key = (row['model'], row['framework'], row['mode'], row['dtype'],
+               int(row[f'{task}_batch_size']), task)
+        kept[key] = _task_part(row, task)
+  return kept
 
 
 def merge_rows(results: list[tuple[Spec, dict]]) -> list[dict]:
@@ -238,9 +289,11 @@ def run_gate(args, work_dir: pathlib.Path) -> list[dict]:
                                   [model, str(work_dir), str(args.img_size)], env, args.timeout)
     if result is None or not result['passed']:
       raise SystemExit(f'parity gate failed for {model}: {error or json.dumps(result)}')
-    diffs = ', '.join(f"{m} {result[f'max_abs_diff[{m}]']:.3g}" for m in MODES)
+    diffs = ', '.join(f"{m} {result[f'max_abs_diff[{m}]']:.3g}"
+                      for m in dict.fromkeys(map(numerics_mode, MODES)))
     print(f"parity {model}: max|diff| {diffs} (tolerance {result['tolerance']:.3g})", flush=True)
-    result['dropped'] = [m for m in args.jax_modes if not result[f'passed[{m}]']]
+    result['dropped'] = [m for m in args.jax_modes
+                         if not result[f'passed[{numerics_mode(m)}]']]
     if result['dropped']:
       print(f"  out of tolerance, not timed: {', '.join(result['dropped'])}", flush=True)
     gates.append(result)
@@ -265,10 +318,17 @@ def main(argv=None) -> int:
   if args.wait_quiet:
     print(f'load at start: {wait_until_quiet(args.wait_quiet, args.wait_max):.2f}', flush=True)
   results = []
+  kept = quiet_rows(args.out) if args.redo_busy else {}
   for spec in plan(args):
     gate = weights[spec.model]
     if spec.mode in gate['dropped']:
       continue
+    key = (spec.model, spec.framework, spec.mode, spec.dtype, spec.batch, spec.task)
+    if key in kept:
+      results.append((spec, kept[key]))
+      continue
+    if args.idle_pct:
+      wait_until_idle(args.idle_pct, args.wait_max)
     spec.weights = gate['jax_weights'] if spec.framework == 'jax' else gate['timm_weights']
     module = 'benchmarks.jax_worker' if spec.framework == 'jax' else 'benchmarks.torch_worker'
     label = f'{spec.model} {spec.framework}/{spec.mode} {spec.task} b{spec.batch}'
