@@ -17,7 +17,7 @@ from benchmarks.common import (Spec, base_row, peak_rss_mb, synthetic_batch, tas
 LR, MOMENTUM, WEIGHT_DECAY = 1e-4, 0.9, 1e-4
 # 'xla': the library as its command-line tools run it (hrnet_jax.runtime.configure_xla_cpu).
 # Experiments on top: '+stockflags' (XLA's own CPU flags instead), '+foldbn' (BatchNorm folded
-# into the convs, inference only, benchmarks/fold_bn.py), '+dot1x1' (1x1 convs as matrix
+# into the convs, inference only, hrnet_jax.fold_batchnorm), '+dot1x1' (1x1 convs as matrix
 # products, benchmarks/pointwise.py), '+dp' (the batch sharded over all devices; on a CPU host
 # each core becomes one XLA device, see run.worker_env).
 MODES = ('xla', 'xla+stockflags', 'xla+dot1x1', 'xla+foldbn', 'xla+foldbn+stockflags',
@@ -35,7 +35,7 @@ def numerics_mode(mode: str) -> str:
 
 def apply_mode(model, mode: str) -> None:
   """Applies the experiments named in ``mode`` to ``model`` in place (eval mode for foldbn)."""
-  from benchmarks.fold_bn import fold_batchnorm
+  from hrnet_jax import fold_batchnorm
   from benchmarks.pointwise import use_dot_for_pointwise
 
   if mode not in MODES:

@@ -170,3 +170,42 @@ def test_jit_matches_eager(small):
   graphdef, state = nnx.split(small)
   jitted = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
   np.testing.assert_allclose(jitted(state, x), small(x), rtol=1e-5, atol=1e-4)
+
+
+def _random_bn_statistics(model, seed=0):
+  """Running statistics and affine parameters away from the identity, so folding is tested."""
+  rng = np.random.RandomState(seed)
+  for _, module in nnx.iter_graph(model):
+    if isinstance(module, nnx.BatchNorm):
+      c = module.mean[...].shape[0]
+      module.mean[...] = jnp.asarray(rng.randn(c) * 0.5, jnp.float32)
+      module.var[...] = jnp.asarray(rng.rand(c) + 0.5, jnp.float32)
+      module.scale[...] = jnp.asarray(rng.rand(c) + 0.5, jnp.float32)
+      module.bias[...] = jnp.asarray(rng.randn(c) * 0.5, jnp.float32)
+
+
+@pytest.mark.parametrize('features_only', [False, True])
+def test_fold_batchnorm_keeps_the_outputs(features_only):
+  model = hrnet_jax.create_model('hrnet_w18_small', features_only=features_only)
+  _random_bn_statistics(model)
+  model.eval()
+  x = jnp.asarray(inputs(2, 64, 64))
+  ref = model(x)
+  n_bn = sum(isinstance(m, nnx.BatchNorm) for _, m in nnx.iter_graph(model))
+  model.train()  # folding uses the running statistics whatever the mode
+  assert hrnet_jax.fold_batchnorm(model) == n_bn > 0
+  assert not any(isinstance(m, nnx.BatchNorm) for _, m in nnx.iter_graph(model))
+  with jax.default_matmul_precision('highest'):
+    out = jax.jit(lambda m, x: m(x))(model, x)
+  for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref)):
+    a, b = np.asarray(a), np.asarray(b)
+    assert np.abs(a - b).max() <= 1e-5 * max(np.abs(b).max(), 10.0)
+
+
+def test_fold_batchnorm_refuses_a_batchnorm_without_its_conv():
+  class Odd(nnx.Module):
+    def __init__(self):
+      self.bn = nnx.BatchNorm(4, rngs=nnx.Rngs(0))
+
+  with pytest.raises(ValueError, match=r'Odd\.bn: no conv'):
+    hrnet_jax.fold_batchnorm(Odd())
