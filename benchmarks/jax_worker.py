@@ -15,9 +15,9 @@ from benchmarks.common import (Spec, base_row, peak_rss_mb, synthetic_batch, tas
                                time_steps, versions, worker_main)
 
 LR, MOMENTUM, WEIGHT_DECAY = 1e-4, 0.9, 1e-4
-# 'xla': the library as its command-line tools run it (hrnet_jax.runtime.configure_xla_cpu).
-# Experiments on top: '+stockflags' (XLA's own CPU flags instead), '+foldbn' (BatchNorm folded
-# into the convs, inference only, hrnet_jax.fold_batchnorm), '+dot1x1' (1x1 convs as matrix
+# 'xla': jitted as the library's command-line tools jit (hrnet_jax.runtime.compiler_options).
+# Experiments on top: '+stockflags' (XLA's default CPU options instead), '+foldbn' (BatchNorm
+# folded into the convs, inference only, hrnet_jax.fold_batchnorm), '+dot1x1' (1x1 convs as matrix
 # products, benchmarks/pointwise.py), '+dp' (the batch sharded over all devices; on a CPU host
 # each core becomes one XLA device, see run.worker_env).
 MODES = ('xla', 'xla+stockflags', 'xla+dot1x1', 'xla+foldbn', 'xla+foldbn+stockflags',
@@ -31,6 +31,12 @@ def numerics_mode(mode: str) -> str:
   for part in _RUNTIME_ONLY:
     mode = mode.replace(part, '')
   return mode
+
+
+def jit_options(spec: Spec) -> dict[str, str]:
+  """The ``compiler_options`` of ``spec``'s jitted step."""
+  from hrnet_jax import runtime
+  return {} if '+stockflags' in spec.mode else runtime.compiler_options(spec.task)
 
 
 def apply_mode(model, mode: str) -> None:
@@ -66,10 +72,8 @@ def build_step(spec: Spec):
   from jax.sharding import NamedSharding, PartitionSpec
 
   import hrnet_jax
-  from hrnet_jax import runtime
 
-  if '+stockflags' not in spec.mode:
-    runtime.configure_xla_cpu()  # before the first computation starts XLA's backend
+  options = jit_options(spec)
   dtype = jnp.bfloat16 if spec.dtype == 'bf16' else jnp.float32
   model = hrnet_jax.create_model(spec.model, pretrained=spec.weights or None, dtype=dtype)
   param_count = sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
@@ -89,7 +93,7 @@ def build_step(spec: Spec):
     graphdef, state = nnx.split(model)
     state = place_state(state)
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=options)
     def forward(state, x):
       return nnx.merge(graphdef, state)(x)
 
@@ -119,7 +123,7 @@ def build_step(spec: Spec):
     # memory-bound) instead of stored, which shrinks activation memory at large batch.
     loss_fn = jax.checkpoint(loss_fn, policy=jax.checkpoint_policies.dots_saveable)
 
-  @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+  @functools.partial(jax.jit, donate_argnums=(0, 1, 2), compiler_options=options)
   def train_step(params, stats, opt_state, x, y):
     (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, x, y)
     updates, opt_state = tx.update(grads, opt_state, params)
@@ -147,7 +151,8 @@ def run(spec: Spec) -> dict:
              param_count=round(param_count / 1e6, 3), peak_mem_kind=kind,
              num_threads=os.cpu_count(),
              versions=versions('jax', 'jaxlib', 'flax', 'optax'),
-             note=os.environ.get('XLA_FLAGS', ''))
+             note=' '.join([os.environ.get('XLA_FLAGS', '')]
+                           + [f'{k}={v}' for k, v in jit_options(spec).items()]).strip())
   return row
 
 

@@ -7,7 +7,7 @@ BatchNorm), saves ``WORK_DIR/MODEL/timm.pth`` as the
 official repo ships weights (``torch.save(state_dict)``), converts it with the converter's own
 code path into ``WORK_DIR/MODEL/jax`` and compares float32 logits at full matmul precision, for
 the library and for each experimental JAX mode (``jax_worker.MODES``), on 2 images of IMG_SIZE
-(default 224) px, with the XLA flags the 'xla' rows run with. Pass: max |diff| <=
+(default 224) px, jitted with the compiler options the 'xla' rows run with. Pass: max |diff| <=
 1e-5 * max(max |logit|, 10). Prints one JSON result line; exit code 0 on pass, 1 on failure.
 """
 
@@ -32,14 +32,15 @@ def gate(model_name: str, work_dir: str | pathlib.Path, *, batch: int = 2, img_s
          seed: int = 0) -> dict:
   """Writes the shared weights and returns the comparison: ``max_abs_diff[MODE]``,
   ``passed[MODE]`` per JAX mode, ``tolerance``; ``passed`` is the library's ('xla')."""
-  from hrnet_jax import runtime
-  runtime.configure_xla_cpu()  # the arithmetic the 'xla' rows are timed with
   import jax
   jax.config.update('jax_default_matmul_precision', 'highest')
   import jax.numpy as jnp
   import torch
 
+  from flax import nnx
+
   import hrnet_jax
+  from hrnet_jax import runtime
   from benchmarks.jax_worker import MODES, apply_mode, numerics_mode
   from convert import convert_checkpoint
 
@@ -61,7 +62,10 @@ def gate(model_name: str, work_dir: str | pathlib.Path, *, batch: int = 2, img_s
   for mode in dict.fromkeys(map(numerics_mode, MODES)):  # the library ('xla'), each experiment
     model = hrnet_jax.load_pretrained(out / 'jax')
     apply_mode(model, mode)
-    logits = np.asarray(model(jnp.asarray(x)))
+    # Jitted as the 'xla' rows are timed: with the library's compiler options.
+    forward = jax.jit(lambda g, s, x: nnx.merge(g, s)(x), static_argnums=0,
+                      compiler_options=runtime.compiler_options('infer'))
+    logits = np.asarray(forward(*nnx.split(model), jnp.asarray(x)))
     diff = float(np.abs(logits - ref).max())
     result[f'max_abs_diff[{mode}]'] = diff
     result[f'passed[{mode}]'] = diff <= tol

@@ -65,10 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--tasks', nargs='+', choices=('infer', 'train'), default=['infer', 'train'])
   p.add_argument('--frameworks', nargs='+', choices=('jax', 'timm'), default=['jax', 'timm'])
   p.add_argument('--jax-modes', nargs='+', choices=MODES,
-                 help="experiments on top of the library ('xla', with the XLA:CPU flags of "
-                 'hrnet_jax.runtime): +stockflags, XLA\'s own flags instead; +foldbn, BatchNorm '
-                 'folded into the convs (inference only); +dot1x1, 1x1 convs as matrix products; '
-                 '+dp, the batch sharded over one XLA device per CPU core')
+                 help="experiments on top of the library ('xla', jitted with the compiler "
+                 'options of hrnet_jax.runtime): +stockflags, XLA\'s defaults instead; +foldbn, '
+                 'BatchNorm folded into the convs (inference only); +dot1x1, 1x1 convs as matrix '
+                 'products; +dp, the batch sharded over one XLA device per CPU core')
   p.add_argument('--timm-modes', nargs='+', choices=('eager', 'channels_last', 'compile'))
   p.add_argument('--timm-train-modes', nargs='+', choices=('eager', 'channels_last', 'compile'),
                  help='timm modes for training rows (default: --timm-modes)')

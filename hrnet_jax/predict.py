@@ -76,17 +76,17 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-@functools.lru_cache(maxsize=None)
-def _jitted_forward():
-    # One jitted function per process, so repeated main() calls reuse compiled shapes.
-    from flax import nnx
-
-    return nnx.jit(lambda m, xb: m(xb))
-
-
 def _run_batches(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Logits ``[N, num_classes]`` of ``x [N, H, W, 3]``, jitted once for a fixed batch shape."""
-    forward = _jitted_forward()
+    import jax
+    from flax import nnx
+
+    from hrnet_jax import runtime
+
+    graphdef, state = nnx.split(model)
+    apply = jax.jit(lambda s, xb: nnx.merge(graphdef, s)(xb),
+                    compiler_options=runtime.compiler_options("infer"))
+    forward = functools.partial(apply, state)
     bs = min(batch_size, len(x))
     out = []
     for start in range(0, len(x), bs):
@@ -94,7 +94,7 @@ def _run_batches(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
         n = len(xb)
         if n < bs:  # pad the last batch so jit does not compile a second shape
             xb = np.concatenate([xb, np.zeros((bs - n,) + xb.shape[1:], xb.dtype)])
-        out.append(np.asarray(forward(model, xb), dtype=np.float32)[:n])
+        out.append(np.asarray(forward(xb), dtype=np.float32)[:n])
     return np.concatenate(out)
 
 
@@ -120,9 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     # Heavy imports after argument checks, so usage errors and --help stay fast.
-    from hrnet_jax import load_pretrained, runtime
-
-    runtime.configure_xla_cpu()
+    from hrnet_jax import load_pretrained
     from hrnet_jax.imagenet import imagenet_class_names
     from hrnet_jax.transforms import eval_transform, load_image
 

@@ -11,15 +11,9 @@ import sys
 
 from absl import app, flags
 
-from hrnet_jax import runtime
-
 
 def run(main, doc: str, flag_names: list[str]) -> None:
-  """``app.run(main)``, with ``doc`` as the usage text and ``flag_names`` listed by ``--help``.
-
-  Applies ``hrnet_jax.runtime.configure_xla_cpu()`` first, before any JAX computation.
-  """
-  runtime.configure_xla_cpu()
+  """``app.run(main)``, with ``doc`` as the usage text and ``flag_names`` listed by ``--help``."""
   sys.modules['__main__'].__doc__ = doc
   for name in flag_names:
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])

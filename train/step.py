@@ -16,6 +16,8 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding
 
+from hrnet_jax import runtime
+
 from train.train_state import ModelDef, TrainState
 
 
@@ -79,10 +81,12 @@ def jit_train_step(state_shardings: Any, batch_sharding: NamedSharding,
                    replicated: NamedSharding, **kwargs) -> Callable:
   """``train_step`` jitted for the mesh: the state keeps ``state_shardings`` and is donated (its
   buffers are reused for the new state), the batch is split on the data axes, metrics are
-  replicated. ``kwargs`` are ``train_step``'s keyword arguments."""
+  replicated; XLA:CPU gets ``hrnet_jax.runtime``'s options. ``kwargs`` are ``train_step``'s
+  keyword arguments."""
   return jax.jit(functools.partial(train_step, **kwargs),
                  in_shardings=(state_shardings, batch_sharding),
-                 out_shardings=(state_shardings, replicated), donate_argnums=0)
+                 out_shardings=(state_shardings, replicated), donate_argnums=0,
+                 compiler_options=runtime.compiler_options('train'))
 
 
 def jit_eval_step(params_shardings: Any, stats_shardings: Any, batch_sharding: NamedSharding,
@@ -90,4 +94,4 @@ def jit_eval_step(params_shardings: Any, stats_shardings: Any, batch_sharding: N
   """``eval_step`` jitted for the mesh; ``kwargs`` are its keyword arguments."""
   return jax.jit(functools.partial(eval_step, **kwargs),
                  in_shardings=(params_shardings, stats_shardings, batch_sharding),
-                 out_shardings=replicated)
+                 out_shardings=replicated, compiler_options=runtime.compiler_options('infer'))
