@@ -63,9 +63,10 @@ def gate(model_name: str, work_dir: str | pathlib.Path, *, batch: int = 2, img_s
     model = hrnet_jax.load_pretrained(out / 'jax')
     apply_mode(model, mode)
     # Jitted as the 'xla' rows are timed: with the library's compiler options.
-    forward = jax.jit(lambda g, s, x: nnx.merge(g, s)(x), static_argnums=0,
+    graphdef, state = nnx.split(model)
+    forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x),
                       compiler_options=runtime.compiler_options('infer'))
-    logits = np.asarray(forward(*nnx.split(model), jnp.asarray(x)))
+    logits = np.asarray(forward(state, jnp.asarray(x)))
     diff = float(np.abs(logits - ref).max())
     result[f'max_abs_diff[{mode}]'] = diff
     result[f'passed[{mode}]'] = diff <= tol
