@@ -40,12 +40,12 @@ class Spec:
 
   ``task``: 'infer' (eval-mode forward) or 'train' (forward, backward, SGD-Nesterov update and
   BatchNorm statistics). ``mode``: for timm 'eager' (NCHW), 'channels_last' or 'compile'
-  (channels_last + ``torch.compile``); for JAX one of ``jax_worker.MODES``. ``dtype``: 'fp32'
-  or 'bf16' (compute dtype; parameters stay float32). ``weights``: a converted checkpoint folder (JAX) or ``state_dict`` file (timm); random init if
-  empty. ``warmup``: untimed steps after the first (compiling) call. ``budget_s`` > 0 caps the
-  timed part of a slow configuration near that many seconds: steps per repeat are then cut
-  (never below ``MIN_STEPS``) and warm-up to a quarter of the budget, both from the measured
-  time of the first warm-up step.
+  (channels_last + ``torch.compile``); for JAX one of ``jax_worker.MODES``. ``dtype``: 'fp32' or
+  'bf16' (compute dtype; parameters stay float32). ``weights``: a converted checkpoint folder (JAX)
+  or ``state_dict`` file (timm); random init if empty. ``warmup``: untimed steps after the first
+  (compiling) call. ``budget_s`` > 0 caps the timed part of a slow configuration near that many
+  seconds: steps per repeat are then cut (never below ``MIN_STEPS``) and warm-up to a quarter of the
+  budget, both from the measured time of the first warm-up step.
   """
 
   model: str

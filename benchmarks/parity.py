@@ -1,14 +1,14 @@
 """The parity gate run before any timing, and the weights both frameworks are then timed with.
 
-``python -m benchmarks.parity MODEL WORK_DIR [IMG_SIZE]`` builds the timm model with random
-weights, randomized as the parity tests do (``tests/oracles.py``, ``randomize_``: BatchNorm statistics /
+``python -m benchmarks.parity MODEL WORK_DIR [IMG_SIZE]`` builds the timm model with random weights,
+randomized as the parity tests do (``tests/oracles.py``, ``randomize_``: BatchNorm statistics /
 affine parameters and conv/linear biases, so a mapping error cannot hide behind an identity
-BatchNorm), saves ``WORK_DIR/MODEL/timm.pth`` as the
-official repo ships weights (``torch.save(state_dict)``), converts it with the converter's own
-code path into ``WORK_DIR/MODEL/jax`` and compares float32 logits at full matmul precision, for
-the library and for each experimental JAX mode (``jax_worker.MODES``), on 2 images of IMG_SIZE
-(default 224) px, jitted with the compiler options the 'xla' rows run with. Pass: max |diff| <=
-1e-5 * max(max |logit|, 10). Prints one JSON result line; exit code 0 on pass, 1 on failure.
+BatchNorm), saves ``WORK_DIR/MODEL/timm.pth`` as the official repo ships weights
+(``torch.save(state_dict)``), converts it with the converter's own code path into
+``WORK_DIR/MODEL/jax`` and compares float32 logits at full matmul precision, for the library and for
+each experimental JAX mode (``jax_worker.MODES``), on 2 images of IMG_SIZE (default 224) px, jitted
+with the compiler options the 'xla' rows run with. Pass: max |diff| <= 1e-5 * max(max |logit|, 10).
+Prints one JSON result line; exit code 0 on pass, 1 on failure.
 """
 
 from __future__ import annotations

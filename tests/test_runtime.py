@@ -8,7 +8,7 @@ import pytest
 import hrnet_jax
 from hrnet_jax import runtime
 
-from oracles import inputs
+from oracles import assert_close, inputs
 
 
 def _conv(x, w):
@@ -52,4 +52,4 @@ def test_options_keep_the_logits(task):
     ref = np.asarray(jax.jit(apply)(state, x))
     out = np.asarray(jax.jit(apply, compiler_options=runtime.compiler_options(task, 'cpu'))(
         state, x))
-  assert np.abs(out - ref).max() <= 1e-5 * max(np.abs(ref).max(), 10.0)
+  assert_close(out, ref, f'{task} logits with the {task} options')
