@@ -1,0 +1,105 @@
+"""One error policy for every hrnet-jax command-line tool.
+
+An expected failure prints exactly one ``PROG: error: ...`` line naming the file, key, flag or
+path at fault (an optional indented detail block may follow, e.g. a key report), no traceback
+unless ``--verbose`` is given or ``HRNET_JAX_VERBOSE=1`` is set. Exit codes:
+
+======  ==================================================================
+0       ok
+1       runtime / environment failure (disk full, permission, NaN loss, ...)
+2       bad input or usage (missing file, bad flag, corrupt checkpoint, ...)
+130     interrupted (Ctrl-C)
+143     preempted by SIGTERM (``hrnet-train``, after saving a checkpoint)
+======  ==================================================================
+
+Library code raises :class:`BadInputError` / :class:`EnvironmentFailure` (or the built-in
+``FileNotFoundError`` / ``ValueError`` / ``OSError``, classified by :func:`exit_code`); each CLI
+wraps its body in :func:`run_cli`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import traceback
+from typing import Callable, Sequence
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+EXIT_PREEMPTED = 143
+
+VERBOSE_ENV = 'HRNET_JAX_VERBOSE'
+
+# OS errors that say the environment failed, not that the user pointed at the wrong thing.
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM,
+                                 errno.EROFS})
+
+
+class BadInputError(ValueError):
+  """Bad input or usage (exit 2). The message names the file, key, flag or path at fault."""
+
+  exit_code = EXIT_BAD_INPUT
+
+
+class EnvironmentFailure(RuntimeError):
+  """The environment failed (exit 1): disk full, permission, non-finite training loss, ..."""
+
+  exit_code = EXIT_RUNTIME
+
+
+def verbose_requested(argv: Sequence[str] | None = None) -> bool:
+  """``--verbose`` in ``argv`` (default ``sys.argv``) or ``HRNET_JAX_VERBOSE`` set non-empty
+  and not ``0``."""
+  argv = sys.argv[1:] if argv is None else argv
+  return '--verbose' in argv or os.environ.get(VERBOSE_ENV, '') not in ('', '0')
+
+
+def exit_code(exc: BaseException) -> int:
+  """The exit code of an expected failure ``exc``: 1 environment, 2 bad input."""
+  code = getattr(exc, 'exit_code', None)
+  if code is not None:
+    return code
+  if isinstance(exc, OSError) and (exc.errno in _ENVIRONMENT_ERRNOS
+                                   or isinstance(exc, PermissionError)):
+    return EXIT_RUNTIME
+  return EXIT_BAD_INPUT
+
+
+def describe(exc: BaseException) -> str:
+  """A one-line(+detail) message: ``OSError`` as ``PATH: strerror``, else ``str(exc)``."""
+  if isinstance(exc, OSError) and exc.strerror:  # raised by the OS: name the path
+    return f'{exc.filename}: {exc.strerror}' if exc.filename is not None else exc.strerror
+  return str(exc) or type(exc).__name__
+
+
+def report(prog: str, exc: BaseException, *, verbose: bool) -> int:
+  """Prints ``PROG: error: MESSAGE`` (traceback first when ``verbose``) to stderr and returns
+  the exit code of ``exc``."""
+  if verbose:
+    traceback.print_exception(exc, file=sys.stderr)
+  print(f'{prog}: error: {describe(exc)}', file=sys.stderr)
+  return exit_code(exc)
+
+
+EXPECTED = (BadInputError, EnvironmentFailure, FileNotFoundError, NotADirectoryError,
+            IsADirectoryError, FileExistsError, PermissionError, ValueError, OSError)
+
+
+def run_cli(prog: str, body: Callable[[], int | None], *, verbose: bool | None = None,
+            expected: tuple[type[BaseException], ...] = ()) -> int:
+  """Runs ``body`` under the error policy; returns its exit code (``None`` counts as 0).
+
+  Expected failures (``EXPECTED`` plus ``expected``) become one ``PROG: error:`` line; Ctrl-C
+  exits 130 with one line; anything else is a bug and keeps its traceback (exit 1).
+  """
+  verbose = verbose_requested() if verbose is None else verbose
+  try:
+    return body() or EXIT_OK
+  except KeyboardInterrupt:
+    print(f'{prog}: error: interrupted', file=sys.stderr)
+    return EXIT_INTERRUPTED
+  except EXPECTED + tuple(expected) as e:
+    return report(prog, e, verbose=verbose)
