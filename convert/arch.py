@@ -58,6 +58,12 @@ def config_signature(cfg: HRNetConfig) -> dict[str, object]:
   return sig
 
 
+def looks_like_hrnet(tensors: dict[str, np.ndarray]) -> bool:
+  """Official-layout keys of an HRNet: a ``transition1`` and a ``stage2`` module."""
+  return (any(k.startswith('transition1.') for k in tensors)
+          and any(k.startswith('stage2.') for k in tensors))
+
+
 def infer_arch(tensors: dict[str, np.ndarray]) -> tuple[str, bool, bool]:
   """Returns ``(arch, head_conv_bias, exact)`` for official-layout ``tensors``; ``arch`` is a
   base (non-ssld) name.

@@ -1,11 +1,13 @@
 """``convert_official_weights``: PyTorch HRNet checkpoint -> hrnet-jax checkpoint folder.
 
     convert_official_weights SRC OUT_DIR [--arch NAME] [--format auto|official|timm|mmpretrain]
-                             [--tag TAG] [--overwrite] [--quiet]
+                             [--tag TAG] [--overwrite] [--allow-non-finite] [--quiet] [--verbose]
     convert_official_weights --to-pytorch CKPT_DIR OUT.pth
 
-Exit codes: 0 done; 2 bad input (usage, unreadable file, key mismatch: all problems are listed),
-with nothing written.
+Exit codes (``hrnet_jax.errors``): 0 done; 1 environment failure (disk full, permission denied);
+2 bad input (usage, missing or unreadable file, not an HRNet checkpoint, key mismatch, NaN/inf
+weights, an OUT_DIR that may not be written); 130 Ctrl-C, 143 SIGTERM. On any failure nothing is
+written and nothing existing is touched.
 """
 
 from __future__ import annotations
@@ -13,18 +15,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hrnet_jax import errors
 from hrnet_jax.configs import MODEL_CONFIGS
 
-from convert.core import convert_checkpoint, to_pytorch
 from convert.formats import FORMATS
-from convert.sources import ConversionError
 
-EXIT_BAD_INPUT = 2
+PROG = 'convert_official_weights'
 
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog='convert_official_weights',
+      prog=PROG,
       description='Convert an official / timm / mmpretrain HRNet checkpoint (.pth, .pth.tar, '
                   '.bin, .safetensors, or a hub id such as timm/hrnet_w18.ms_aug_in1k) into an '
                   'hrnet-jax checkpoint folder (Orbax state + config.json), or back with '
@@ -37,8 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help='key layout of SRC (default: detected)')
   parser.add_argument('--tag', help='pretrained tag whose preprocessing is recorded, e.g. '
                       'hrnet_w18.ms_aug_in1k (default: from the hub id, else <arch>.ms_in1k)')
-  parser.add_argument('--overwrite', action='store_true', help='replace a non-empty OUT')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace OUT if it is an existing hrnet-jax checkpoint folder '
+                      '(config.json + state/ and nothing else); any other folder is refused')
+  parser.add_argument('--allow-non-finite', action='store_true',
+                      help='keep NaN/inf weights instead of refusing them (recorded in '
+                      'config.json)')
   parser.add_argument('--quiet', action='store_true', help='no progress bar or summary')
+  parser.add_argument('--verbose', action='store_true',
+                      help='full key lists and tracebacks on errors')
   parser.add_argument('--to-pytorch', action='store_true',
                       help='export the folder SRC as an official-format state_dict OUT')
   return parser
@@ -46,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
-  try:
+  errors.raise_on_sigterm()
+
+  def run() -> int:
+    from convert.core import convert_checkpoint, to_pytorch
+
     if args.to_pytorch:
       out = to_pytorch(args.src, args.out)
       if not args.quiet:
@@ -54,14 +66,14 @@ def main(argv=None) -> int:
       return 0
     result = convert_checkpoint(args.src, args.out, arch=args.arch, fmt=args.format,
                                 tag=args.tag, overwrite=args.overwrite,
+                                allow_non_finite=args.allow_non_finite,
                                 progress=not args.quiet)
-  except ConversionError as e:
-    print(f'convert_official_weights: error: {e}', file=sys.stderr)
-    return EXIT_BAD_INPUT
-  if not args.quiet:
-    print(f'{result.arch} ({result.format} format, {result.num_tensors} tensors) -> '
-          f'{result.out_dir}')
-  return 0
+    if not args.quiet:
+      print(f'{result.arch} ({result.format} format, {result.num_tensors} tensors) -> '
+            f'{result.out_dir}')
+    return 0
+
+  return errors.run_cli(PROG, run, verbose=args.verbose)
 
 
 if __name__ == '__main__':

@@ -21,7 +21,7 @@ from hrnet_jax.configs import MODEL_CONFIGS, get_config
 from hrnet_jax.factory import create_model
 
 from convert import formats
-from convert.arch import infer_arch
+from convert.arch import infer_arch, looks_like_hrnet
 from convert.sources import ConversionError, Source, read_source
 
 
@@ -34,9 +34,7 @@ class MismatchError(ConversionError):
              f'unexpected, {len(mismatched)} mis-shaped keys); nothing was written.']
     for title, items in (('missing', missing), ('unexpected', unexpected),
                          ('mis-shaped', mismatched)):
-      if items:
-        lines.append(f'  {title}:')
-        lines.extend(f'    {k}' for k in items)
+      lines += checkpoint.format_key_report(title, items)
     super().__init__('\n'.join(lines))
 
 
@@ -98,13 +96,16 @@ def _expected_leaves(arch: str, num_classes: int, head_conv_bias: bool
 
 
 def convert_source(source: Source, *, arch: str | None = None, fmt: str = 'auto',
-                   progress: bool = False) -> tuple[str, bool, int, str, dict[str, np.ndarray]]:
+                   allow_non_finite: bool = False, progress: bool = False
+                   ) -> tuple[str, bool, int, str, dict[str, np.ndarray]]:
   """Maps the tensors of ``source`` onto a Flax HRNet.
 
   Returns ``(arch, head_conv_bias, num_classes, format, arrays)`` where ``arrays`` maps dotted
   Flax paths to arrays in Flax layout. Empties ``source.tensors`` as it goes: each tensor is
   released once converted, so the checkpoint is not held twice. Raises ``MismatchError``
-  listing every problem (``source`` is then left whole).
+  listing every problem, ``ConversionError`` for a non-HRNet checkpoint and
+  ``CheckpointIntegrityError`` naming every NaN/inf tensor unless ``allow_non_finite``
+  (``source`` is then left whole).
   """
   if fmt not in ('auto',) + formats.FORMATS:
     raise ConversionError(f'--format must be auto or one of {formats.FORMATS}, got {fmt!r}')
@@ -115,6 +116,10 @@ def convert_source(source: Source, *, arch: str | None = None, fmt: str = 'auto'
       fmt = 'timm'
   original = {formats.to_official_key(k, fmt): k for k in source_keys}
   official = {new: source.tensors[old] for new, old in original.items()}
+  if not looks_like_hrnet(official):
+    examples = ', '.join(source_keys[:5])
+    raise ConversionError(f'{source.path}: not an HRNet checkpoint (no stage2 / transition1 '
+                          f'keys; {len(source_keys)} keys such as {examples})')
 
   arch, head_conv_bias = _resolve_arch(official, fmt, arch)
   classifier = official.get('classifier.weight')
@@ -131,6 +136,9 @@ def convert_source(source: Source, *, arch: str | None = None, fmt: str = 'auto'
       if k in official and tuple(official[k].shape) != keys.torch_shape(path, shape))
   if missing or unexpected or mismatched:
     raise MismatchError(source.path, arch, missing, unexpected, mismatched)
+  if not allow_non_finite:
+    checkpoint.refuse_non_finite({original[k]: v for k, v in official.items()}, str(source.path),
+                                 ' (--allow-non-finite keeps them); nothing was written')
 
   source.tensors.clear()  # ``official`` now holds the only references
   arrays = {}
@@ -142,16 +150,21 @@ def convert_source(source: Source, *, arch: str | None = None, fmt: str = 'auto'
 
 def convert_checkpoint(src: str | os.PathLike, out_dir: str | os.PathLike, *,
                        arch: str | None = None, fmt: str = 'auto', tag: str | None = None,
-                       overwrite: bool = False, progress: bool = False) -> ConversionResult:
+                       overwrite: bool = False, allow_non_finite: bool = False,
+                       progress: bool = False) -> ConversionResult:
   """Converts ``src`` (file or hub id) into the checkpoint folder ``out_dir``.
 
   ``create_model(arch, pretrained=out_dir)`` and ``hrnet_jax.load_pretrained(out_dir)`` read it.
   Raises ``ConversionError`` (``MismatchError`` for key problems) naming the file and keys at
-  fault; ``out_dir`` is then untouched.
+  fault, the ``hrnet_jax.errors`` types of ``checkpoint.write_pretrained`` for an ``out_dir``
+  that may not be written (checked before reading ``src``), and ``OSError`` for a failed write;
+  ``out_dir`` is then untouched.
   """
+  checkpoint.check_output_folder(out_dir, overwrite=overwrite,
+                                 protect=[src] if os.path.exists(src) else [])
   source = read_source(src)
   arch, head_conv_bias, num_classes, fmt, arrays = convert_source(
-      source, arch=arch, fmt=fmt, progress=progress)
+      source, arch=arch, fmt=fmt, allow_non_finite=allow_non_finite, progress=progress)
   config = {
       'arch': arch,
       'model_kwargs': {'head_conv_bias': head_conv_bias},
@@ -166,10 +179,8 @@ def convert_checkpoint(src: str | os.PathLike, out_dir: str | os.PathLike, *,
           'training_checkpoint': source.training_checkpoint,
       },
   }
-  try:
-    out = checkpoint.write_pretrained(arrays, config, out_dir, overwrite=overwrite)
-  except FileExistsError as e:
-    raise ConversionError(str(e)) from None
+  out = checkpoint.write_pretrained(arrays, config, out_dir, overwrite=overwrite,
+                                   protect=[source.path], allow_non_finite=allow_non_finite)
   return ConversionResult(out, arch, fmt, len(arrays), config)
 
 
@@ -178,10 +189,11 @@ def to_pytorch(ckpt_dir: str | os.PathLike, out_path: str | os.PathLike) -> path
   which timm's ``load_state_dict(strict=True)`` accepts. Atomic (temporary file + rename)."""
   import torch
 
-  try:
-    config, arrays = checkpoint.read_pretrained(ckpt_dir)
-  except (FileNotFoundError, ValueError) as e:
-    raise ConversionError(str(e)) from None
+  out = pathlib.Path(out_path)
+  if out.is_dir():
+    raise ConversionError(f'{out_path}: is a folder; --to-pytorch writes a file (e.g. '
+                          f'{os.path.join(out_path, "model.pth")})')
+  config, arrays = checkpoint.read_pretrained(ckpt_dir)
   state = collections.OrderedDict()
   for path, value in arrays.items():
     try:
@@ -191,7 +203,6 @@ def to_pytorch(ckpt_dir: str | os.PathLike, out_path: str | os.PathLike) -> path
     state[key] = torch.from_numpy(np.ascontiguousarray(keys.flax_to_torch(path, value)))
     if key.endswith('running_mean'):  # BN buffers PyTorch's strict loading expects
       state[key.replace('running_mean', 'num_batches_tracked')] = torch.tensor(0)
-  out = pathlib.Path(out_path)
   out.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f'.{out.name}.', dir=out.parent)
   os.close(fd)

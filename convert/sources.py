@@ -15,17 +15,26 @@ import hashlib
 import os
 import pathlib
 import re
+import socket
+import urllib.parse
 
 import numpy as np
 
+from hrnet_jax.errors import BadInputError
+
 HUB_FILES = ('model.safetensors', 'pytorch_model.bin')
 _HUB_ID = re.compile(r'^(?:hf[-_]hub:)?[\w.-]+/[\w.-]+$')
+# A path with one of these endings is a file, never a hub id (``timm/hrnet_w18.ms_in1k`` is one).
+CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.tar', '.bin', '.safetensors', '.ckpt', '.pkl',
+                       '.pdparams', '.npz', '.h5')
 _CONTAINER_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model')
 _PREFIXES = ('module.', '_orig_mod.')
+HUB_TIMEOUT_S = 10  # per request: offline, fail within seconds instead of retrying for a minute
 
 
-class ConversionError(Exception):
-  """Any problem with a source checkpoint; the message names the file or key at fault."""
+class ConversionError(BadInputError):
+  """Any problem with a source checkpoint (exit 2); the message names the file or key at
+  fault."""
 
 
 @dataclasses.dataclass
@@ -47,7 +56,21 @@ class Source:
 
 
 def is_hub_id(src: str) -> bool:
-  return not os.path.exists(src) and bool(_HUB_ID.match(src))
+  """``org/name`` (optionally ``hf-hub:``-prefixed) naming no existing path and with no
+  checkpoint file extension: ``models/hrnet.pth`` is a (missing) file, not a repository."""
+  return (not os.path.exists(src) and bool(_HUB_ID.match(src))
+          and not src.lower().endswith(CHECKPOINT_SUFFIXES))
+
+
+def _reachable(url: str) -> bool:
+  """Whether a TCP connection to ``url``'s host opens within ``HUB_TIMEOUT_S``."""
+  parsed = urllib.parse.urlparse(url)
+  port = parsed.port or (443 if parsed.scheme == 'https' else 80)
+  try:
+    socket.create_connection((parsed.hostname, port), timeout=HUB_TIMEOUT_S).close()
+  except OSError:
+    return False
+  return True
 
 
 def download_from_hub(hub_id: str) -> pathlib.Path:
@@ -58,16 +81,32 @@ def download_from_hub(hub_id: str) -> pathlib.Path:
   except ImportError:
     raise ConversionError(f'{hub_id}: huggingface_hub is needed to download from the hub '
                           '(pip install "hrnet-jax[convert]")') from None
+  from huggingface_hub import constants
+  from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
   repo_id = re.sub(r'^hf[-_]hub:', '', hub_id)
-  errors = []
+  # huggingface_hub retries an unreachable host for ~25 s per file: probe once, and when the
+  # hub cannot be reached use only the local cache.
+  local_only = constants.HF_HUB_OFFLINE or not _reachable(constants.ENDPOINT)
+  reasons = []
   for filename in HUB_FILES:
     try:
-      return pathlib.Path(hf_hub_download(repo_id, filename, library_name='hrnet-jax'))
-    except Exception as e:  # offline, missing file, missing repo: try the next, then report all
-      errors.append(f'{filename}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}')
+      return pathlib.Path(hf_hub_download(repo_id, filename, library_name='hrnet-jax',
+                                          etag_timeout=HUB_TIMEOUT_S,
+                                          local_files_only=local_only))
+    except EntryNotFoundError as e:
+      reasons.append(f'{filename}: {type(e).__name__}')
+      if not isinstance(e, LocalEntryNotFoundError):  # the repo has the other file name
+        continue
+      break  # offline: the next file fares no better
+    except Exception as e:  # offline, no such repo, no access: the next file fares no better
+      reasons.append(f'{filename}: {type(e).__name__}: '
+                     f'{str(e).splitlines()[0] if str(e) else ""}')
+      break
   raise ConversionError(
-      f'{hub_id}: could not download from the Hugging Face hub (offline, or no such repo?). '
-      'Download the file elsewhere and pass its path instead.\n  ' + '\n  '.join(errors))
+      f'{hub_id}: not a local file, and hrnet-jax could not download it from the Hugging Face '
+      f'hub (offline, or no such repo) [{"; ".join(reasons)}]. Download the checkpoint elsewhere and pass the '
+      'path of the file instead.')
 
 
 def _to_numpy(key: str, value, path) -> np.ndarray:
@@ -92,6 +131,23 @@ def _load_raw(path: pathlib.Path) -> dict:
   # the transposed copy every kernel needs; read into memory, each tensor is freed once
   # converted (``convert_source``), so the checkpoint is held about once, not twice.
   return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def _unreadable(path: pathlib.Path, e: Exception) -> ConversionError:
+  text = str(e)
+  if 'Weights only load failed' in text:
+    # torch's own advice (weights_only=False) would run the file's code: not passed on.
+    if 'Unsupported global' in text:
+      return ConversionError(
+          f'{path}: not a plain tensor checkpoint: it holds Python objects that would have to '
+          'be unpickled, which can run code, so hrnet-jax does not load it. Save '
+          'model.state_dict() with torch.save and convert that file.')
+    detail = re.search(r'WeightsUnpickler error:\s*(.+)', text)
+    first = detail.group(1).strip() if detail else 'not a tensor pickle'
+  else:
+    first = text.splitlines()[0] if text else ''
+  return ConversionError(f'{path}: cannot read as a PyTorch checkpoint, the file is truncated, '
+                         f'corrupt or not a checkpoint ({type(e).__name__}: {first})')
 
 
 def _unwrap(obj: dict) -> tuple[dict, str]:
@@ -124,15 +180,18 @@ def read_source(src: str | os.PathLike) -> Source:
   else:
     path = pathlib.Path(src)
     if not path.exists():
-      raise ConversionError(f'{path}: no such file (nor a hub id like timm/hrnet_w18.ms_in1k)')
+      raise ConversionError(f'{path}: no such file (a hub id has the form org/name, e.g. '
+                            'timm/hrnet_w18.ms_in1k)')
     if not path.is_file():
       raise ConversionError(f'{path}: not a file')
   try:
     obj = _load_raw(path)
+  except OSError as e:
+    if e.errno is not None:  # a read error, not a format error: permission, I/O
+      raise
+    raise _unreadable(path, e) from None
   except Exception as e:  # torch/pickle/zip/safetensors raise many types for a damaged file
-    first = str(e).splitlines()[0] if str(e) else ''
-    raise ConversionError(f'{path}: cannot read as a PyTorch checkpoint, the file is truncated, '
-                          f'corrupt or not a checkpoint ({type(e).__name__}: {first})') from None
+    raise _unreadable(path, e) from None
   if not isinstance(obj, dict):
     raise ConversionError(f'{path}: holds a {type(obj).__name__}, not a state_dict')
   training = obj.get('model') == 'cls_hrnet' or 'epoch' in obj

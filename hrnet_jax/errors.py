@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import signal
 import sys
 import traceback
 from typing import Callable, Sequence
@@ -48,6 +50,49 @@ class EnvironmentFailure(RuntimeError):
   """The environment failed (exit 1): disk full, permission, non-finite training loss, ..."""
 
   exit_code = EXIT_RUNTIME
+
+
+class Terminated(BaseException):
+  """SIGTERM arrived (see ``raise_on_sigterm``); like ``KeyboardInterrupt``, it unwinds the
+  stack so that ``finally`` blocks remove temporary files. Exit code 143."""
+
+  exit_code = EXIT_PREEMPTED
+
+
+def _raise_terminated(signum, frame):
+  raise Terminated()
+
+
+def raise_on_sigterm() -> None:
+  """Makes SIGTERM raise ``Terminated`` in the main thread instead of killing the process at
+  once, so a terminated command cleans up what it was writing."""
+  signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def storage_error(exc: BaseException, path: str) -> OSError | None:
+  """The ``OSError`` behind a storage failure that TensorStore (Orbax's writer) reports as a
+  ``ValueError`` status ('RESOURCE_EXHAUSTED: ... No space left'), naming ``path``; None for
+  other errors."""
+  text = str(exc)
+  for marker, code in (('No space left', errno.ENOSPC), ('RESOURCE_EXHAUSTED', errno.ENOSPC),
+                       ('Read-only file system', errno.EROFS),
+                       ('PERMISSION_DENIED', errno.EACCES)):
+    if marker in text:
+      return OSError(code, os.strerror(code), path)
+  return None
+
+
+def ensure_free_space(folder: str | os.PathLike, needed: int, what: str) -> None:
+  """``OSError(ENOSPC)`` naming ``folder`` unless its filesystem has ``needed`` bytes free: a
+  write that would fill the disk is refused before it starts, instead of failing half-way
+  inside TensorStore's threads."""
+  existing = os.path.abspath(os.fspath(folder))
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  free = shutil.disk_usage(existing).free
+  if free < needed:
+    raise OSError(errno.ENOSPC, f'{os.strerror(errno.ENOSPC)}: {what} needs '
+                  f'{needed / 2**20:.0f} MiB, {free / 2**20:.0f} MiB are free', os.fspath(folder))
 
 
 def verbose_requested(argv: Sequence[str] | None = None) -> bool:
@@ -93,13 +138,25 @@ def run_cli(prog: str, body: Callable[[], int | None], *, verbose: bool | None =
   """Runs ``body`` under the error policy; returns its exit code (``None`` counts as 0).
 
   Expected failures (``EXPECTED`` plus ``expected``) become one ``PROG: error:`` line; Ctrl-C
-  exits 130 with one line; anything else is a bug and keeps its traceback (exit 1).
+  exits 130 and ``Terminated`` 143, with one line; anything else is a bug and keeps its
+  traceback (exit 1).
   """
   verbose = verbose_requested() if verbose is None else verbose
+  previous = os.environ.get(VERBOSE_ENV)
+  if verbose:  # library messages (key reports) read it too
+    os.environ[VERBOSE_ENV] = '1'
   try:
     return body() or EXIT_OK
   except KeyboardInterrupt:
     print(f'{prog}: error: interrupted', file=sys.stderr)
     return EXIT_INTERRUPTED
+  except Terminated:
+    print(f'{prog}: error: terminated (SIGTERM)', file=sys.stderr)
+    return EXIT_PREEMPTED
   except EXPECTED + tuple(expected) as e:
     return report(prog, e, verbose=verbose)
+  finally:
+    if previous is None:
+      os.environ.pop(VERBOSE_ENV, None)
+    else:
+      os.environ[VERBOSE_ENV] = previous

@@ -4,8 +4,10 @@
 
 Preprocessing is the checkpoint's pretrained cfg (timm eval transform, see
 ``hrnet_jax.transforms.eval_transform``); probabilities are the softmax of the logits.
-Exit status: 0 all images predicted, 1 some images could not be read, 2 usage error (bad
-arguments, missing or unreadable checkpoint).
+Exit status (``hrnet_jax.errors``): 0 all images predicted; 1 some images could not be read or
+gave non-finite logits (each reported on stderr, the others still predicted), or an environment
+failure; 2 usage error (bad arguments; missing, corrupt or checksum-failing checkpoint).
+``--json`` output is strict JSON (no NaN / Infinity).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import sys
 from typing import Any, Sequence
 
 import numpy as np
+
+from hrnet_jax import errors
 
 __all__ = ["main", "build_parser"]
 
@@ -39,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", action="store_true",
                    help="use the tag's test_input_size/test_crop_pct when it has them (timm "
                    "use_test_size)")
+    p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
     return p
 
 
@@ -115,20 +120,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # argparse exits 2 on bad usage, 0 on --help
         return int(e.code or 0)
 
+    return errors.run_cli(PROG, lambda: _predict(args), verbose=args.verbose)
+
+
+def _predict(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.checkpoint):
-        _error(f"checkpoint directory not found: {args.checkpoint}")
-        return 2
+        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such folder")
 
     # Heavy imports after argument checks, so usage errors and --help stay fast.
     from hrnet_jax import load_pretrained
     from hrnet_jax.imagenet import imagenet_class_names
     from hrnet_jax.transforms import eval_transform, load_image
 
-    try:
-        model = load_pretrained(args.checkpoint)
-    except (OSError, ValueError) as e:
-        _error(f"cannot load checkpoint {args.checkpoint}: {e}")
-        return 2
+    model = load_pretrained(args.checkpoint)
     cfg = _preprocessing_cfg(model)
 
     results: list[dict[str, Any]] = [{"image": p} for p in args.images]
@@ -143,11 +147,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             _error(str(e))
 
     if ok:
-        probs = _softmax(_run_batches(model, np.stack(arrays), args.batch_size))
+        logits = _run_batches(model, np.stack(arrays), args.batch_size)
+        finite = np.isfinite(logits).all(axis=-1)
+        probs = _softmax(np.where(finite[:, None], logits, 0.0))
         num_classes = probs.shape[-1]
         names = imagenet_class_names() if num_classes == 1000 else None
         k = min(args.top_k, num_classes)
-        for i, p in zip(ok, probs):
+        for i, p, good in zip(ok, probs, finite):
+            if not good:  # never print a NaN probability
+                results[i]["error"] = (f"{args.images[i]}: the model gave non-finite logits "
+                                       "(NaN/inf) for this image")
+                _error(results[i]["error"])
+                continue
             idx = np.argsort(-p, kind="stable")[:k]
             results[i]["top_k"] = [
                 {"index": int(j), "label": names[j] if names else str(int(j)), "prob": float(p[j])}
@@ -161,12 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "pretrained_tag": cfg.get("tag"),
             "results": results,
         }
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(doc, indent=2, allow_nan=False))
     else:
         tables = [_format_table(r["image"], r["top_k"]) for r in results if "top_k" in r]
         if tables:
             print("\n\n".join(tables))
-    return 0 if len(ok) == len(args.images) else 1
+    return 0 if all("top_k" in r for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -33,11 +33,17 @@ ImageLike = Union[str, os.PathLike, Image.Image]
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Return ``img`` as mode 'RGB' (grayscale, palette, RGBA/LA, CMYK, 16-bit all accepted).
+    """Return ``img`` as mode 'RGB' (grayscale, palette, RGBA/LA, CMYK, 16-bit, float accepted).
 
     Alpha is dropped, not composited, exactly like timm's dataset loader (``img.convert('RGB')``).
     16-bit integer grayscale (modes 'I;16*', 'I') is rescaled to 8 bits first, because PIL's direct
-    conversion would clip everything above 255 to white.
+    conversion would clip everything above 255 to white. Float grayscale (mode 'F', e.g. a float
+    TIFF) with values in [0, 1] is scaled by 255 (PIL's conversion would make it black), values in
+    [0, 255] are kept.
+
+    Raises:
+      ValueError: a float image with NaN/inf or values outside [0, 255], or a mode PIL cannot
+        convert to RGB.
     """
     if img.mode == "RGB":
         return img
@@ -47,7 +53,20 @@ def to_rgb(img: Image.Image) -> Image.Image:
         if img.mode != "I" or a.max(initial=0) > 255:
             a = a >> 8
         img = Image.fromarray(a.astype(np.uint8), "L")
-    return img.convert("RGB")
+    elif img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise ValueError("float image holds NaN or inf values")
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo < 0 or hi > 255:
+            raise ValueError(f"float image with values in [{lo:g}, {hi:g}]; expected [0, 1] or "
+                             "[0, 255]")
+        scale = 255.0 if hi <= 1.0 else 1.0
+        img = Image.fromarray(np.round(a * scale).astype(np.uint8), "L")
+    try:
+        return img.convert("RGB")
+    except ValueError as e:  # e.g. 'LAB', 'HSV' have no conversion to RGB in PIL
+        raise ValueError(f"image mode {img.mode!r} cannot be converted to RGB ({e})") from None
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
@@ -68,10 +87,11 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             im.load()  # decode now so truncated files fail here, not later
             # exif_transpose returns a new, file-independent image (a copy if no tag).
             img = ImageOps.exif_transpose(im)
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError) as e:
+        return to_rgb(img)
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError,
+            ValueError) as e:
         # SyntaxError: raised by a few PIL decoders on malformed headers.
-        raise ValueError(f"cannot read image {os.fspath(path)!r}: {e}") from e
-    return to_rgb(img)
+        raise ValueError(f"cannot read image {os.fspath(path)!r}: {e}") from None
 
 
 def _field(cfg: CfgLike, key: str, default: Any = None) -> Any:

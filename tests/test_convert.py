@@ -136,10 +136,11 @@ def test_refuses_and_reports_every_problem(tmp_path, capsys, state_dict):
 
 def test_refuses_wrong_forced_arch(tmp_path, capsys, state_dict):
   torch.save(state_dict, tmp_path / 'small.pth')
-  _assert_refused(tmp_path, capsys, [str(tmp_path / 'small.pth'), str(tmp_path / 'out'),
-                                     '--arch', 'hrnet_w18'],
-                  'does not match hrnet_w18', 'missing', 'unexpected', 'mis-shaped',
-                  'stage4.2.branches.0.3.conv1.weight')
+  args = [str(tmp_path / 'small.pth'), str(tmp_path / 'out'), '--arch', 'hrnet_w18']
+  # The first 20 keys per category and the counts; --verbose lists every key.
+  _assert_refused(tmp_path, capsys, args, 'does not match hrnet_w18', 'missing (', 'unexpected',
+                  'mis-shaped (', 'more (--verbose lists all)')
+  _assert_refused(tmp_path, capsys, args + ['--verbose'], 'stage4.2.branches.0.3.conv1.weight')
 
 
 def test_refuses_truncated_and_foreign_files(tmp_path, capsys, state_dict):
@@ -165,10 +166,17 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path, capsys, state_dict):
   assert convert_main([str(tmp_path / 'w.pth'), str(tmp_path / 'out')]) == 2
   assert 'not empty' in capsys.readouterr().err
   assert os.listdir(tmp_path / 'out') == ['keep.txt']
+  # --overwrite replaces only a checkpoint folder: a folder with the user's files is refused.
   assert convert_main([str(tmp_path / 'w.pth'), str(tmp_path / 'out'), '--overwrite',
-                       '--quiet']) == 0
-  assert sorted(os.listdir(tmp_path / 'out')) == ['config.json', 'state']
-  assert sorted(os.listdir(tmp_path)) == ['out', 'w.pth']
+                       '--quiet']) == 2
+  assert 'not an hrnet-jax checkpoint folder' in capsys.readouterr().err
+  assert os.listdir(tmp_path / 'out') == ['keep.txt']
+  (tmp_path / 'out' / 'keep.txt').unlink()
+  for _ in range(2):  # into the empty folder, then over the checkpoint written there
+    assert convert_main([str(tmp_path / 'w.pth'), str(tmp_path / 'out'), '--overwrite',
+                         '--quiet']) == 0
+    assert sorted(os.listdir(tmp_path / 'out')) == ['config.json', 'state']
+    assert sorted(os.listdir(tmp_path)) == ['out', 'w.pth']
 
 
 @pytest.mark.parametrize('name', [NAME, 'hrnet_w18_ssld'])

@@ -138,6 +138,18 @@ def test_killed_runs_resume_bit_exact(tmp_path, env, reference):
   assert proc.returncode == 0, f'seed {seed}\n{proc.stderr[-3000:]}'
   assert f'checkpoints/{steps[-1]} cannot be read' in proc.stderr, f'seed {seed}'
   assert f'resuming from checkpoint {steps[-2]}' in proc.stderr, f'seed {seed}'
+  # The damaged checkpoint was moved aside (never "best", never picked by hrnet-eval), the step
+  # saved again, and every step is in metrics.jsonl once.
+  names = os.listdir(os.path.join(workdir, 'checkpoints'))
+  assert [n for n in names if n.startswith(f'corrupt-{steps[-1]}-')], names
+  assert steps[-1] in _steps(workdir) and max(_steps(workdir)) == 12
+  lines = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+  assert [l['step'] for l in lines if 'train/loss' in l] == list(range(2, 13)), f'seed {seed}'
+  ev = _run([sys.executable, '-m', 'train.eval_main', f'--checkpoint={workdir}',
+             '--dataset=digits', '--step=99'], env)
+  assert ev.returncode == 2
+  assert ev.stderr.strip().splitlines()[-1].startswith('hrnet-eval: error: --step=99: ')
+  assert ', '.join(map(str, _steps(workdir))) in ev.stderr
 
   _, ref_arrays, ref_top1 = reference
   arrays = _model_arrays(workdir)
@@ -149,10 +161,17 @@ def test_killed_runs_resume_bit_exact(tmp_path, env, reference):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, env):
   workdir = tmp_path / 'nan'
+  # Left by killed runs: a lock record of a dead process and an uncommitted first save.
+  os.makedirs(workdir / 'checkpoints' / '1.orbax-checkpoint-tmp-1795000000')
+  (workdir / '.hrnet-train.lock').write_text(json.dumps({'pid': 4194999, 'host': 'gone'}))
   proc = _run(_train_cmd(workdir, *TINY, '--config.checkpoint.every_steps=1',
                          '--config.optimizer.base_lr=1e30'), env)
+  assert 'took over the lock of an earlier run (pid 4194999 on gone)' in proc.stderr
+  assert 'discarded an incomplete save of step 1' in proc.stderr
+  assert 'starting from step 0' in proc.stderr
   assert proc.returncode == 1
   assert 'hrnet-train: error: non-finite loss at step' in proc.stderr, proc.stderr[-3000:]
+  assert 'Traceback' not in proc.stderr
   bad_step = int(proc.stderr.split('non-finite loss at step ')[1].split()[0])
   good = _steps(workdir)
   assert good and max(good) < bad_step

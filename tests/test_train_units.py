@@ -212,6 +212,9 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, caplog):
   assert step == 1
   np.testing.assert_array_equal(state['w'], tree['w'] + 1)
   assert any('checkpoints/2 cannot be read' in r.getMessage() for r in caplog.records)
+  assert any('incomplete save of step 3' in r.getMessage() for r in caplog.records)
+  names = os.listdir(tmp_path / 'checkpoints')  # the damaged one moved aside, not deleted
+  assert '2' not in names and [n for n in names if n.startswith('corrupt-2-')], names
 
 
 def test_no_readable_checkpoint_is_an_error(tmp_path):
@@ -220,8 +223,14 @@ def test_no_readable_checkpoint_is_an_error(tmp_path):
   ckpts.save(1, {'w': np.ones(3, np.float32)})
   ckpts.close()
   abstract = {'w': jax.ShapeDtypeStruct((4,), np.float32)}  # another model: unusable
-  with pytest.raises(ValueError, match='none of the 1 checkpoints'):
+  with pytest.raises(checkpointing.ConfigMismatch, match='does not match the model'):
     checkpointing.Checkpoints(tmp_path).restore(abstract)
+  for root, _, files in os.walk(tmp_path / 'checkpoints' / '1' / 'default'):
+    for f in files:  # damaged: an error, and nothing is moved
+      os.truncate(os.path.join(root, f), 0)
+  with pytest.raises(ValueError, match='none of the 1 checkpoints.*nothing was moved'):
+    checkpointing.Checkpoints(tmp_path).restore({'w': jax.ShapeDtypeStruct((3,), np.float32)})
+  assert os.listdir(tmp_path / 'checkpoints') == ['1']
 
 
 def test_keeps_latest_n_plus_best(tmp_path):

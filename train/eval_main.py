@@ -9,8 +9,11 @@ eval top-1, else the latest, or ``--step``) or a hrnet_jax checkpoint folder
 (``convert_official_weights`` output, ``save_pretrained``, ``WORKDIR/model``). Preprocessing
 (size, crop, interpolation, mean/std) is the run's config or the folder's ``pretrained_cfg``;
 ``--image_size`` / ``--crop_pct`` override it. ``--dataset`` is ``digits``,
-``folder:PATH`` (``PATH/<split>/<class>/<image>``) or a TFDS name. Exit status: 0 done,
-1 error.
+``folder:PATH`` (``PATH/<split>/<class>/<image>``) or a TFDS name.
+
+Exit status (``hrnet_jax.errors``): 0 done; 1 runtime failure; 2 bad input (bad flag, missing
+or damaged checkpoint, a checksum mismatch, a ``--step`` the workdir does not have, an unknown
+dataset). Errors are one ``hrnet-eval: error:`` line (``--verbose`` adds the traceback).
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 
 from absl import app, flags
 
+from hrnet_jax import errors
+
+PROG = 'hrnet-eval'
 FLAGS = flags.FLAGS
 flags.DEFINE_string('checkpoint', None, 'Training workdir or hrnet_jax checkpoint folder.')
 flags.DEFINE_string('dataset', None, "'digits', 'folder:PATH' or a TFDS dataset name.")
@@ -67,10 +72,15 @@ def _from_workdir(workdir: str, mesh, step: int | None):
   shardings = mesh_lib.state_shardings(mesh, host_state)
   ckpts = checkpointing.Checkpoints(workdir, read_only=True)
   try:
+    steps = ckpts.steps()
     if step is None:
-      step = (ckpts.best() or (max(ckpts.steps(), default=None), None))[0]
+      step = (ckpts.best() or (max(steps, default=None), None))[0]
       if step is None:
-        raise ValueError(f'{ckpts.directory}: no checkpoint')
+        raise errors.BadInputError(f'{ckpts.directory}: no checkpoint')
+    elif step not in steps:
+      raise errors.BadInputError(
+          f'--step={step}: {ckpts.directory} has no checkpoint {step}; it has steps '
+          f'{", ".join(map(str, steps)) or "none"}')
     state, step = ckpts.restore(checkpointing.abstract_like(host_state, shardings), step=step)
   finally:
     ckpts.close()
@@ -142,15 +152,14 @@ def _main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.getLogger().setLevel(logging.INFO)
   logging.getLogger('absl').setLevel(logging.WARNING)
-  try:
-    results = evaluate_checkpoint(
-        FLAGS.checkpoint, dataset=FLAGS.dataset, split=FLAGS.split, data_dir=FLAGS.data_dir,
-        batch_size=FLAGS.batch_size, step=FLAGS.step, image_size=FLAGS.image_size,
-        crop_pct=FLAGS.crop_pct)
-  except (ValueError, FileNotFoundError) as e:
-    logging.info('hrnet-eval failed', exc_info=True)
-    print(f'hrnet-eval: error: {e}', file=sys.stderr)
-    return 1
+  return errors.run_cli(PROG, _evaluate_and_print, verbose=FLAGS.verbose)
+
+
+def _evaluate_and_print() -> int:
+  results = evaluate_checkpoint(
+      FLAGS.checkpoint, dataset=FLAGS.dataset, split=FLAGS.split, data_dir=FLAGS.data_dir,
+      batch_size=FLAGS.batch_size, step=FLAGS.step, image_size=FLAGS.image_size,
+      crop_pct=FLAGS.crop_pct)
   if FLAGS.json:
     print(json.dumps({**results, 'checkpoint': FLAGS.checkpoint, 'dataset': FLAGS.dataset,
                       'split': FLAGS.split}))
@@ -165,7 +174,7 @@ def main():
   from train import cli
   cli.run(_main, __doc__, [
       'checkpoint', 'dataset', 'split', 'data_dir', 'batch_size', 'step', 'image_size',
-      'crop_pct', 'json'])
+      'crop_pct', 'json'], PROG)
 
 
 if __name__ == '__main__':

@@ -4,19 +4,26 @@
     hrnet-train --config train/configs/imagenet_cosine.py --workdir /shared/run1
 
 Any config field can be overridden with ``--config.FIELD=value``. Running again with the same
-``--workdir`` resumes from its latest checkpoint. Multi-host: run the same command on every host
-(see ``train/distributed.py``; explicit ``--coordinator_address``, ``--num_processes`` and
-``--process_id`` work anywhere). Exit status: 0 done, 1 error (bad config, NaN loss), 143
-preempted by SIGTERM after saving a checkpoint.
+``--workdir`` resumes from its latest checkpoint; one run at a time owns a workdir (a lock file).
+Multi-host: run the same command on every host (see ``train/distributed.py``; explicit
+``--coordinator_address``, ``--num_processes`` and ``--process_id`` work anywhere).
+
+Exit status (``hrnet_jax.errors``): 0 done; 1 runtime failure (NaN loss, disk full); 2 bad input
+(unknown flag or config field, missing config file, bad config value, a workdir that is a file,
+unwritable or in use by another run); 143 preempted by SIGTERM after saving a checkpoint. Errors
+are one ``hrnet-train: error:`` line (``--verbose`` adds the traceback).
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from hrnet_jax import errors
+
+PROG = 'hrnet-train'
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Training config file (train/configs/*.py).',
@@ -41,20 +48,20 @@ def _main(argv):
                                coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
   from train import trainer
-  try:
+
+  def train() -> int:
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (ValueError, FileNotFoundError, trainer.NonFiniteLossError) as e:
-    logging.info('hrnet-train failed', exc_info=True)
-    print(f'hrnet-train: error: {e}', file=sys.stderr)
-    return 1
-  return 0
+    return errors.EXIT_OK
+
+  return errors.run_cli(PROG, train, verbose=FLAGS.verbose)
 
 
 def main():
   """Console entry point."""
   from train import cli
   cli.run(_main, __doc__, [
-      'config', 'workdir', 'distributed', 'coordinator_address', 'num_processes', 'process_id'])
+      'config', 'workdir', 'distributed', 'coordinator_address', 'num_processes', 'process_id'],
+      PROG)
 
 
 if __name__ == '__main__':

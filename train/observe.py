@@ -15,6 +15,10 @@ class Observer:
   """Progress bar over ``[start_step, total_steps)``, a TensorBoard writer in ``logdir`` and
   ``jsonl_path`` (one ``{"step": ..., "<scalar>": ...}`` object per log point, appended).
 
+  A run resumed at ``start_step`` first drops what a stopped run logged after that step, so each
+  step is recorded once: lines of ``jsonl_path`` (atomically) and, through TensorBoard's
+  ``purge_step``, the events of earlier event files.
+
   Scalars: ``train/loss``, ``train/top1``, ``train/lr``, ``train/grad_norm`` (means over the
   last ``log_every`` steps), ``perf/img_per_sec``, ``perf/step_time_ms`` (wall time per step over
   that window, compilation excluded), ``eval/top1``, ``eval/top5`` (fractions).
@@ -33,8 +37,10 @@ class Observer:
     self._writer = self._bar = self._jsonl = None
     if active:
       from tensorboardX import SummaryWriter
+      from train import workdir
       os.makedirs(logdir, exist_ok=True)
-      self._writer = SummaryWriter(logdir)
+      self._writer = SummaryWriter(logdir, purge_step=start_step + 1 if start_step else None)
+      workdir.truncate_jsonl(jsonl_path, start_step)
       self._jsonl = open(jsonl_path, 'a')
       self._bar = tqdm(total=total_steps, initial=start_step, desc='train', unit='step',
                        dynamic_ncols=True)

@@ -25,8 +25,9 @@ import jax
 from jax.experimental import multihost_utils
 
 import hrnet_jax
+from hrnet_jax import errors
 from train import checkpointing, evaluate, input_pipeline, mesh as mesh_lib, observe
-from train import step as step_lib, train_state as ts
+from train import step as step_lib, train_state as ts, workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,9 @@ PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a SIGTERM
 
 
 class NonFiniteLossError(FloatingPointError):
-  """The loss or gradient norm became NaN/inf; the last good checkpoint is kept."""
+  """The loss or gradient norm became NaN/inf; the last good checkpoint is kept. Exit 1."""
+
+  exit_code = errors.EXIT_RUNTIME
 
 
 class Preempted(SystemExit):
@@ -89,7 +92,7 @@ class _SigtermFlag:
 
 def _write_config(config, workdir: str, num_classes: int) -> None:
   """Writes ``train_config.json`` (``{"config": ..., "num_classes": ...}``, read by
-  ``hrnet-eval``); warns if a resumed run's config changed (it is then not an exact
+  ``hrnet-eval``) atomically; warns if a resumed run's config changed (it is then not an exact
   continuation)."""
   path = os.path.join(workdir, CONFIG_FILE)
   new = json.loads(config.to_json_best_effort())
@@ -99,8 +102,8 @@ def _write_config(config, workdir: str, num_classes: int) -> None:
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
       log.warning('resuming %s with a different config (%s)', workdir, ', '.join(changed))
-  with open(path, 'w') as f:
-    json.dump({'config': new, 'num_classes': num_classes}, f, indent=2, sort_keys=True)
+  workdir_lib.write_text_atomic(path, json.dumps({'config': new, 'num_classes': num_classes},
+                                                 indent=2, sort_keys=True))
 
 
 def _export(model_def: ts.ModelDef, state: ts.TrainState, out_dir: str, pretrained_cfg) -> None:
@@ -120,28 +123,46 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Returns the summary: ``steps``, ``epochs``, ``seconds``, ``img_per_sec``, ``top1``, ``top5``
   (last evaluation, fractions), ``best_top1``, ``best_step``, ``workdir``.
 
-  Raises ``ValueError`` for bad config values, ``NonFiniteLossError`` on a NaN/inf loss (after
-  committing pending checkpoints), and ``Preempted`` (a ``SystemExit``, status 143) after saving
-  on SIGTERM.
+  Raises ``ValueError`` for bad config values (before anything is written),
+  ``hrnet_jax.errors.BadInputError`` for a workdir that is a file, unwritable or in use by
+  another run, ``NonFiniteLossError`` on a NaN/inf loss (after committing pending checkpoints),
+  ``OSError`` when a save fails (disk full; the previous checkpoint stays), and ``Preempted``
+  (a ``SystemExit``, status 143) after saving on SIGTERM.
   """
   t_start = time.time()
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  workdir = workdir_lib.check_workdir(workdir)
   main_process = jax.process_index() == 0
+  # Everything that can reject the config runs before the workdir is created or written.
   data = input_pipeline.create_input(config, process_index=jax.process_index(),
                                      process_count=jax.process_count())
-  if main_process:
-    os.makedirs(workdir, exist_ok=True)
-    _write_config(config, workdir, data.info.num_classes)
   mesh = mesh_lib.create_mesh(config.mesh.fsdp)
   for what in ('batch_size', 'eval_batch_size'):
     if config[what] % mesh.size:
       raise ValueError(f'config.{what}={config[what]} must be a multiple of the {mesh.size} '
                        'devices')
+  checkpointing.validate_options(keep=config.checkpoint.keep)
   spe = data.steps_per_epoch
   total = total_steps(config, spe)
   evals = eval_steps(config, spe, total)
+  # Handed over in a list so that _train holds the only reference and can free the host copy.
+  built = [ts.create_model(config, data.info.num_classes)]
 
-  model = ts.create_model(config, data.info.num_classes)
+  lock = workdir_lib.WorkdirLock(workdir).acquire() if main_process else None
+  try:
+    if main_process:
+      _write_config(config, workdir, data.info.num_classes)
+    return _train(config, workdir, data, mesh, built, total, evals, t_start)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train(config, workdir: str, data, mesh, built: list, total: int, evals: set[int],
+           t_start: float) -> dict:
+  """``train_and_evaluate`` once the config is valid and the workdir is owned."""
+  main_process = jax.process_index() == 0
+  spe = data.steps_per_epoch
+  model = built.pop()
   pretrained_cfg = ts.export_pretrained_cfg(config, model.pretrained_cfg, data.info.num_classes)
   model_def, params, batch_stats = ts.split_model(model)
   del model
@@ -156,9 +177,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   restored = ckpts.restore(checkpointing.abstract_like(host_state, shardings))
   if restored is not None:
     state, start = restored
-    log.info('resuming from checkpoint %d of %s', start, ckpts.directory)
+    log.warning('resuming from checkpoint %d of %s', start, ckpts.directory)
   else:
     state, start = mesh_lib.put_replicated_or_sharded(host_state, shardings), 0
+    if ckpts.discarded:
+      log.warning('no readable checkpoint left in %s: starting from step 0', ckpts.directory)
   del host_state, params, batch_stats
 
   norm = dict(mean=tuple(config.input.mean), std=tuple(config.input.std))
@@ -223,8 +246,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if results is None:  # resumed at the end: evaluate the restored state
       results = evaluate.evaluate(eval_fn, state.params, state.batch_stats, data.eval_batches(),
                                   batch_sharding, num_batches=data.num_eval_batches)
+    ckpts.wait()  # a failed save stops the run before the export
     _export(model_def, state, os.path.join(workdir, MODEL_DIR), pretrained_cfg)
-    ckpts.wait()
     best_step, best_top1 = ckpts.best() or (total, results['top1'])
   finally:
     sigterm.restore()
