@@ -14,6 +14,8 @@ import argparse
 import sys
 
 from hrnet_jax.configs import MODEL_CONFIGS
+from hrnet_jax.dense import DENSE_CONFIGS
+from hrnet_jax.dense_keys import DENSE_FORMATS
 
 from convert.core import convert_checkpoint, to_pytorch
 from convert.formats import FORMATS
@@ -31,14 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
                   '--to-pytorch.')
   parser.add_argument('src', help='checkpoint file or hub id (with --to-pytorch: a folder)')
   parser.add_argument('out', help='output folder (with --to-pytorch: the .pth file)')
-  parser.add_argument('--arch', choices=list(MODEL_CONFIGS),
+  parser.add_argument('--arch', choices=list(MODEL_CONFIGS) + list(DENSE_CONFIGS),
                       help='force the variant (default: inferred from keys and shapes; checked)')
-  parser.add_argument('--format', default='auto', choices=('auto',) + FORMATS,
+  parser.add_argument('--format', default='auto', choices=('auto',) + FORMATS + DENSE_FORMATS,
                       help='key layout of SRC (default: detected)')
   parser.add_argument('--tag', help='pretrained tag whose preprocessing is recorded, e.g. '
                       'hrnet_w18.ms_aug_in1k (default: from the hub id, else <arch>.ms_in1k)')
   parser.add_argument('--overwrite', action='store_true', help='replace a non-empty OUT')
   parser.add_argument('--quiet', action='store_true', help='no progress bar or summary')
+  parser.add_argument('--backbone-only', action='store_true',
+                      help='start the dense model --arch from the backbone of SRC (any layout); '
+                      'its neck/head keep their initialisation, the dropped keys are listed')
+  parser.add_argument('--num-outputs', type=int, metavar='N',
+                      help='with --backbone-only: classes (segmentation) or keypoints (pose)')
   parser.add_argument('--to-pytorch', action='store_true',
                       help='export the folder SRC as an official-format state_dict OUT')
   return parser
@@ -54,13 +61,18 @@ def main(argv=None) -> int:
       return 0
     result = convert_checkpoint(args.src, args.out, arch=args.arch, fmt=args.format,
                                 tag=args.tag, overwrite=args.overwrite,
-                                progress=not args.quiet)
+                                progress=not args.quiet, backbone_only=args.backbone_only,
+                                num_outputs=args.num_outputs)
   except ConversionError as e:
     print(f'convert_official_weights: error: {e}', file=sys.stderr)
     return EXIT_BAD_INPUT
   if not args.quiet:
     print(f'{result.arch} ({result.format} format, {result.num_tensors} tensors) -> '
           f'{result.out_dir}')
+    for title in ('dropped', 'initialized'):  # dense conversions: every key not carried over
+      names = result.config['source'].get(title, [])
+      if names:
+        print(f'{title} ({len(names)}):\n  ' + '\n  '.join(names))
   return 0
 
 
