@@ -22,6 +22,7 @@ import torch
 
 import hrnet_jax
 from convert.cli import main as convert_main
+from hrnet_jax import checkpoint
 
 import mm_shim
 from oracles import assert_close, inputs, randomize_, torch_forward
@@ -88,6 +89,14 @@ def _save_and_convert(model: torch.nn.Module, tmp: pathlib.Path, name: str, scop
   return json.loads((tmp / 'flax' / 'config.json').read_text())
 
 
+def _same_arrays(a, b):
+  _, xs = checkpoint.read_pretrained(a)
+  _, ys = checkpoint.read_pretrained(b)
+  assert xs.keys() == ys.keys()
+  for k in xs:
+    np.testing.assert_array_equal(xs[k], ys[k], err_msg=k)
+
+
 def _compare(out, ref, case, output, parity_log):
   diff = assert_close(out, ref, f'{case} {output}')
   parity_log(case, output, diff, float(np.abs(ref).max()))
@@ -106,6 +115,28 @@ def test_mmseg_fcn_hr18(tmp_path, parity_log):
   assert ref.shape == (2, 25, 35, 19)
   _compare(model(jnp.asarray(x)), ref, 'mmseg fcn_hr18 100x140', 'logits', parity_log)
 
+  # The same weights in HRNet-Semantic-Segmentation's layout, as its FullModel saves them
+  # ('model.' + seg_hrnet keys, last_layer = conv(bias) BN ReLU conv, 'loss.' buffers).
+  sd = reference.state_dict()
+  official = {f'model.{k[len("backbone."):]}': v for k, v in sd.items() if k.startswith('backbone.')}
+  for src, dst in (('decode_head.convs.0.conv', 'last_layer.0'), ('decode_head.convs.0.bn',
+                   'last_layer.1'), ('decode_head.conv_seg', 'last_layer.3')):
+    official.update({f'model.{dst}{k[len(src):]}': v for k, v in sd.items() if k.startswith(src)})
+  official['model.last_layer.0.bias'] = torch.zeros(270)
+  official['loss.criterion.weight'] = torch.rand(19)
+  torch.save(official, tmp_path / 'seg_hrnet.pth')
+  assert convert_main([str(tmp_path / 'seg_hrnet.pth'), str(tmp_path / 'official'), '--quiet']) == 0
+  config = json.loads((tmp_path / 'official' / 'config.json').read_text())
+  assert (config['arch'], config['source']['format']) == ('hrnetv2_w18_seg', 'hrnet_seg')
+  assert config['model_kwargs'] == {'head_conv_bias': True}
+  assert config['source']['dropped'] == ['loss.criterion.weight']
+  _, arrays = checkpoint.read_pretrained(tmp_path / 'official')
+  np.testing.assert_array_equal(arrays.pop('head.convs.0.conv.bias'), np.zeros(270))
+  _, mm_arrays = checkpoint.read_pretrained(tmp_path / 'flax')
+  assert arrays.keys() == mm_arrays.keys()
+  for k in arrays:
+    np.testing.assert_array_equal(arrays[k], mm_arrays[k], err_msg=k)
+
 
 def test_mmpose_hrnet_w32(tmp_path, parity_log):
   cfg = _config('mmpose', 'body_2d_keypoint/topdown_heatmap/coco/'
@@ -121,6 +152,15 @@ def test_mmpose_hrnet_w32(tmp_path, parity_log):
   assert ref.shape == (1, 64, 48, 17)
   model = hrnet_jax.load_pretrained(tmp_path / 'flax')
   _compare(model(jnp.asarray(x)), ref, 'mmpose hrnet-w32 256x192', 'heatmaps', parity_log)
+
+  # deep-high-resolution-net's pose_hrnet layout: unprefixed backbone keys and 'final_layer'.
+  official = {k.split('.', 1)[1]: v for k, v in reference.state_dict().items()}
+  torch.save(official, tmp_path / 'pose_hrnet_w32_256x192.pth')
+  assert convert_main([str(tmp_path / 'pose_hrnet_w32_256x192.pth'), str(tmp_path / 'official'),
+                       '--quiet']) == 0
+  config = json.loads((tmp_path / 'official' / 'config.json').read_text())
+  assert (config['arch'], config['source']['format']) == ('hrnet_w32_pose', 'hrnet_pose')
+  _same_arrays(tmp_path / 'official', tmp_path / 'flax')
 
 
 def test_mmpose_hrnetv2_face(tmp_path, parity_log):
