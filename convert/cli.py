@@ -1,7 +1,8 @@
 """``convert_official_weights``: PyTorch HRNet checkpoint -> hrnet-jax checkpoint folder.
 
-    convert_official_weights SRC OUT_DIR [--arch NAME] [--format auto|official|timm|mmpretrain]
-                             [--tag TAG] [--overwrite] [--quiet]
+    convert_official_weights SRC OUT_DIR [--arch NAME] [--format auto|official|timm|mmpretrain|
+                             mmseg|mmpose|mmdet|hrnet_seg|hrnet_pose] [--tag TAG] [--overwrite]
+                             [--quiet] [--backbone-only [--num-outputs N]]
     convert_official_weights --to-pytorch CKPT_DIR OUT.pth
 
 Exit codes: 0 done; 2 bad input (usage, unreadable file, key mismatch: all problems are listed),

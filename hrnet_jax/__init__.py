@@ -17,6 +17,7 @@ from hrnet_jax.model import HighResolutionModule, HighResolutionNet, HighResolut
 
 __all__ = [
     'CheckpointMismatchError', 'DENSE_CONFIGS', 'DenseConfig', 'DenseHRNet', 'HRNetConfig',
-    'HighResolutionModule', 'HighResolutionNet', 'HighResolutionNetFeatures', 'MODEL_CONFIGS', 'StageConfig', 'create_model', 'fold_batchnorm',
+    'HighResolutionModule', 'HighResolutionNet', 'HighResolutionNetFeatures', 'MODEL_CONFIGS',
+    'StageConfig', 'create_model', 'fold_batchnorm',
     'get_config', 'list_dense_models', 'list_models', 'load_pretrained', 'save_pretrained',
 ]

@@ -58,7 +58,8 @@ _RULES: dict[str, tuple[Rule, ...]] = {
         (_FINAL, lambda m: f'final_layer.{_W[m[1]]}'),
     ),
     'mmdet': (
-        (r'^neck\.reduction_conv\.(kernel|bias)$', lambda m: f'neck.reduction_conv.conv.{_W[m[1]]}'),
+        (r'^neck\.reduction_conv\.(kernel|bias)$',
+         lambda m: f'neck.reduction_conv.conv.{_W[m[1]]}'),
         (r'^neck\.fpn_convs\.(\d+)\.(kernel|bias)$',
          lambda m: f'neck.fpn_convs.{m[1]}.conv.{_W[m[2]]}'),
     ),

@@ -24,13 +24,16 @@ def _bilinear_axis(x: jax.Array, axis: int, out_size: int) -> jax.Array:
   in_size = x.shape[axis]
   if out_size == in_size:
     return x  # scale 1: every source coordinate is an integer
-  # ATen area_pixel_compute_source_index: src = max((dst + 0.5) * in / out - 0.5, 0).
-  src = np.maximum((np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5, 0.0)
-  i0 = np.minimum(np.floor(src).astype(np.int32), in_size - 1)
+  # ATen area_pixel_compute_source_index: src = max((dst + 0.5) * in / out - 0.5, 0), computed
+  # in float32 as ATen does for float tensors (float64 coordinates differ by up to 1e-6 px).
+  f32 = np.float32
+  scale = f32(in_size) / f32(out_size)
+  src = np.maximum(scale * (np.arange(out_size, dtype=f32) + f32(0.5)) - f32(0.5), f32(0))
+  i0 = np.minimum(src.astype(np.int32), in_size - 1)
   i1 = np.minimum(i0 + 1, in_size - 1)
   shape = [1] * x.ndim
   shape[axis] = out_size
-  lam = jnp.asarray((src - i0).reshape(shape), x.dtype)
+  lam = jnp.asarray((src - i0.astype(f32)).reshape(shape), x.dtype)
   return jnp.take(x, i0, axis=axis) * (1 - lam) + jnp.take(x, i1, axis=axis) * lam
 
 

@@ -118,7 +118,8 @@ def test_mmseg_fcn_hr18(tmp_path, parity_log):
   # The same weights in HRNet-Semantic-Segmentation's layout, as its FullModel saves them
   # ('model.' + seg_hrnet keys, last_layer = conv(bias) BN ReLU conv, 'loss.' buffers).
   sd = reference.state_dict()
-  official = {f'model.{k[len("backbone."):]}': v for k, v in sd.items() if k.startswith('backbone.')}
+  official = {f'model.{k[len("backbone."):]}': v for k, v in sd.items()
+              if k.startswith('backbone.')}
   for src, dst in (('decode_head.convs.0.conv', 'last_layer.0'), ('decode_head.convs.0.bn',
                    'last_layer.1'), ('decode_head.conv_seg', 'last_layer.3')):
     official.update({f'model.{dst}{k[len(src):]}': v for k, v in sd.items() if k.startswith(src)})
