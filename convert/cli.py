@@ -1,7 +1,9 @@
 """``convert_official_weights``: PyTorch HRNet checkpoint -> hrnet-jax checkpoint folder.
 
-    convert_official_weights SRC OUT_DIR [--arch NAME] [--format auto|official|timm|mmpretrain]
-                             [--tag TAG] [--overwrite] [--allow-non-finite] [--quiet] [--verbose]
+    convert_official_weights SRC OUT_DIR [--arch NAME] [--format auto|official|timm|mmpretrain|
+                             mmseg|mmpose|mmdet|hrnet_seg|hrnet_pose] [--tag TAG] [--overwrite]
+                             [--backbone-only [--num-outputs N]] [--allow-non-finite] [--quiet]
+                             [--verbose]
     convert_official_weights --to-pytorch CKPT_DIR OUT.pth
 
 Exit codes (``hrnet_jax.errors``): 0 done; 1 environment failure (disk full, permission denied);
@@ -17,6 +19,8 @@ import sys
 
 from hrnet_jax import errors
 from hrnet_jax.configs import MODEL_CONFIGS
+from hrnet_jax.dense import DENSE_CONFIGS
+from hrnet_jax.dense_keys import DENSE_FORMATS
 
 from convert.formats import FORMATS
 
@@ -32,9 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                   '--to-pytorch.')
   parser.add_argument('src', help='checkpoint file or hub id (with --to-pytorch: a folder)')
   parser.add_argument('out', help='output folder (with --to-pytorch: the .pth file)')
-  parser.add_argument('--arch', choices=list(MODEL_CONFIGS),
+  parser.add_argument('--arch', choices=list(MODEL_CONFIGS) + list(DENSE_CONFIGS),
                       help='force the variant (default: inferred from keys and shapes; checked)')
-  parser.add_argument('--format', default='auto', choices=('auto',) + FORMATS,
+  parser.add_argument('--format', default='auto', choices=('auto',) + FORMATS + DENSE_FORMATS,
                       help='key layout of SRC (default: detected)')
   parser.add_argument('--tag', help='pretrained tag whose preprocessing is recorded, e.g. '
                       'hrnet_w18.ms_aug_in1k (default: from the hub id, else <arch>.ms_in1k)')
@@ -47,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--quiet', action='store_true', help='no progress bar or summary')
   parser.add_argument('--verbose', action='store_true',
                       help='full key lists and tracebacks on errors')
+  parser.add_argument('--backbone-only', action='store_true',
+                      help='start the dense model --arch from the backbone of SRC (any layout); '
+                      'its neck/head keep their initialisation, the dropped keys are listed')
+  parser.add_argument('--num-outputs', type=int, metavar='N',
+                      help='with --backbone-only: classes (segmentation) or keypoints (pose)')
   parser.add_argument('--to-pytorch', action='store_true',
                       help='export the folder SRC as an official-format state_dict OUT')
   return parser
@@ -67,10 +76,15 @@ def main(argv=None) -> int:
     result = convert_checkpoint(args.src, args.out, arch=args.arch, fmt=args.format,
                                 tag=args.tag, overwrite=args.overwrite,
                                 allow_non_finite=args.allow_non_finite,
-                                progress=not args.quiet)
+                                progress=not args.quiet, backbone_only=args.backbone_only,
+                                num_outputs=args.num_outputs)
     if not args.quiet:
       print(f'{result.arch} ({result.format} format, {result.num_tensors} tensors) -> '
             f'{result.out_dir}')
+      for title in ('dropped', 'initialized'):  # dense conversions: every key not carried over
+        names = result.config['source'].get(title, [])
+        if names:
+          print(f'{title} ({len(names)}):\n  ' + '\n  '.join(names))
     return 0
 
   return errors.run_cli(PROG, run, verbose=args.verbose)

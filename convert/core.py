@@ -151,7 +151,8 @@ def convert_source(source: Source, *, arch: str | None = None, fmt: str = 'auto'
 def convert_checkpoint(src: str | os.PathLike, out_dir: str | os.PathLike, *,
                        arch: str | None = None, fmt: str = 'auto', tag: str | None = None,
                        overwrite: bool = False, allow_non_finite: bool = False,
-                       progress: bool = False) -> ConversionResult:
+                       progress: bool = False, backbone_only: bool = False,
+                       num_outputs: int | None = None) -> ConversionResult:
   """Converts ``src`` (file or hub id) into the checkpoint folder ``out_dir``.
 
   ``create_model(arch, pretrained=out_dir)`` and ``hrnet_jax.load_pretrained(out_dir)`` read it.
@@ -159,10 +160,18 @@ def convert_checkpoint(src: str | os.PathLike, out_dir: str | os.PathLike, *,
   fault, the ``hrnet_jax.errors`` types of ``checkpoint.write_pretrained`` for an ``out_dir``
   that may not be written (checked before reading ``src``), and ``OSError`` for a failed write;
   ``out_dir`` is then untouched.
+  Dense layouts (mmseg, mmpose, mmdet, HRNet-Semantic-Segmentation, deep-high-resolution-net) and
+  ``backbone_only`` (a dense ``arch`` started from any checkpoint's backbone) go to
+  ``convert.dense``; ``num_outputs`` sets a new head's classes / keypoints there.
   """
   checkpoint.check_output_folder(out_dir, overwrite=overwrite,
                                  protect=[src] if os.path.exists(src) else [])
   source = read_source(src)
+  from convert import dense  # dense layouts and --backbone-only (``convert.dense``)
+  if backbone_only or dense.is_dense(source, fmt, arch):
+    return dense.convert_dense_checkpoint(source, out_dir, arch=arch, fmt=fmt,
+                                          backbone_only=backbone_only, num_outputs=num_outputs,
+                                          overwrite=overwrite, allow_non_finite=allow_non_finite)
   arch, head_conv_bias, num_classes, fmt, arrays = convert_source(
       source, arch=arch, fmt=fmt, allow_non_finite=allow_non_finite, progress=progress)
   config = {

@@ -10,12 +10,14 @@ Public API in timm's terms::
 
 from hrnet_jax.checkpoint import CheckpointMismatchError
 from hrnet_jax.configs import MODEL_CONFIGS, HRNetConfig, StageConfig, get_config
+from hrnet_jax.dense import DENSE_CONFIGS, DenseConfig, DenseHRNet, list_dense_models
 from hrnet_jax.factory import create_model, list_models, load_pretrained, save_pretrained
 from hrnet_jax.fold import fold_batchnorm
 from hrnet_jax.model import HighResolutionModule, HighResolutionNet, HighResolutionNetFeatures
 
 __all__ = [
-    'CheckpointMismatchError', 'HRNetConfig', 'HighResolutionModule', 'HighResolutionNet',
-    'HighResolutionNetFeatures', 'MODEL_CONFIGS', 'StageConfig', 'create_model', 'fold_batchnorm',
-    'get_config', 'list_models', 'load_pretrained', 'save_pretrained',
+    'CheckpointMismatchError', 'DENSE_CONFIGS', 'DenseConfig', 'DenseHRNet', 'HRNetConfig',
+    'HighResolutionModule', 'HighResolutionNet', 'HighResolutionNetFeatures', 'MODEL_CONFIGS',
+    'StageConfig', 'create_model', 'fold_batchnorm',
+    'get_config', 'list_dense_models', 'list_models', 'load_pretrained', 'save_pretrained',
 ]

@@ -43,6 +43,11 @@ class HRNetConfig:
   ``head_conv_bias`` says whether the classification head's ``downsamp_modules`` and
   ``final_layer`` convs carry a bias (official and timm ms/gluon weights: yes; PaddleClas ssld
   and mmpretrain weights: no), as timm's ``head_conv_bias``.
+
+  Dense-prediction options (``hrnet_jax.dense``): ``fuse_upsample`` is how fuse layers upsample a
+  lower-resolution branch, ``'nearest'`` (classification, mmpose body, mmdet) or ``'bilinear'``
+  (mmseg, HRNet-Semantic-Segmentation); ``multi_scale_output=False`` makes the last stage-4
+  module output branch 0 only (HRNetV1 pose models: no ``stage4.{last}.fuse_layers.{1,2,3}``).
   """
 
   stage1: StageConfig
@@ -50,6 +55,8 @@ class HRNetConfig:
   stage3: StageConfig
   stage4: StageConfig
   head_conv_bias: bool = True
+  fuse_upsample: str = 'nearest'
+  multi_scale_output: bool = True
 
   @property
   def stages(self) -> tuple[StageConfig, StageConfig, StageConfig]:

@@ -38,7 +38,7 @@ def create_model(name: str, *, pretrained: str | os.PathLike | None = None,
                  feature_location: str = 'incre', out_indices: Sequence[int] = (0, 1, 2, 3, 4),
                  dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
                  rngs: nnx.Rngs | None = None, head_conv_bias: bool | None = None,
-                 in_chans: int = 3) -> HighResolutionNet:
+                 in_chans: int = 3, num_keypoints: int | None = None) -> HighResolutionNet:
   """Builds an HRNet by timm name (``list_models()``), optionally with converted weights.
 
   Args:
@@ -57,6 +57,10 @@ def create_model(name: str, *, pretrained: str | os.PathLike | None = None,
     head_conv_bias: override whether head convs carry a bias (default: the arch's, or the
       checkpoint's).
 
+  Dense models (``hrnet_jax.dense.list_dense_models()``: ``hrnetv2_w18_seg``,
+  ``hrnet_w32_pose``, ``hrnetv2p_w18``, ...) are built by ``hrnet_jax.dense.create_dense_model``
+  with ``num_classes`` (segmentation) or ``num_keypoints`` (pose).
+
   Returns the model in training mode (call ``model.eval()`` for inference), with attributes
   ``arch`` and ``pretrained_cfg`` (preprocessing of the weights' tag, a dict, or None).
 
@@ -64,6 +68,16 @@ def create_model(name: str, *, pretrained: str | os.PathLike | None = None,
   ``FileNotFoundError`` for a folder that is not a checkpoint, and
   ``checkpoint.CheckpointMismatchError`` when the weights do not fit.
   """
+  from hrnet_jax import dense
+  if name in dense.DENSE_CONFIGS:
+    if features_only:
+      raise ValueError(f'{name} is a dense model: its features are model.forward_features(x)')
+    return dense.create_dense_model(
+        name, pretrained=pretrained, num_classes=num_classes, num_keypoints=num_keypoints,
+        head_conv_bias=head_conv_bias, in_chans=in_chans, dtype=dtype, param_dtype=param_dtype,
+        rngs=rngs)
+  if num_keypoints is not None:
+    raise ValueError(f'{name} is a classifier: num_keypoints is for pose models')
   cfg = get_config(name)
   config = arrays = None
   if pretrained is not None:
@@ -128,6 +142,12 @@ def save_pretrained(model: HighResolutionNet, out_dir: str | os.PathLike, *,
     raise ValueError('save the full classification model, not a features_only backbone')
   if getattr(model, 'arch', None) is None:
     raise ValueError('the model has no arch name: build it with hrnet_jax.create_model')
+  from hrnet_jax import dense
+  if isinstance(model, dense.DenseHRNet):
+    return checkpoint.write_pretrained(
+        checkpoint.model_arrays(model),
+        dense.dense_checkpoint_config(model, pretrained_cfg=pretrained_cfg, source=source),
+        out_dir, overwrite=overwrite)
   config = {
       'arch': model.arch,
       'model_kwargs': {'head_conv_bias': model.head_conv_bias},

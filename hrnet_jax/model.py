@@ -23,8 +23,9 @@ from flax import nnx
 
 from hrnet_jax.configs import HRNetConfig, StageConfig
 from hrnet_jax.layers import (BLOCKS, Bottleneck, ConvBN, Precision, batch_norm, conv2d,
-                              linear_kernel_init, make_layer, run_sequential, upsample_nearest,
+                              linear_kernel_init, make_layer, run_sequential,
                               _fan_in_uniform_bias)
+from hrnet_jax.resize import FUSE_UPSAMPLE_MODES, fuse_upsample
 
 HEAD_CHANNELS = (32, 64, 128, 256)  # Bottleneck planes of incre_modules -> 128/256/512/1024
 NUM_FEATURES = 2048
@@ -35,13 +36,17 @@ MIN_INPUT_SIZE = 32
 class HighResolutionModule(nnx.Module):
   """Parallel branches of residual blocks, then a full exchange (``fuse_layers``) between them.
 
-  ``fuse_layers[i][j]`` brings branch ``j`` to branch ``i``: ``ConvBN`` (1x1) + nearest upsampling
-  when ``j > i``, ``None`` (identity) when ``j == i``, and a list of ``i - j`` stride-2 3x3
-  ``ConvBN`` (ReLU on all but the last) when ``j < i``. Output ``i`` is ``ReLU(sum_j ...)``.
+  ``fuse_layers[i][j]`` brings branch ``j`` to branch ``i``: ``ConvBN`` (1x1) + upsampling
+  (``upsample``: ``'nearest'`` or ``'bilinear'``, see ``hrnet_jax.resize.fuse_upsample``) when
+  ``j > i``, ``None`` (identity) when ``j == i``, and a list of ``i - j`` stride-2 3x3 ``ConvBN``
+  (ReLU on all but the last) when ``j < i``. Output ``i`` is ``ReLU(sum_j ...)``; with
+  ``multi_scale_output=False`` only output 0 is built and returned.
   """
 
   def __init__(self, in_chs: Sequence[int], stage: StageConfig, *, precision: Precision,
-               rngs: nnx.Rngs):
+               rngs: nnx.Rngs, multi_scale_output: bool = True, upsample: str = 'nearest'):
+    if upsample not in FUSE_UPSAMPLE_MODES:
+      raise ValueError(f'fuse upsampling must be one of {FUSE_UPSAMPLE_MODES}, got {upsample!r}')
     kw = dict(precision=precision, rngs=rngs)
     block_cls = BLOCKS[stage.block]
     n = stage.num_branches
@@ -50,9 +55,11 @@ class HighResolutionModule(nnx.Module):
         for b in range(n)
     ])
     chs = [c * block_cls.expansion for c in stage.num_channels]
-    self.out_chs = tuple(chs)
+    num_out = n if multi_scale_output else 1
+    self.out_chs = tuple(chs[:num_out])
+    self.upsample = upsample
     fuse_layers = []
-    for i in range(n):
+    for i in range(num_out):
       row = []
       for j in range(n):
         if j > i:
@@ -78,7 +85,7 @@ class HighResolutionModule(nnx.Module):
         if j == i:
           z = xs[j]
         elif j > i:
-          z = upsample_nearest(fuse(xs[j]), target_hw)
+          z = fuse_upsample(fuse(xs[j]), 2 ** (j - i), target_hw, self.upsample)
         else:
           z = run_sequential(fuse, xs[j])
         y = z if y is None else y + z
@@ -135,6 +142,8 @@ class HighResolutionNet(nnx.Module):
                rngs: nnx.Rngs):
     if head not in ('classification', 'incre', ''):
       raise ValueError(f"head must be 'classification', 'incre' or '', got {head!r}")
+    if not cfg.multi_scale_output and head:
+      raise ValueError('multi_scale_output=False (branch 0 only) needs head=""')
     precision = Precision(dtype, param_dtype)
     kw = dict(precision=precision, rngs=rngs)
     self.cfg = cfg
@@ -154,8 +163,11 @@ class HighResolutionNet(nnx.Module):
       setattr(self, f'transition{s - 1}', _transition(pre_chs, stage.out_channels, **kw))
       modules = []
       in_chs = stage.out_channels
-      for _ in range(stage.num_modules):
-        modules.append(HighResolutionModule(in_chs, stage, **kw))
+      for m in range(stage.num_modules):
+        last = s == 4 and m == stage.num_modules - 1
+        modules.append(HighResolutionModule(
+            in_chs, stage, multi_scale_output=cfg.multi_scale_output or not last,
+            upsample=cfg.fuse_upsample, **kw))
         in_chs = modules[-1].out_chs
       setattr(self, f'stage{s}', nnx.List(modules))
       pre_chs = in_chs

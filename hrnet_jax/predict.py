@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", action="store_true",
                    help="use the tag's test_input_size/test_crop_pct when it has them (timm "
                    "use_test_size)")
+    p.add_argument("--task", choices=("classify", "segment", "pose"), default="classify",
+                   help="classify (top-k), or with a dense checkpoint: segment (PNG mask + .npy "
+                   "per image) or pose (keypoints JSON + overlay PNG per image); see "
+                   "hrnet_jax.predict_dense")
+    p.add_argument("--output-dir", metavar="DIR", help="where --task segment/pose write files")
     p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
     return p
 
@@ -134,6 +139,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     model = load_pretrained(args.checkpoint)
     cfg = _preprocessing_cfg(model)
+    if args.task != "classify":
+        return _main_dense(args, model, cfg)
 
     results: list[dict[str, Any]] = [{"image": p} for p in args.images]
     ok: list[int] = []
@@ -178,6 +185,40 @@ def _predict(args: argparse.Namespace) -> int:
         if tables:
             print("\n\n".join(tables))
     return 0 if all("top_k" in r for r in results) else 1
+
+
+def _main_dense(args: argparse.Namespace, model: Any, cfg: dict[str, Any]) -> int:
+    """``--task segment|pose``: files per image into ``--output-dir`` (``predict_dense``)."""
+    from hrnet_jax import predict_dense
+    from hrnet_jax.transforms import load_image
+
+    if getattr(model, "task", None) != args.task:
+        raise errors.BadInputError(f"--task {args.task}: {args.checkpoint} holds a "
+                                   f"{getattr(model, 'task', 'classification')} model "
+                                   f"({model.arch})")
+    if not args.output_dir:
+        raise errors.BadInputError(f"--task {args.task} needs --output-dir")
+    os.makedirs(args.output_dir, exist_ok=True)
+    results, failed = [], 0
+    for path in args.images:
+        try:
+            img = load_image(path)
+        except ValueError as e:
+            _error(str(e))
+            results.append({"image": path, "error": str(e)})
+            failed += 1
+            continue
+        results.append(predict_dense.predict_file(model, args.task, path, img, cfg,
+                                                   args.output_dir))
+    if args.json:
+        print(json.dumps({"checkpoint": args.checkpoint, "arch": model.arch, "task": args.task,
+                          "results": results}, indent=2, allow_nan=False))
+    else:
+        for r in results:
+            if "error" not in r:
+                print(f"{r['image']}: " + ", ".join(str(v) for k, v in r.items()
+                                                   if k.endswith(("_png", "_npy", "_json"))))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
