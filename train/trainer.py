@@ -37,10 +37,8 @@ MODEL_DIR = 'model'
 PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a SIGTERM'd process
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.EnvironmentFailure, FloatingPointError):
   """The loss or gradient norm became NaN/inf; the last good checkpoint is kept. Exit 1."""
-
-  exit_code = errors.EXIT_RUNTIME
 
 
 class Preempted(SystemExit):
