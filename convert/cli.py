@@ -3,6 +3,7 @@
     convert_official_weights SRC OUT_DIR [--arch NAME] [--format auto|official|timm|mmpretrain]
                              [--tag TAG] [--overwrite] [--quiet]
     convert_official_weights --to-pytorch CKPT_DIR OUT.pth
+    convert_official_weights --to-paddle CKPT_DIR OUT.pdparams
 
 Exit codes: 0 done; 2 bad input (usage, unreadable file, key mismatch: all problems are listed),
 with nothing written.
@@ -15,7 +16,7 @@ import sys
 
 from hrnet_jax.configs import MODEL_CONFIGS
 
-from convert.core import convert_checkpoint, to_pytorch
+from convert.core import convert_checkpoint, to_paddle, to_pytorch
 from convert.formats import FORMATS
 from convert.sources import ConversionError
 
@@ -25,10 +26,10 @@ EXIT_BAD_INPUT = 2
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='convert_official_weights',
-      description='Convert an official / timm / mmpretrain HRNet checkpoint (.pth, .pth.tar, '
-                  '.bin, .safetensors, or a hub id such as timm/hrnet_w18.ms_aug_in1k) into an '
-                  'hrnet-jax checkpoint folder (Orbax state + config.json), or back with '
-                  '--to-pytorch.')
+      description='Convert an official / timm / mmpretrain / PaddleClas HRNet checkpoint (.pth, '
+                  '.pth.tar, .bin, .safetensors, .pdparams, or a hub id such as '
+                  'timm/hrnet_w18.ms_aug_in1k) into an hrnet-jax checkpoint folder (Orbax state '
+                  '+ config.json), or back with --to-pytorch / --to-paddle.')
   parser.add_argument('src', help='checkpoint file or hub id (with --to-pytorch: a folder)')
   parser.add_argument('out', help='output folder (with --to-pytorch: the .pth file)')
   parser.add_argument('--arch', choices=list(MODEL_CONFIGS),
@@ -39,16 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
                       'hrnet_w18.ms_aug_in1k (default: from the hub id, else <arch>.ms_in1k)')
   parser.add_argument('--overwrite', action='store_true', help='replace a non-empty OUT')
   parser.add_argument('--quiet', action='store_true', help='no progress bar or summary')
-  parser.add_argument('--to-pytorch', action='store_true',
+  export = parser.add_mutually_exclusive_group()
+  export.add_argument('--to-pytorch', action='store_true',
                       help='export the folder SRC as an official-format state_dict OUT')
+  export.add_argument('--to-paddle', action='store_true',
+                      help='export the folder SRC as a PaddleClas .pdparams OUT')
   return parser
 
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
   try:
-    if args.to_pytorch:
-      out = to_pytorch(args.src, args.out)
+    if args.to_pytorch or args.to_paddle:
+      out = (to_pytorch if args.to_pytorch else to_paddle)(args.src, args.out)
       if not args.quiet:
         print(f'wrote {out}')
       return 0
