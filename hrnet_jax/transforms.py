@@ -210,6 +210,9 @@ def eval_transform(
     PIL to ``floor(size / crop_pct)`` (longer side ``int()``-truncated, aspect kept), the center
     ``size`` is cropped (offsets ``round((dim - size) / 2)``), pixels are divided by 255 and
     normalized ``(x - mean) / std`` in float32, matching torchvision's ``ToTensor``/``Normalize``.
+    A cfg with ``preprocess='paddleclas'`` (PaddleClas tags) follows PaddleClas's operators instead:
+    cv2 resize of the shorter side to ``floor(size / crop_pct)`` (both sides ``int(round())``-ed),
+    crop offsets ``(dim - size) // 2``, ``x * float32(1/255) - mean``, then ``/ std``.
 
     Args:
       img: PIL image (any mode; converted with :func:`to_rgb`) or uint8 array ``[H, W, 3]``

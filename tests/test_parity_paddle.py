@@ -11,7 +11,9 @@ checked four (W18 at 224x224, W48 / SE-W64 at 64x64 for CI time).
 The reference is PaddleClas's code run in float64 on the saved float32 weights: with these
 randomized statistics the deepest maps reach |x| ~ 5e3, where PaddleClas in float32 is itself
 up to 2.6e-5 (relative to the map's max) away from float64, more than the 1e-5 bound allows
-between two float32 runs. Our float32 output is compared with that float64 reference.
+between two float32 runs. Our float32 output is compared with that float64 reference: logits
+within 1e-5 x max(|ref|, 10); the feature maps, whose float32 noise floor this is, within 2e-5
+(measured: ours 0.7-2.3e-5, PaddleClas's own float32 0.7-2.6e-5), as the mmpretrain branches.
 """
 
 import json
@@ -30,6 +32,7 @@ from flax import nnx
 import hrnet_jax
 from convert import paddle as paddle_keys
 from convert.cli import main as convert_main
+from hrnet_jax import pretrained
 from hrnet_jax.pretrained import get_pretrained_cfg
 from hrnet_jax.transforms import eval_transform, load_image
 
@@ -83,6 +86,8 @@ def test_pdparams_converts_and_matches(name, oracle, tmp_path, parity_log):
     config = json.loads((tmp_path / 'flax' / 'config.json').read_text())
     assert (config['arch'], config['source']['format']) == (_arch(name), 'paddle')
     assert config['model_kwargs'] == {'head_conv_bias': False}
+    tags = pretrained.paddleclas_tags(_arch(name))  # the plain tag when there is one, else ssld
+    assert (config['pretrained_cfg'] or {}).get('tag') == (tags[0] if tags else None)
 
     # Every PaddleClas key maps to an official one and back (the table is a bijection).
     paddle_keys_ = list(paddle_keys.load_pdparams(src))
@@ -103,7 +108,7 @@ def test_pdparams_converts_and_matches(name, oracle, tmp_path, parity_log):
       model.eval()
       refs = [ref['stem']] + [ref[f'{kind}{i}'] for i in range(1, 5)]
       for i, (o, r) in enumerate(zip(model(jnp.asarray(x)), refs)):
-        diff = assert_close(o, r, f'{name} feature {i} ({kind})')
+        diff = assert_close(o, r, f'{name} feature {i} ({kind})', relative=2e-5)
         parity_log(f'paddleclas {name} {size}', f'feature {i} {kind}', diff,
                    float(np.abs(r).max()))
   finally:
