@@ -3,7 +3,8 @@
 The stage grid is read off the keys (modules per stage, blocks per branch) and the widths off the
 shapes (``layer1.0.conv1.weight``, ``stage{s}.0.branches.{b}.0.conv1.weight``); the presence of
 ``downsamp_modules.0.0.bias`` tells the head-bias variants (official, timm ms/gluon) from the
-bias-free ones (timm/PaddleClas ssld, mmpretrain).
+bias-free ones (timm/PaddleClas ssld, mmpretrain); SE layers (``*.se.fc_squeeze.weight``) tell
+the SE-HRNet family.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def signature(tensors: dict[str, np.ndarray]) -> dict[str, object]:
   sig: dict[str, object] = {
       'layer1.blocks': _count(keys, r'^layer1\.(\d+)\.'),
       'layer1.planes': _width(tensors, 'layer1.0.conv1.weight'),
+      'se': any('.se.fc_squeeze.' in k for k in keys),
   }
   for s in (2, 3, 4):
     sig[f'stage{s}.modules'] = _count(keys, rf'^stage{s}\.(\d+)\.')
@@ -50,6 +52,7 @@ def config_signature(cfg: HRNetConfig) -> dict[str, object]:
   sig: dict[str, object] = {
       'layer1.blocks': cfg.stage1.num_blocks[0],
       'layer1.planes': cfg.stage1.num_channels[0],
+      'se': cfg.se,
   }
   for s, stage in zip((2, 3, 4), cfg.stages):
     sig[f'stage{s}.modules'] = stage.num_modules

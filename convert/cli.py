@@ -1,10 +1,11 @@
 """``convert_official_weights``: PyTorch HRNet checkpoint -> hrnet-jax checkpoint folder.
 
     convert_official_weights SRC OUT_DIR [--arch NAME] [--format auto|official|timm|mmpretrain|
-                             mmseg|mmpose|mmdet|hrnet_seg|hrnet_pose] [--tag TAG] [--overwrite]
+                             paddle|mmseg|mmpose|mmdet|hrnet_seg|hrnet_pose] [--tag TAG] [--overwrite]
                              [--backbone-only [--num-outputs N]] [--allow-non-finite] [--quiet]
                              [--verbose]
     convert_official_weights --to-pytorch CKPT_DIR OUT.pth
+    convert_official_weights --to-paddle CKPT_DIR OUT.pdparams
 
 Exit codes (``hrnet_jax.errors``): 0 done; 1 environment failure (disk full, permission denied);
 2 bad input (usage, missing or unreadable file, not an HRNet checkpoint, key mismatch, NaN/inf
@@ -30,10 +31,10 @@ PROG = 'convert_official_weights'
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog=PROG,
-      description='Convert an official / timm / mmpretrain HRNet checkpoint (.pth, .pth.tar, '
-                  '.bin, .safetensors, or a hub id such as timm/hrnet_w18.ms_aug_in1k) into an '
-                  'hrnet-jax checkpoint folder (Orbax state + config.json), or back with '
-                  '--to-pytorch.')
+      description='Convert an official / timm / mmpretrain / PaddleClas / mmseg / mmpose / mmdet '
+                  'HRNet checkpoint (.pth, .pth.tar, .bin, .safetensors, .pdparams, or a hub id '
+                  'such as timm/hrnet_w18.ms_aug_in1k) into an hrnet-jax checkpoint folder (Orbax '
+                  'state + config.json), or back with --to-pytorch / --to-paddle.')
   parser.add_argument('src', help='checkpoint file or hub id (with --to-pytorch: a folder)')
   parser.add_argument('out', help='output folder (with --to-pytorch: the .pth file)')
   parser.add_argument('--arch', choices=list(MODEL_CONFIGS) + list(DENSE_CONFIGS),
@@ -56,8 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
                       'its neck/head keep their initialisation, the dropped keys are listed')
   parser.add_argument('--num-outputs', type=int, metavar='N',
                       help='with --backbone-only: classes (segmentation) or keypoints (pose)')
-  parser.add_argument('--to-pytorch', action='store_true',
+  export = parser.add_mutually_exclusive_group()
+  export.add_argument('--to-pytorch', action='store_true',
                       help='export the folder SRC as an official-format state_dict OUT')
+  export.add_argument('--to-paddle', action='store_true',
+                      help='export the folder SRC as a PaddleClas .pdparams OUT')
   return parser
 
 
@@ -66,10 +70,10 @@ def main(argv=None) -> int:
   errors.raise_on_sigterm()
 
   def run() -> int:
-    from convert.core import convert_checkpoint, to_pytorch
+    from convert.core import convert_checkpoint, to_paddle, to_pytorch
 
-    if args.to_pytorch:
-      out = to_pytorch(args.src, args.out)
+    if args.to_pytorch or args.to_paddle:
+      out = (to_pytorch if args.to_pytorch else to_paddle)(args.src, args.out)
       if not args.quiet:
         print(f'wrote {out}')
       return 0

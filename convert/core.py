@@ -20,7 +20,7 @@ from hrnet_jax import checkpoint, keys, pretrained
 from hrnet_jax.configs import MODEL_CONFIGS, get_config
 from hrnet_jax.factory import create_model
 
-from convert import formats
+from convert import formats, paddle
 from convert.arch import infer_arch, looks_like_hrnet
 from convert.sources import ConversionError, Source, read_source
 
@@ -47,25 +47,36 @@ class ConversionResult:
   config: dict
 
 
+# Formats whose every variant has bias-free head convs: they keep the base name with
+# head_conv_bias=False.
+_NO_HEAD_BIAS_FORMATS = ('mmpretrain', 'paddle')
+
+
 def _resolve_arch(official: dict[str, np.ndarray], fmt: str, arch: str | None
                   ) -> tuple[str, bool]:
   base, head_bias, _ = infer_arch(official)
   if arch is None:
-    # Bias-free timm/official files are the PaddleClas ssld weights; mmpretrain drops the head
-    # biases for every variant, so it keeps the base name with head_conv_bias=False.
-    if not head_bias and fmt != 'mmpretrain' and f'{base}_ssld' in MODEL_CONFIGS:
+    # Bias-free timm/official files are the PaddleClas ssld weights as timm converted them.
+    if not head_bias and fmt not in _NO_HEAD_BIAS_FORMATS and f'{base}_ssld' in MODEL_CONFIGS:
       return f'{base}_ssld', False
     return base, head_bias
   try:
     cfg = get_config(arch)
   except ValueError as e:
     raise ConversionError(f'--arch: {e}') from None
-  return arch, cfg.head_conv_bias and fmt != 'mmpretrain'
+  return arch, cfg.head_conv_bias and fmt not in _NO_HEAD_BIAS_FORMATS
 
 
-def _pretrained_cfg(arch: str, source: Source, tag: str | None) -> dict:
+def _pretrained_cfg(arch: str, source: Source, tag: str | None, fmt: str) -> dict | None:
   if tag is None and source.hub_id:
     tag = source.hub_id.split('/', 1)[1]
+  if tag is None and fmt == 'paddle':
+    # PaddleClas's plain tag of the arch, else its only (ssld) one; SE widths without published
+    # weights have none.
+    tags = pretrained.paddleclas_tags(arch)
+    if not tags:
+      return None
+    tag = tags[0]
   if tag is None:
     # Local official/mmpretrain files are the MSRA ImageNet weights (the ms_in1k tags).
     base = arch.replace('_ssld', '')
@@ -115,7 +126,8 @@ def convert_source(source: Source, *, arch: str | None = None, fmt: str = 'auto'
     if fmt == 'official' and (source.hub_id or source.path.suffix == '.safetensors'):
       fmt = 'timm'
   original = {formats.to_official_key(k, fmt): k for k in source_keys}
-  official = {new: source.tensors[old] for new, old in original.items()}
+  official = {new: formats.to_official_value(new, source.tensors[old], fmt)
+              for new, old in original.items()}
   if not looks_like_hrnet(official):
     examples = ', '.join(source_keys[:5])
     raise ConversionError(f'{source.path}: not an HRNet checkpoint (no stage2 / transition1 '
@@ -178,7 +190,7 @@ def convert_checkpoint(src: str | os.PathLike, out_dir: str | os.PathLike, *,
       'arch': arch,
       'model_kwargs': {'head_conv_bias': head_conv_bias},
       'num_classes': num_classes,
-      'pretrained_cfg': _pretrained_cfg(arch, source, tag),
+      'pretrained_cfg': _pretrained_cfg(arch, source, tag, fmt),
       'source': {
           'file': source.path.name,
           'sha256': source.sha256(),
@@ -193,22 +205,59 @@ def convert_checkpoint(src: str | os.PathLike, out_dir: str | os.PathLike, *,
   return ConversionResult(out, arch, fmt, len(arrays), config)
 
 
+def _official_arrays(ckpt_dir: str | os.PathLike) -> tuple[dict, dict[str, tuple[str, np.ndarray]]]:
+  """``(config, {official key: (Flax path, Flax-layout array)})`` of a checkpoint folder."""
+  config, arrays = checkpoint.read_pretrained(ckpt_dir)
+  out = {}
+  for path, value in arrays.items():
+    try:
+      out[keys.torch_key(path)] = (path, value)
+    except KeyError as e:
+      raise ConversionError(f'{ckpt_dir}: {e.args[0]}') from None
+  return config, out
+
+
+def _refuse_folder(out_path: str | os.PathLike, example: str) -> pathlib.Path:
+  """``out_path`` as a path; ``ConversionError`` if it is an existing folder (exports write a
+  file)."""
+  out = pathlib.Path(out_path)
+  if out.is_dir():
+    raise ConversionError(f'{out_path}: is a folder; the export writes a file (e.g. '
+                          f'{os.path.join(out_path, example)})')
+  return out
+
+
+def to_paddle(ckpt_dir: str | os.PathLike, out_path: str | os.PathLike) -> pathlib.Path:
+  """Writes an hrnet-jax checkpoint folder as a PaddleClas ``.pdparams`` (PaddleClas names and
+  layout) that ``model.set_state_dict(paddle.load(path))`` accepts; only bias-free variants
+  (PaddleClas has no conv biases) of the W18..W64 family. Atomic."""
+  _refuse_folder(out_path, 'model.pdparams')
+  config, official = _official_arrays(ckpt_dir)
+  cfg = get_config(config['arch'])
+  same_family = MODEL_CONFIGS.get(f'se_hrnet_w{cfg.stage2.num_channels[0]}')
+  biased = any(k.endswith('.bias') and k.startswith(('downsamp_modules', 'final_layer'))
+               for k in official)
+  if biased or same_family is None or cfg.stages + (cfg.stage1,) != same_family.stages + (
+      same_family.stage1,):
+    raise ConversionError(f'{ckpt_dir}: {config["arch"]} has head conv biases or a stage layout '
+                          'PaddleClas HRNet does not have; cannot export to PaddleClas')
+  tensors = {}
+  for key, (path, value) in official.items():
+    value = keys.flax_to_torch(path, value)
+    tensors[formats.from_official_key(key, 'paddle')] = np.ascontiguousarray(
+        paddle.to_official_value(key, value))  # the transpose is its own inverse
+  return paddle.save_pdparams(tensors, out_path)
+
+
 def to_pytorch(ckpt_dir: str | os.PathLike, out_path: str | os.PathLike) -> pathlib.Path:
   """Writes an hrnet-jax checkpoint folder as an official-format state_dict (``torch.save``),
   which timm's ``load_state_dict(strict=True)`` accepts. Atomic (temporary file + rename)."""
   import torch
 
-  out = pathlib.Path(out_path)
-  if out.is_dir():
-    raise ConversionError(f'{out_path}: is a folder; --to-pytorch writes a file (e.g. '
-                          f'{os.path.join(out_path, "model.pth")})')
-  config, arrays = checkpoint.read_pretrained(ckpt_dir)
+  out = _refuse_folder(out_path, 'model.pth')
+  _, official = _official_arrays(ckpt_dir)
   state = collections.OrderedDict()
-  for path, value in arrays.items():
-    try:
-      key = keys.torch_key(path)
-    except KeyError as e:
-      raise ConversionError(f'{ckpt_dir}: {e.args[0]}') from None
+  for key, (path, value) in official.items():
     state[key] = torch.from_numpy(np.ascontiguousarray(keys.flax_to_torch(path, value)))
     if key.endswith('running_mean'):  # BN buffers PyTorch's strict loading expects
       state[key.replace('running_mean', 'num_batches_tracked')] = torch.tensor(0)

@@ -6,13 +6,19 @@
 - ``mmpretrain``: ``ImageClassifier`` keys: ``backbone.`` + official names,
   ``neck.0.increase_layers`` / ``downsample_layers.{i}.conv|bn`` / ``final_layer.conv|bn``
   (``HRFuseScales``, head convs without bias) and ``head.fc``.
+- ``paddle``: PaddleClas ``.pdparams`` (``ppcls/arch/backbone/legendary_models/hrnet.py``); its
+  key rules and Linear layout live in ``convert.paddle``.
 """
 
 from __future__ import annotations
 
 import re
 
-FORMATS = ('official', 'timm', 'mmpretrain')
+import numpy as np
+
+from convert import paddle
+
+FORMATS = ('official', 'timm', 'mmpretrain', 'paddle')
 
 # (mmpretrain regex, official template); the inverse table renames back for error reports.
 _MM_TO_OFFICIAL = (
@@ -44,8 +50,11 @@ def _rename(key: str, table) -> str:
 
 
 def detect_format(keys) -> str:
-  """``'mmpretrain'`` when keys carry its ``backbone.`` / ``neck.0.`` / ``head.fc.`` prefixes,
-  else ``'official'`` (which timm shares)."""
+  """``'paddle'`` for PaddleClas keys (``conv_layer1_1.``, ``_mean``), ``'mmpretrain'`` when keys
+  carry its ``backbone.`` / ``neck.0.`` / ``head.fc.`` prefixes, else ``'official'`` (which timm
+  shares)."""
+  if paddle.looks_like_paddle(keys):
+    return 'paddle'
   if any(k.startswith(('backbone.', 'neck.0.', 'head.fc.')) for k in keys):
     return 'mmpretrain'
   return 'official'
@@ -53,12 +62,21 @@ def detect_format(keys) -> str:
 
 def to_official_key(key: str, fmt: str) -> str:
   """The official name of a source key of format ``fmt``."""
+  if fmt == 'paddle':
+    return paddle.to_official_key(key)
   return _rename(key, _MM_TO_OFFICIAL) if fmt == 'mmpretrain' else key
 
 
 def from_official_key(key: str, fmt: str) -> str:
   """The name an official key has in format ``fmt`` (for messages about missing keys)."""
+  if fmt == 'paddle':
+    return paddle.from_official_key(key)
   return _rename(key, _OFFICIAL_TO_MM) if fmt == 'mmpretrain' else key
+
+
+def to_official_value(official_key: str, value: np.ndarray, fmt: str) -> np.ndarray:
+  """A source tensor in the official (PyTorch) layout: only Paddle's Linear weights differ."""
+  return paddle.to_official_value(official_key, value) if fmt == 'paddle' else value
 
 
 def is_bn_counter(key: str) -> bool:

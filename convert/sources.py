@@ -5,7 +5,8 @@ unpickled) and ``.safetensors``. Containers are unwrapped in timm's order
 (``timm/models/_helpers.py`` ``load_state_dict``): ``state_dict_ema``, ``model_ema``,
 ``state_dict``, then ``model`` only when it is a dict (an official training checkpoint stores the
 string ``'cls_hrnet'`` there), else the dict itself. ``module.`` (DataParallel/DDP) and
-``_orig_mod.`` (torch.compile) prefixes are stripped.
+``_orig_mod.`` (torch.compile) prefixes are stripped. PaddleClas ``.pdparams`` files are read
+without paddle by ``convert.paddle.load_pdparams`` (a restricted unpickler: NumPy arrays only).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+import pickle
 import re
 import socket
 import urllib.parse
@@ -167,6 +169,25 @@ def _strip_prefixes(key: str) -> str:
   return key
 
 
+def _read_pdparams(path: pathlib.Path) -> Source:
+  from convert.paddle import load_pdparams
+  try:
+    tensors = load_pdparams(path)
+  except pickle.UnpicklingError as e:
+    if 'refused' in str(e):
+      raise ConversionError(f'{path}: {e}; nothing was executed') from None
+    raise ConversionError(f'{path}: cannot read as a PaddlePaddle .pdparams file, the file is '
+                          f'truncated or corrupt ({e})') from None
+  except ValueError as e:
+    raise ConversionError(f'{path}: {e}') from None
+  except Exception as e:  # pickle raises many types for a damaged file
+    raise ConversionError(f'{path}: cannot read as a PaddlePaddle .pdparams file, the file is '
+                          f'truncated or corrupt ({type(e).__name__}: {e})') from None
+  if not tensors:
+    raise ConversionError(f'{path}: the state_dict is empty')
+  return Source(path=path, tensors=tensors, container='raw')
+
+
 def read_source(src: str | os.PathLike) -> Source:
   """Reads ``src`` (a file path or a hub id such as ``timm/hrnet_w18.ms_aug_in1k``).
 
@@ -184,6 +205,8 @@ def read_source(src: str | os.PathLike) -> Source:
                             'timm/hrnet_w18.ms_in1k)')
     if not path.is_file():
       raise ConversionError(f'{path}: not a file')
+    if path.suffix == '.pdparams':
+      return _read_pdparams(path)
   try:
     obj = _load_raw(path)
   except OSError as e:

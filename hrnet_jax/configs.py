@@ -42,7 +42,9 @@ class HRNetConfig:
 
   ``head_conv_bias`` says whether the classification head's ``downsamp_modules`` and
   ``final_layer`` convs carry a bias (official and timm ms/gluon weights: yes; PaddleClas ssld
-  and mmpretrain weights: no), as timm's ``head_conv_bias``.
+  and mmpretrain weights: no), as timm's ``head_conv_bias``. ``se`` adds PaddleClas's
+  squeeze-and-excitation to every residual block (``SE_HRNet_W*_C``, see
+  ``hrnet_jax.layers.SqueezeExcitation``).
 
   Dense-prediction options (``hrnet_jax.dense``): ``fuse_upsample`` is how fuse layers upsample a
   lower-resolution branch, ``'nearest'`` (classification, mmpose body, mmdet) or ``'bilinear'``
@@ -55,6 +57,7 @@ class HRNetConfig:
   stage3: StageConfig
   stage4: StageConfig
   head_conv_bias: bool = True
+  se: bool = False
   fuse_upsample: str = 'nearest'
   multi_scale_output: bool = True
 
@@ -63,7 +66,7 @@ class HRNetConfig:
     return (self.stage2, self.stage3, self.stage4)
 
 
-def _wide(width: int, head_conv_bias: bool = True) -> HRNetConfig:
+def _wide(width: int, head_conv_bias: bool = True, se: bool = False) -> HRNetConfig:
   """W18..W64: the same depth (modules 1/4/3, 4 blocks per branch), branch widths C, 2C, 4C, 8C."""
   c = width
   return HRNetConfig(
@@ -72,6 +75,7 @@ def _wide(width: int, head_conv_bias: bool = True) -> HRNetConfig:
       stage3=StageConfig(4, BASIC, (4, 4, 4), (c, 2 * c, 4 * c)),
       stage4=StageConfig(3, BASIC, (4, 4, 4, 4), (c, 2 * c, 4 * c, 8 * c)),
       head_conv_bias=head_conv_bias,
+      se=se,
   )
 
 
@@ -98,6 +102,11 @@ MODEL_CONFIGS: dict[str, HRNetConfig] = {
     # PaddleClas SSLD weights (converted by timm): same architectures, head convs without bias.
     'hrnet_w18_ssld': _wide(18, head_conv_bias=False),
     'hrnet_w48_ssld': _wide(48, head_conv_bias=False),
+    # PaddleClas ``ppcls/arch/backbone/legendary_models/hrnet.py``: HRNet_W60_C and the SE-HRNet
+    # family (no conv bias anywhere, so no head conv bias), every width PaddleClas defines.
+    'hrnet_w60': _wide(60),
+    **{f'se_hrnet_w{w}': _wide(w, head_conv_bias=False, se=True)
+       for w in (18, 30, 32, 40, 44, 48, 60, 64)},
 }
 
 

@@ -25,6 +25,9 @@ _RULES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), t) for p, t i
     # Named convs / BNs (stem conv1/bn1, block conv1..3/bn1..3).
     (r'^((?:.+\.)?conv\d)\.kernel$', r'\1.weight'),
     *((rf'^((?:.+\.)?bn\d)\.{leaf}$', rf'\1.{entry}') for leaf, entry in _BN_FIELDS.items()),
+    # SE-HRNet (PaddleClas SELayer): torch-style names of its two Linear layers.
+    (r'^(.+\.se\.fc_(?:squeeze|excitation))\.kernel$', r'\1.weight'),
+    (r'^(.+\.se\.fc_(?:squeeze|excitation))\.bias$', r'\1.bias'),
     (r'^classifier\.kernel$', r'classifier.weight'),
     (r'^classifier\.bias$', r'classifier.bias'),
 ))

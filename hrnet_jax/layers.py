@@ -110,13 +110,39 @@ class ConvBN(nnx.Module):
     return jax.nn.relu(x) if self.act else x
 
 
+class SqueezeExcitation(nnx.Module):
+  """PaddleClas ``SELayer`` (``ppcls/arch/backbone/legendary_models/hrnet.py``), NHWC.
+
+  ``x [B, H, W, C] -> x * sigmoid(fc_excitation(relu(fc_squeeze(mean_HW(x)))))`` with
+  ``Linear(C, int(C / 16))`` and ``Linear(int(C / 16), C)``, both with bias: no rounding to a
+  multiple and no minimum width (timm's ``SEModule`` differs on both).
+  """
+
+  def __init__(self, channels: int, *, precision: Precision, rngs: nnx.Rngs):
+    squeezed = int(channels / 16)
+    linear = lambda i, o: nnx.Linear(
+        i, o, kernel_init=linear_kernel_init, bias_init=nnx.initializers.zeros_init(),
+        dtype=precision.dtype, param_dtype=precision.param_dtype, rngs=rngs)
+    self.fc_squeeze = linear(channels, squeezed)
+    self.fc_excitation = linear(squeezed, channels)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    s = jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
+    s = jax.nn.sigmoid(self.fc_excitation(jax.nn.relu(self.fc_squeeze(s))))
+    return x * s[:, None, None, :]
+
+
+def _maybe_se(se: bool, channels: int, **kw) -> SqueezeExcitation | None:
+  return SqueezeExcitation(channels, **kw) if se else None
+
+
 class BasicBlock(nnx.Module):
-  """``conv3x3-BN-ReLU-conv3x3-BN + shortcut, ReLU`` (expansion 1)."""
+  """``conv3x3-BN-ReLU-conv3x3-BN[-SE] + shortcut, ReLU`` (expansion 1)."""
 
   expansion = 1
 
-  def __init__(self, in_chs: int, planes: int, stride: int = 1, *, precision: Precision,
-               rngs: nnx.Rngs):
+  def __init__(self, in_chs: int, planes: int, stride: int = 1, *, se: bool = False,
+               precision: Precision, rngs: nnx.Rngs):
     kw = dict(precision=precision, rngs=rngs)
     out_chs = planes * self.expansion
     self.conv1 = conv2d(in_chs, planes, 3, stride, **kw)
@@ -125,21 +151,24 @@ class BasicBlock(nnx.Module):
     self.bn2 = batch_norm(planes, **kw)
     self.downsample = (ConvBN(in_chs, out_chs, 1, stride, act=False, **kw)
                        if stride != 1 or in_chs != out_chs else None)
+    self.se = _maybe_se(se, out_chs, **kw)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     shortcut = x if self.downsample is None else self.downsample(x)
     y = jax.nn.relu(self.bn1(self.conv1(x)))
     y = self.bn2(self.conv2(y))
+    if self.se is not None:
+      y = self.se(y)
     return jax.nn.relu(y + shortcut)
 
 
 class Bottleneck(nnx.Module):
-  """``1x1-BN-ReLU-3x3(stride)-BN-ReLU-1x1(4*planes)-BN + shortcut, ReLU`` (expansion 4)."""
+  """``1x1-BN-ReLU-3x3(stride)-BN-ReLU-1x1(4*planes)-BN[-SE] + shortcut, ReLU`` (expansion 4)."""
 
   expansion = 4
 
-  def __init__(self, in_chs: int, planes: int, stride: int = 1, *, precision: Precision,
-               rngs: nnx.Rngs):
+  def __init__(self, in_chs: int, planes: int, stride: int = 1, *, se: bool = False,
+               precision: Precision, rngs: nnx.Rngs):
     kw = dict(precision=precision, rngs=rngs)
     out_chs = planes * self.expansion
     self.conv1 = conv2d(in_chs, planes, 1, **kw)
@@ -150,25 +179,28 @@ class Bottleneck(nnx.Module):
     self.bn3 = batch_norm(out_chs, **kw)
     self.downsample = (ConvBN(in_chs, out_chs, 1, stride, act=False, **kw)
                        if stride != 1 or in_chs != out_chs else None)
+    self.se = _maybe_se(se, out_chs, **kw)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     shortcut = x if self.downsample is None else self.downsample(x)
     y = jax.nn.relu(self.bn1(self.conv1(x)))
     y = jax.nn.relu(self.bn2(self.conv2(y)))
     y = self.bn3(self.conv3(y))
+    if self.se is not None:
+      y = self.se(y)
     return jax.nn.relu(y + shortcut)
 
 
 BLOCKS = {'BASIC': BasicBlock, 'BOTTLENECK': Bottleneck}
 
 
-def make_layer(block: str, in_chs: int, planes: int, num_blocks: int, *, precision: Precision,
-               rngs: nnx.Rngs) -> nnx.List:
+def make_layer(block: str, in_chs: int, planes: int, num_blocks: int, *, se: bool = False,
+               precision: Precision, rngs: nnx.Rngs) -> nnx.List:
   """``_make_layer``: ``num_blocks`` blocks; the first adapts the width with a 1x1 shortcut."""
   block_cls = BLOCKS[block]
   layers = []
   for _ in range(num_blocks):
-    layers.append(block_cls(in_chs, planes, precision=precision, rngs=rngs))
+    layers.append(block_cls(in_chs, planes, se=se, precision=precision, rngs=rngs))
     in_chs = planes * block_cls.expansion
   return nnx.List(layers)
 

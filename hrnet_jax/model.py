@@ -43,15 +43,17 @@ class HighResolutionModule(nnx.Module):
   ``multi_scale_output=False`` only output 0 is built and returned.
   """
 
-  def __init__(self, in_chs: Sequence[int], stage: StageConfig, *, precision: Precision,
-               rngs: nnx.Rngs, multi_scale_output: bool = True, upsample: str = 'nearest'):
+  def __init__(self, in_chs: Sequence[int], stage: StageConfig, *, se: bool = False,
+               precision: Precision, rngs: nnx.Rngs, multi_scale_output: bool = True,
+               upsample: str = 'nearest'):
     if upsample not in FUSE_UPSAMPLE_MODES:
       raise ValueError(f'fuse upsampling must be one of {FUSE_UPSAMPLE_MODES}, got {upsample!r}')
     kw = dict(precision=precision, rngs=rngs)
     block_cls = BLOCKS[stage.block]
     n = stage.num_branches
     self.branches = nnx.List([
-        make_layer(stage.block, in_chs[b], stage.num_channels[b], stage.num_blocks[b], **kw)
+        make_layer(stage.block, in_chs[b], stage.num_channels[b], stage.num_blocks[b], se=se,
+                   **kw)
         for b in range(n)
     ])
     chs = [c * block_cls.expansion for c in stage.num_channels]
@@ -157,7 +159,7 @@ class HighResolutionNet(nnx.Module):
     self.bn2 = batch_norm(64, **kw)
 
     s1 = cfg.stage1
-    self.layer1 = make_layer(s1.block, 64, s1.num_channels[0], s1.num_blocks[0], **kw)
+    self.layer1 = make_layer(s1.block, 64, s1.num_channels[0], s1.num_blocks[0], se=cfg.se, **kw)
     pre_chs = s1.out_channels
     for s, stage in enumerate(cfg.stages, start=2):
       setattr(self, f'transition{s - 1}', _transition(pre_chs, stage.out_channels, **kw))
@@ -166,7 +168,7 @@ class HighResolutionNet(nnx.Module):
       for m in range(stage.num_modules):
         last = s == 4 and m == stage.num_modules - 1
         modules.append(HighResolutionModule(
-            in_chs, stage, multi_scale_output=cfg.multi_scale_output or not last,
+            in_chs, stage, se=cfg.se, multi_scale_output=cfg.multi_scale_output or not last,
             upsample=cfg.fuse_upsample, **kw))
         in_chs = modules[-1].out_chs
       setattr(self, f'stage{s}', nnx.List(modules))
@@ -176,7 +178,8 @@ class HighResolutionNet(nnx.Module):
     head_chs = [c * Bottleneck.expansion for c in HEAD_CHANNELS]
     # Unbuilt parts are None but stay data attributes (nnx.data), so a head can be set later.
     self.incre_modules = nnx.data(nnx.List([
-        make_layer('BOTTLENECK', c, HEAD_CHANNELS[i], 1, **kw) for i, c in enumerate(pre_chs)
+        make_layer('BOTTLENECK', c, HEAD_CHANNELS[i], 1, se=cfg.se, **kw)
+        for i, c in enumerate(pre_chs)
     ]) if head in ('classification', 'incre') else None)
     self.downsamp_modules = nnx.data(None)
     self.final_layer = nnx.data(None)

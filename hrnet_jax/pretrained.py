@@ -7,6 +7,13 @@ touches the network: a tag's cfg is what its checkpoint needs for preprocessing 
 
 Tags are ``'<arch>.<pretrained tag>'``, e.g. ``'hrnet_w18.ms_aug_in1k'``. A bare arch resolves to
 timm's default tag for it: the first tag listed for that arch in timm's ``default_cfgs``.
+
+PaddleClas's own weights (``.pdparams``, converted with ``--format paddle``) are the
+``*.paddleclas_in1k`` / ``*.paddleclas_ssld_in1k`` tags, also found by their PaddleClas names
+(``'HRNet_W18_C'``, ``'SE_HRNet_W64_C_ssld'``). Their preprocessing is PaddleClas's
+(``preprocess='paddleclas'``: cv2 bilinear resize of the short side to 256, center crop 224; see
+``hrnet_jax.transforms.eval_transform``) and their accuracies are PaddleClas's published ones
+(``docs/zh_CN/models/ImageNet1k/HRNet.md``, given there to 3 digits).
 """
 
 from __future__ import annotations
@@ -48,11 +55,14 @@ class PretrainedCfg:
       top1, top5: published timm ImageNet-1k val accuracy (%) at ``input_size``.
       test_top1, test_top5: published accuracy (%) at ``test_input_size``, or None.
       license: weight license string as in timm.
+      preprocess: whose eval pipeline the weights expect: ``'timm'`` (PIL) or ``'paddleclas'``
+        (cv2 resize, floor-offset crop; ``hrnet_jax.transforms.eval_transform``).
+      paddleclas_name: PaddleClas's name of the weights (``'HRNet_W18_C_ssld'``), or None.
     """
 
     tag: str
     arch: str
-    hf_hub_id: str
+    hf_hub_id: str | None
     num_classes: int = 1000
     input_size: tuple[int, int, int] = (3, 224, 224)
     crop_pct: float = 0.875
@@ -66,6 +76,8 @@ class PretrainedCfg:
     test_top1: float | None = None
     test_top5: float | None = None
     license: str = "mit"
+    preprocess: str = "timm"
+    paddleclas_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: tuples become lists, every field present (None kept)."""
@@ -107,6 +119,15 @@ def _cfg(tag: str, top1: float, top5: float, **kw: Any) -> PretrainedCfg:
     )
 
 
+def _paddleclas(name: str, top1: float, top5: float) -> PretrainedCfg:
+    """``HRNet_W18_C_ssld`` -> ``hrnet_w18.paddleclas_ssld_in1k`` with PaddleClas's eval pipeline."""
+    arch = name.lower().replace("_c", "").replace("_ssld", "")
+    tag = f"{arch}.paddleclas_{'ssld_' if name.endswith('_ssld') else ''}in1k"
+    return PretrainedCfg(tag=tag, arch=arch, hf_hub_id=None, crop_pct=224 / 256,
+                         interpolation="bilinear", top1=top1, top5=top5, license="apache-2.0",
+                         preprocess="paddleclas", paddleclas_name=name)
+
+
 _SSLD = dict(crop_pct=0.95, test_crop_pct=1.0, test_input_size=(3, 288, 288))
 
 # Order matters: it is timm's default_cfgs order, and the first tag of an arch is its default.
@@ -132,8 +153,18 @@ _REGISTRY: dict[str, PretrainedCfg] = {
              **_SSLD),
         _cfg("hrnet_w48_ssld.paddle_in1k", 83.656, 96.848, test_top1=84.484, test_top5=97.224,
              **_SSLD),
+        # PaddleClas (not in timm): its HRNet eval yaml's ResizeImage(resize_short=256) +
+        # CropImage(224), i.e. crop_pct 224 / 256.
+        *(_paddleclas(name, top1, top5) for name, top1, top5 in (
+            ("HRNet_W18_C", 76.9, 93.4), ("HRNet_W18_C_ssld", 81.6, 95.8),
+            ("HRNet_W30_C", 78.0, 94.0), ("HRNet_W32_C", 78.3, 94.2),
+            ("HRNet_W40_C", 78.8, 94.5), ("HRNet_W44_C", 79.0, 94.5),
+            ("HRNet_W48_C", 79.0, 94.4), ("HRNet_W48_C_ssld", 83.6, 96.8),
+            ("HRNet_W64_C", 79.3, 94.6), ("SE_HRNet_W64_C_ssld", 84.7, 97.3),
+        )),
     )
 }
+_PADDLECLAS_NAMES = {c.paddleclas_name: c.tag for c in _REGISTRY.values() if c.paddleclas_name}
 
 _DEFAULT_TAGS: dict[str, str] = {}
 for _tag, _c in _REGISTRY.items():
@@ -157,6 +188,12 @@ def list_pretrained(arch: str | None = None) -> list[str]:
     return [t for t, c in _REGISTRY.items() if c.arch == arch]
 
 
+def paddleclas_tags(arch: str) -> list[str]:
+    """The PaddleClas tags of ``arch`` (plain first, then ssld); empty when it has none."""
+    return sorted((t for t, c in _REGISTRY.items() if c.arch == arch and c.paddleclas_name),
+                  key=lambda t: "ssld" in t)
+
+
 def default_tag(arch: str) -> str:
     """timm's default tag for ``arch`` (first listed), e.g. ``'hrnet_w18'`` -> ``'hrnet_w18.ms_aug_in1k'``.
 
@@ -175,8 +212,8 @@ def get_pretrained_cfg(name: str) -> PretrainedCfg:
     """Look up a pretrained cfg by full tag, bare arch, or Hub id.
 
     Args:
-      name: ``'hrnet_w18.ms_in1k'``, ``'hrnet_w18'`` (-> timm's default tag) or
-        ``'timm/hrnet_w18.ms_in1k'``.
+      name: ``'hrnet_w18.ms_in1k'``, ``'hrnet_w18'`` (-> timm's default tag),
+        ``'timm/hrnet_w18.ms_in1k'`` or a PaddleClas name (``'HRNet_W48_C_ssld'``).
 
     Returns:
       The (immutable, shared) :class:`PretrainedCfg`.
@@ -185,6 +222,7 @@ def get_pretrained_cfg(name: str) -> PretrainedCfg:
       ValueError: the name matches nothing; the message lists every valid tag and arch.
     """
     key = name[len("timm/"):] if name.startswith("timm/") else name
+    key = _PADDLECLAS_NAMES.get(key, key)
     if key in _REGISTRY:
         return _REGISTRY[key]
     if key in _DEFAULT_TAGS:

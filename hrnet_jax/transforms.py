@@ -3,7 +3,10 @@
 ``eval_transform`` reproduces ``timm.data.create_transform(**resolve_data_config(...))`` for
 inference (``timm/data/transforms_factory.py: transforms_imagenet_eval``, crop_mode 'center'),
 which is torchvision's ``Resize`` -> ``CenterCrop`` -> ``ToTensor`` -> ``Normalize`` on a PIL
-image, but returns NHWC-ready ``[H, W, 3]`` float32 instead of CHW.
+image, but returns NHWC-ready ``[H, W, 3]`` float32 instead of CHW. For PaddleClas weights
+(``preprocess='paddleclas'``) it reproduces PaddleClas's own eval operators instead
+(``deploy/python/preprocess.py``: ``ResizeImage(resize_short)``, ``CropImage``,
+``NormalizeImage(scale=1.0/255.0)``), which resize with OpenCV (imported only then).
 """
 
 from __future__ import annotations
@@ -150,8 +153,11 @@ def resolve_eval_params(
     std = tuple(_field(cfg, "std") or (0.229, 0.224, 0.225))
     if len(mean) != 3 or len(std) != 3:
         raise ValueError(f"mean/std must have 3 entries, got {mean!r} / {std!r}")
+    preprocess = _field(cfg, "preprocess") or "timm"
+    if preprocess not in ("timm", "paddleclas"):
+        raise ValueError(f"preprocess must be 'timm' or 'paddleclas', got {preprocess!r}")
     return dict(size=_hw(input_size), crop_pct=float(crop_pct), interpolation=interp,
-                mean=mean, std=std)
+                mean=mean, std=std, preprocess=preprocess)
 
 
 def _resize_size(w: int, h: int, scale: tuple[int, int]) -> tuple[int, int]:
@@ -187,6 +193,29 @@ def _center_crop(img: Image.Image, ch: int, cw: int) -> Image.Image:
     return img.crop((left, top, left + cw, top + ch))
 
 
+def _paddleclas_resize_crop(x: np.ndarray, resize_short: int, th: int, tw: int,
+                            interpolation: str) -> np.ndarray:
+    """PaddleClas ``ResizeImage(resize_short)`` (cv2, both sides ``int(round(side * short /
+    min(h, w)))``) then ``CropImage`` (offsets ``(dim - size) // 2``) on uint8 ``[H, W, 3]``."""
+    try:
+        import cv2
+    except ImportError:
+        raise ImportError("PaddleClas preprocessing resizes with OpenCV: "
+                          "pip install opencv-python-headless") from None
+    h, w = x.shape[:2]
+    percent = float(resize_short) / min(w, h)
+    new_w, new_h = int(round(w * percent)), int(round(h * percent))
+    flags = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC,
+             "nearest": cv2.INTER_NEAREST}
+    if interpolation not in flags:
+        raise ValueError(f"PaddleClas preprocessing supports {sorted(flags)}, not {interpolation!r}")
+    x = cv2.resize(np.ascontiguousarray(x), (new_w, new_h), interpolation=flags[interpolation])
+    if new_h < th or new_w < tw:
+        raise ValueError(f"resized image {new_h}x{new_w} is smaller than the crop {th}x{tw}")
+    top, left = (new_h - th) // 2, (new_w - tw) // 2
+    return x[top:top + th, left:left + tw]
+
+
 def eval_transform(
     img: Image.Image | np.ndarray,
     cfg: CfgLike,
@@ -201,6 +230,9 @@ def eval_transform(
     PIL to ``floor(size / crop_pct)`` (longer side ``int()``-truncated, aspect kept), the center
     ``size`` is cropped (offsets ``round((dim - size) / 2)``), pixels are divided by 255 and
     normalized ``(x - mean) / std`` in float32, matching torchvision's ``ToTensor``/``Normalize``.
+    A cfg with ``preprocess='paddleclas'`` (PaddleClas tags) follows PaddleClas's operators instead:
+    cv2 resize of the shorter side to ``floor(size / crop_pct)`` (both sides ``int(round())``-ed),
+    crop offsets ``(dim - size) // 2``, ``x * float32(1/255) - mean``, then ``/ std``.
 
     Args:
       img: PIL image (any mode; converted with :func:`to_rgb`) or uint8 array ``[H, W, 3]``
@@ -225,6 +257,12 @@ def eval_transform(
         img = Image.fromarray(img)
     img = to_rgb(img)
     th, tw = p["size"]
+    if p["preprocess"] == "paddleclas":
+        x = _paddleclas_resize_crop(np.asarray(img, dtype=np.uint8), math.floor(th / p["crop_pct"]),
+                                    th, tw, p["interpolation"])
+        # NormalizeImage's float32 op order: x * (1/255) - mean, then / std.
+        x = x.astype(np.float32) * np.float32(1.0 / 255.0)
+        return (x - np.asarray(p["mean"], np.float32)) / np.asarray(p["std"], np.float32)
     scale = (math.floor(th / p["crop_pct"]), math.floor(tw / p["crop_pct"]))
     new_w, new_h = _resize_size(*img.size, scale)
     if (new_w, new_h) != img.size:  # torchvision skips the resize when sizes already match

@@ -32,8 +32,12 @@ def small():
   return model
 
 
+# PaddleClas-only variants; their counts are checked against PaddleClas in test_parity_paddle.py.
+PADDLECLAS_ONLY = ['hrnet_w60'] + [f'se_hrnet_w{w}' for w in (18, 30, 32, 40, 44, 48, 60, 64)]
+
+
 def test_every_variant_is_listed():
-  assert sorted(hrnet_jax.list_models()) == sorted(OFFICIAL_PARAMS)
+  assert sorted(hrnet_jax.list_models()) == sorted([*OFFICIAL_PARAMS, *PADDLECLAS_ONLY])
 
 
 @pytest.mark.parametrize('name', sorted(OFFICIAL_PARAMS))

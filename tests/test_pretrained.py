@@ -14,7 +14,8 @@ TIMM_ARCHS = timm.list_models("hrnet*")
 
 def test_every_timm_tag_is_listed():
     assert len(TIMM_TAGS) == 14
-    assert sorted(list_pretrained()) == sorted(TIMM_TAGS)
+    timm_tags = [t for t in list_pretrained() if get_pretrained_cfg(t).preprocess == "timm"]
+    assert sorted(timm_tags) == sorted(TIMM_TAGS)
 
 
 @pytest.mark.parametrize("tag", TIMM_TAGS)
@@ -48,7 +49,9 @@ def test_bare_arch_resolves_to_timm_default_tag(arch):
 def test_known_defaults_and_values():
     assert get_pretrained_cfg("hrnet_w18").tag == "hrnet_w18.ms_aug_in1k"
     assert get_pretrained_cfg("hrnet_w18_small").tag == "hrnet_w18_small.gluon_in1k"
-    assert list_pretrained("hrnet_w18") == ["hrnet_w18.ms_aug_in1k", "hrnet_w18.ms_in1k"]
+    assert list_pretrained("hrnet_w18") == ["hrnet_w18.ms_aug_in1k", "hrnet_w18.ms_in1k",
+                                            "hrnet_w18.paddleclas_in1k",
+                                            "hrnet_w18.paddleclas_ssld_in1k"]
     assert get_pretrained_cfg("timm/hrnet_w18.ms_in1k").tag == "hrnet_w18.ms_in1k"
     aug = get_pretrained_cfg("hrnet_w18.ms_aug_in1k")
     assert (aug.crop_pct, aug.top1, aug.top5) == (0.95, 78.110, 94.062)
