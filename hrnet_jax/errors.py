@@ -129,15 +129,15 @@ def report(prog: str, exc: BaseException, *, verbose: bool) -> int:
   return exit_code(exc)
 
 
-EXPECTED = (BadInputError, EnvironmentFailure, FileNotFoundError, NotADirectoryError,
-            IsADirectoryError, FileExistsError, PermissionError, ValueError, OSError)
+# Expected failures: bad input (BadInputError and other ValueErrors, missing files) and the
+# environment (EnvironmentFailure, OSError). Anything else is a bug and keeps its traceback.
+EXPECTED = (ValueError, OSError, EnvironmentFailure)
 
 
-def run_cli(prog: str, body: Callable[[], int | None], *, verbose: bool | None = None,
-            expected: tuple[type[BaseException], ...] = ()) -> int:
+def run_cli(prog: str, body: Callable[[], int | None], *, verbose: bool | None = None) -> int:
   """Runs ``body`` under the error policy; returns its exit code (``None`` counts as 0).
 
-  Expected failures (``EXPECTED`` plus ``expected``) become one ``PROG: error:`` line; Ctrl-C
+  Expected failures (``EXPECTED``) become one ``PROG: error:`` line; Ctrl-C
   exits 130 and ``Terminated`` 143, with one line; anything else is a bug and keeps its
   traceback (exit 1).
   """
@@ -153,7 +153,7 @@ def run_cli(prog: str, body: Callable[[], int | None], *, verbose: bool | None =
   except Terminated:
     print(f'{prog}: error: terminated (SIGTERM)', file=sys.stderr)
     return EXIT_PREEMPTED
-  except EXPECTED + tuple(expected) as e:
+  except EXPECTED as e:
     return report(prog, e, verbose=verbose)
   finally:
     if previous is None:
