@@ -136,10 +136,12 @@ def build(options: ExportOptions) -> Program:
     kwargs = dict(features_only=True, feature_location=options.feature_location,
                   out_indices=options.out_indices)
   reference_model = hrnet_jax.load_pretrained(options.checkpoint, **kwargs)
-  dtype = jnp.bfloat16 if options.dtype == 'bfloat16' else jnp.float32
-  model = hrnet_jax.load_pretrained(options.checkpoint, dtype=dtype, **kwargs)
-  if options.fold_bn:
-    hrnet_jax.fold_batchnorm(model)
+  model = reference_model  # the exported model is a second copy only if it differs
+  if options.dtype == 'bfloat16' or options.fold_bn:
+    dtype = jnp.bfloat16 if options.dtype == 'bfloat16' else jnp.float32
+    model = hrnet_jax.load_pretrained(options.checkpoint, dtype=dtype, **kwargs)
+    if options.fold_bn:
+      hrnet_jax.fold_batchnorm(model)
 
   config = checkpoint.read_config(options.checkpoint)
   cfg = dict(reference_model.pretrained_cfg or {})
