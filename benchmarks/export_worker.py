@@ -55,8 +55,8 @@ def export_timm(spec: Spec) -> tuple[str, dict]:
     torch.onnx.export(model, (x,), path, input_names=['image'], output_names=['logits'],
                       dynamic_axes={'image': {0: 'B'}, 'logits': {0: 'B'}}, dynamo=False)
     with open(info_path, 'w') as f:
-      json.dump({'export_s': time.perf_counter() - t0, 'artifact_mb': os.path.getsize(path) / 2**20},
-                f)
+      json.dump({'export_s': time.perf_counter() - t0,
+                 'artifact_mb': os.path.getsize(path) / 2**20}, f)
   with open(info_path) as f:
     return path, json.load(f)
 
