@@ -20,7 +20,8 @@ RESULT_TAG = 'BENCH_RESULT '
 
 # timm's benchmark.py columns first (infer_* / train_*), then ours. Step times in ms, memory in
 # MiB, *_compile_s (first call: trace, compile, run) in s, *_foreign_cpu_pct: share of all cores
-# other processes used during the measurement.
+# other processes used during the measurement; export_s / artifact_mb: exported-artifact rows
+# (framework 'export'), time to export (s) and artifact size (MiB).
 COLUMNS = [
     'model', 'framework', 'mode', 'layout', 'compiled', 'dtype', 'device', 'device_name',
     'infer_samples_per_sec', 'infer_step_time', 'infer_step_time_p90', 'infer_batch_size',
@@ -29,7 +30,7 @@ COLUMNS = [
     'train_samples_per_sec', 'train_step_time', 'train_step_time_p90', 'train_batch_size',
     'train_img_size', 'train_compile_s', 'train_peak_mem_mb', 'train_foreign_cpu_pct',
     'train_steps', 'train_warmup', 'train_repeats',
-    'param_count', 'peak_mem_kind', 'num_threads', 'nproc',
+    'param_count', 'export_s', 'artifact_mb', 'peak_mem_kind', 'num_threads', 'nproc',
     'cpu_model', 'load_avg_1m', 'versions', 'git_commit', 'timestamp', 'note',
 ]
 

@@ -92,6 +92,22 @@ def speed_table(rows: list[dict]) -> list[str]:
   return out
 
 
+def export_table(rows: list[dict]) -> list[str]:
+  """Export time and artifact size per (model, format): rows of framework 'export'."""
+  seen, out = set(), []
+  for r in rows:
+    key = (r['model'], r['mode'])
+    if r['framework'] != 'export' or not r.get('export_s') or key in seen:
+      continue
+    seen.add(key)
+    out.append(f"| {r['model']} | {r['mode']} | {_fmt(r['export_s'])} | "
+               f"{_fmt(r.get('artifact_mb'))} | {r.get('note', '')} |")
+  if out:
+    out = ['| model | format | export s | artifact MiB | verification |',
+           '|---|---|---:|---:|---|'] + out
+  return out
+
+
 def _protocol(row: dict, task: str) -> str:
   if not row.get(f'{task}_steps'):
     return '–'
@@ -178,6 +194,10 @@ def render(results_dir: pathlib.Path) -> str:
               'Versions: ' + '; '.join(dict.fromkeys(
                   f"`{r['versions']}`" for r in rows if r.get('versions'))), '']
     lines += speed_table(rows) + ['']
+    exports = export_table(rows)
+    if exports:
+      lines += ['Exported artifacts (framework `export`; timm-onnx: timm\'s own '
+                '`torch.onnx.export`):', ''] + exports + ['']
     targets += target_rows(rows, gpu)
     conv = path.with_name(path.stem + '_converter.csv')
     if conv.exists():

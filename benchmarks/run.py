@@ -28,19 +28,24 @@ import time
 
 from benchmarks import report
 from benchmarks.common import COLUMNS, Spec, parse_result
+from benchmarks.export_worker import MODES as EXPORT_MODES
 from benchmarks.jax_worker import MODES, numerics_mode
 
 RESULTS = pathlib.Path(__file__).parent / 'results'
+WORKERS = {'jax': 'benchmarks.jax_worker', 'timm': 'benchmarks.torch_worker',
+           'export': 'benchmarks.export_worker'}
 
 PRESETS = {
     # This issue's CPU matrix: fp32, w18_small and w18, latency (batch 1) and throughput (32).
-    'cpu': dict(device='cpu', dtype='fp32', models=['hrnet_w18_small', 'hrnet_w18'],
+    'cpu': dict(device='cpu', dtype='fp32', frameworks=['jax', 'timm', 'export'],
+                models=['hrnet_w18_small', 'hrnet_w18'],
                 batch_sizes=[1, 32], train_batch_sizes=[32],
                 # +dp (one XLA device per core) measured no faster: not in the matrix.
                 jax_modes=['xla', 'xla+stockflags', 'xla+foldbn'],
                 timm_modes=['eager', 'channels_last', 'compile'],
                 # torch.compile of the training step takes ~4.5 min per row on 2 cores.
                 timm_train_modes=['eager', 'channels_last'],
+                export_modes=list(EXPORT_MODES),
                 budget=30.0, out=RESULTS / 'cpu_fp32.csv', converter='hrnet_w64'),
     # GPU matrix: bf16 compute with float32 parameters (timm AMP), batch 256 and 1024.
     'gpu': dict(device='gpu', dtype='bf16', models=['hrnet_w18_small', 'hrnet_w18', 'hrnet_w48'],
@@ -63,13 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--train-batch-sizes', nargs='+', type=int,
                  help='training batch sizes (default: the inference ones above 1)')
   p.add_argument('--tasks', nargs='+', choices=('infer', 'train'), default=['infer', 'train'])
-  p.add_argument('--frameworks', nargs='+', choices=('jax', 'timm'), default=['jax', 'timm'])
+  p.add_argument('--frameworks', nargs='+', choices=tuple(WORKERS),
+                 help="default: jax and timm (preset cpu: also 'export')")
   p.add_argument('--jax-modes', nargs='+', choices=MODES,
                  help="experiments on top of the library ('xla', jitted with the compiler "
                  'options of hrnet_jax.runtime): +stockflags, XLA\'s defaults instead; +foldbn, '
                  'BatchNorm folded into the convs (inference only); +dot1x1, 1x1 convs as matrix '
                  'products; +dp, the batch sharded over one XLA device per CPU core')
   p.add_argument('--timm-modes', nargs='+', choices=('eager', 'channels_last', 'compile'))
+  p.add_argument('--export-modes', nargs='+', choices=EXPORT_MODES,
+                 help="framework 'export' (inference only): hrnet-export artifacts in their "
+                 "runtimes (stablehlo, onnx = onnxruntime, tflite) and timm's torch.onnx.export "
+                 '(timm-onnx) in onnxruntime')
   p.add_argument('--timm-train-modes', nargs='+', choices=('eager', 'channels_last', 'compile'),
                  help='timm modes for training rows (default: --timm-modes)')
   p.add_argument('--img-size', type=int, default=224)
@@ -111,9 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve(args) -> argparse.Namespace:
   """Fills unset options from the preset (or from built-in defaults)."""
   preset = PRESETS.get(args.preset, {})
-  defaults = dict(device='cpu', dtype='fp32', models=['hrnet_w18_small'], batch_sizes=[1, 32],
+  defaults = dict(frameworks=['jax', 'timm'], device='cpu', dtype='fp32', models=['hrnet_w18_small'], batch_sizes=[1, 32],
                   jax_modes=['xla'], timm_modes=['eager'], out=None, converter=None,
-                  train_batch_sizes=None, budget=None, timm_train_modes=None)
+                  train_batch_sizes=None, budget=None, timm_train_modes=None,
+                  export_modes=list(EXPORT_MODES))
   for key, value in {**defaults, **preset}.items():
     if getattr(args, key) is None:
       setattr(args, key, value)
@@ -135,7 +146,8 @@ def plan(args) -> list[Spec]:
                 warmup=args.warmup, repeats=args.repeats, budget_s=args.budget or 0.0)
   for model in args.models:
     for batch in sorted(set(args.batch_sizes) | set(args.train_batch_sizes)):
-      for framework, modes in (('jax', args.jax_modes), ('timm', args.timm_modes)):
+      for framework, modes in (('jax', args.jax_modes), ('timm', args.timm_modes),
+                               ('export', args.export_modes)):
         if framework not in args.frameworks:
           continue
         for mode in modes:
@@ -145,6 +157,7 @@ def plan(args) -> list[Spec]:
             if '+dp' in mode and (args.device != 'cpu' or batch % os.cpu_count()):
               continue  # one XLA device per core: the batch must split evenly
             if task == 'train' and (batch not in args.train_batch_sizes or 'foldbn' in mode
+                                    or framework == 'export'
                                     or framework == 'timm' and mode not in args.timm_train_modes):
               continue
             spec = Spec(model=model, task=task, batch=batch, framework=framework, mode=mode,
@@ -193,7 +206,7 @@ def run_worker(module: str, args: list[str], env: dict, timeout: float) -> tuple
 
 def worker_env(spec: Spec, xla_flags: str) -> dict:
   env = dict(os.environ)
-  if spec.device == 'cpu':
+  if spec.device == 'cpu':  # (exported artifacts run on CPU only)
     env['JAX_PLATFORMS'] = 'cpu'
     env['CUDA_VISIBLE_DEVICES'] = ''
   if spec.framework == 'jax' and spec.device == 'cpu' and '+dp' in spec.mode:
@@ -329,8 +342,10 @@ def main(argv=None) -> int:
       continue
     if args.idle_pct:
       wait_until_idle(args.idle_pct, args.wait_max)
-    spec.weights = gate['jax_weights'] if spec.framework == 'jax' else gate['timm_weights']
-    module = 'benchmarks.jax_worker' if spec.framework == 'jax' else 'benchmarks.torch_worker'
+    hrnet_weights = spec.framework == 'jax' or spec.framework == 'export' and (
+        spec.mode != 'timm-onnx')
+    spec.weights = gate['jax_weights'] if hrnet_weights else gate['timm_weights']
+    module = WORKERS[spec.framework]
     label = f'{spec.model} {spec.framework}/{spec.mode} {spec.task} b{spec.batch}'
     print(f'{label} ...', end=' ', flush=True)
     row, error, foreign = run_worker(module, [spec.to_json()], worker_env(spec, args.xla_flags),

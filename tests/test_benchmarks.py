@@ -78,3 +78,13 @@ def test_merge_rows_and_targets():
     assert len(rows) == 2
     lines = report.target_rows([{k: str(v) for k, v in r.items()} for r in rows], gpu=False)
     assert '| 3.00x | >= 1.5x | met |' in lines[0] and '| 1.20x | >= 1.2x | met |' in lines[1]
+
+
+def test_export_rows_table():
+    row = dict(model='hrnet_w18', framework='export', mode='onnx', export_s='41.5',
+               artifact_mb='81.6', note='max abs diff vs JAX 1e-05', infer_batch_size='1')
+    rows = [row, {**row, 'infer_batch_size': '32'}, {**row, 'framework': 'jax', 'mode': 'xla',
+                                                      'export_s': ''}]
+    table = report.export_table(rows)
+    assert table[2:] == ['| hrnet_w18 | onnx | 41.5 | 81.6 | max abs diff vs JAX 1e-05 |']
+    assert report.export_table(rows[2:]) == []

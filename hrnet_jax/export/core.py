@@ -1,0 +1,172 @@
+"""Export a checkpoint to one format, verify it in its own runtime, then write it.
+
+Every artifact is written under a temporary name in the destination folder, loaded and run by
+its own runtime (``jax.export`` deserialized / TensorFlow / the TFLite interpreter /
+onnxruntime) on a fixed random batch, compared with the checkpoint's unmodified float32 JAX model
+(``Program.reference``), and renamed to ``OUT`` only if every output is within the bound;
+``OUT.json`` (the program's metadata plus the verification figures) is written last, the same
+way. On a mismatch or any failure nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from hrnet_jax.errors import BadInputError, EnvironmentFailure
+from hrnet_jax.export.program import ExportOptions, Program, build
+
+FORMATS = ('stablehlo', 'onnx', 'savedmodel', 'tflite')
+# Max abs diff allowed per output: RELATIVE_BOUND[dtype] x max(|reference|, 10), the float32
+# bound of every parity test in this project; a bfloat16 program is compared with the float32
+# model, so its bound is bf16 rounding (2^-8 relative) accumulated over HRNet's depth.
+RELATIVE_BOUND = {'float32': 1e-5, 'bfloat16': 5e-2}
+VERIFY_BATCH = 2
+# onnxruntime's CPU provider has no bfloat16 Conv kernel and TFLite no bfloat16 built-in ops.
+BFLOAT16_FORMATS = ('stablehlo', 'savedmodel')
+
+
+class ExportMismatchError(EnvironmentFailure):
+  """The exported artifact does not compute what the JAX model computes (exit 1)."""
+
+
+def _exporter(fmt: str) -> Callable[[Program, str], None]:
+  from hrnet_jax.export import onnx, stablehlo, tf
+  return {'stablehlo': stablehlo.export, 'onnx': onnx.export,
+          'savedmodel': tf.export_savedmodel, 'tflite': tf.export_tflite}[fmt]
+
+
+def _runner(fmt: str, path: str, names) -> Callable[[np.ndarray], list[np.ndarray]]:
+  from hrnet_jax.export import onnx, stablehlo, tf
+  if fmt == 'stablehlo':
+    return stablehlo.runner(path)
+  return {'onnx': onnx.runner, 'savedmodel': tf.savedmodel_runner,
+          'tflite': tf.tflite_runner}[fmt](path, names)
+
+
+def size_bytes(path: str) -> int:
+  """Size of a file, or of every file under a folder."""
+  if os.path.isdir(path):
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+  return os.path.getsize(path)
+
+
+def verify(program: Program, run: Callable[[np.ndarray], list[np.ndarray]], *,
+           batch: int, dtype: str) -> dict[str, Any]:
+  """Runs the artifact (``run``) and the reference on ``program.sample_input(batch)``.
+
+  Returns ``{'batch', 'bound_relative', 'outputs': {name: {'max_abs_diff', 'max_abs_ref',
+  'bound'}}, 'max_abs_diff'}``. Raises ``ExportMismatchError`` naming the first output whose
+  shape differs or whose max abs diff exceeds its bound (or is not finite).
+  """
+  import jax
+  from hrnet_jax import runtime
+  x = program.sample_input(batch)
+  reference = jax.jit(program.reference, compiler_options=runtime.compiler_options('infer'))
+  refs = [np.asarray(r, np.float32) for r in reference(x)]
+  try:
+    outs = [np.asarray(o, np.float32) for o in run(x)]
+  except Exception as e:  # each runtime has its own error types
+    raise EnvironmentFailure(f'the exported artifact failed to run in its runtime: '
+                             f'{type(e).__name__}: {str(e).splitlines()[0][:300]}') from e
+  relative = RELATIVE_BOUND[dtype]
+  report: dict[str, Any] = {'batch': batch, 'bound_relative': relative, 'outputs': {}}
+  for name, out, ref in zip(program.output_names, outs, refs, strict=True):
+    if out.shape != ref.shape:
+      raise ExportMismatchError(f'output {name!r}: shape {out.shape} != JAX model {ref.shape}')
+    diff = float(np.abs(out - ref).max())
+    bound = relative * max(float(np.abs(ref).max()), 10.0)
+    report['outputs'][name] = {'max_abs_diff': diff, 'max_abs_ref': float(np.abs(ref).max()),
+                               'bound': bound}
+    if not diff <= bound:  # also catches NaN
+      raise ExportMismatchError(f'output {name!r}: max abs diff {diff:.3g} > bound {bound:.3g} '
+                                f'({relative:g} x max(|ref|, 10)); nothing was written')
+  report['max_abs_diff'] = max(o['max_abs_diff'] for o in report['outputs'].values())
+  return report
+
+
+def _versions() -> dict[str, str]:
+  from importlib import metadata
+  out = {}
+  for name in ('jax', 'jaxlib', 'flax', 'tensorflow', 'jax2onnx', 'onnx', 'onnxruntime'):
+    try:
+      out[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      pass
+  return out
+
+
+def _place(src: str, dst: str, overwrite: bool) -> None:
+  """Renames ``src`` to ``dst``; an existing ``dst`` (only with ``overwrite``) is moved aside
+  first and deleted once ``src`` is in place."""
+  old = None
+  if os.path.lexists(dst):
+    if not overwrite:
+      raise FileExistsError(f'{dst}: exists (use --overwrite)')
+    old = dst + f'.old-{os.getpid()}'
+    os.replace(dst, old)
+  os.replace(src, dst)
+  if old is not None:
+    shutil.rmtree(old) if os.path.isdir(old) and not os.path.islink(old) else os.remove(old)
+
+
+def export(options: ExportOptions, fmt: str, out: str | os.PathLike, *,
+           overwrite: bool = False) -> dict[str, Any]:
+  """Exports the checkpoint of ``options`` as ``fmt`` to ``out`` (a folder for 'savedmodel',
+  else a file) and its metadata to ``out + '.json'``; returns that metadata.
+
+  Raises ``BadInputError`` (bad option, missing checkpoint, missing destination folder),
+  ``FileExistsError`` (``out`` exists, no ``overwrite``), ``ExportMismatchError`` (verification
+  failed) or ``EnvironmentFailure`` (an export library is missing or failed). Nothing is written
+  unless verification passed.
+  """
+  if fmt not in FORMATS:
+    raise BadInputError(f'--format must be one of {FORMATS}, got {fmt!r}')
+  if options.dtype == 'bfloat16' and fmt not in BFLOAT16_FORMATS:
+    raise BadInputError(f'--dtype bfloat16: {fmt} runtimes have no bfloat16 kernels; '
+                        f'use it with {" or ".join(BFLOAT16_FORMATS)}, or float32')
+  out = os.fspath(out)
+  parent = os.path.dirname(os.path.abspath(out))
+  if not os.path.isdir(parent):
+    raise BadInputError(f'{out}: destination folder {parent} does not exist')
+  meta_path = out + '.json'
+  for path in (out, meta_path):
+    if os.path.lexists(path) and not overwrite:
+      raise FileExistsError(f'{path}: exists (use --overwrite)')
+
+  program = build(options)
+  work = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}.tmp-', dir=parent)
+  try:
+    artifact = os.path.join(work, os.path.basename(out))
+    t0 = time.perf_counter()
+    try:
+      _exporter(fmt)(program, artifact)
+    except (BadInputError, EnvironmentFailure):
+      raise
+    except Exception as e:  # converter errors have no common type
+      raise EnvironmentFailure(f'{fmt} export failed: {type(e).__name__}: '
+                               f'{str(e).splitlines()[0][:300] if str(e) else ""}') from e
+    export_s = time.perf_counter() - t0
+    batch = options.batch_size or VERIFY_BATCH
+    report = verify(program, lambda x: _runner(fmt, artifact, program.output_names)(x),
+                    batch=batch, dtype=options.dtype)
+    metadata = {'format': fmt, 'artifact': os.path.basename(out), **program.metadata,
+                'verification': report, 'export_seconds': round(export_s, 2),
+                'size_bytes': size_bytes(artifact), 'versions': _versions(),
+                'options': {k: v for k, v in dataclasses.asdict(options).items()
+                            if k != 'checkpoint'}}
+    tmp_meta = os.path.join(work, 'metadata.json')
+    with open(tmp_meta, 'w') as f:
+      json.dump(metadata, f, indent=2)
+    _place(artifact, out, overwrite)
+    _place(tmp_meta, meta_path, overwrite)
+  finally:
+    shutil.rmtree(work, ignore_errors=True)
+  return metadata

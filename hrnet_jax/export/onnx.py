@@ -1,0 +1,70 @@
+"""ONNX artifacts via jax2onnx (``jax2onnx.to_onnx``), run by onnxruntime.
+
+jax2onnx traces the program's jaxpr and emits one ONNX node per primitive (opset 23), the
+weights as initializers, the batch as the symbolic dimension ``B``. Input ``image``, outputs
+named as ``Program.output_names``.
+
+``value_info``: jax2onnx records intermediate shapes as optional ``graph.value_info`` entries;
+for HRNet some of them are stale (NHWC shapes of tensors its layout pass turned NCHW around the
+convs), and onnxruntime's shape inference then refuses the graph (``Add ... Incompatible
+dimensions``). ONNX defines ``value_info`` as optional annotations that runtimes re-infer, so
+they are dropped: the graph's nodes, inputs and outputs (which carry the real shapes) are kept
+as jax2onnx wrote them, and the verification below proves the computation.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+
+
+def _import_jax2onnx():
+  from hrnet_jax.errors import EnvironmentFailure
+  # jax2onnx imports each of its plugins; those for libraries HRNet does not use (equinox,
+  # dm_pix) log a traceback when absent. Keep them quiet; real failures still raise.
+  logging.getLogger('jax2onnx.plugins.plugin_system').setLevel(logging.CRITICAL)
+  try:
+    import jax2onnx
+    import onnx
+  except ImportError as e:
+    raise EnvironmentFailure(f'ONNX export needs jax2onnx and onnx ({e}); pip install '
+                             '"hrnet-jax[export]"') from e
+  return jax2onnx, onnx
+
+
+def export(program, path: str) -> None:
+  """Writes ``program.fn`` as an ONNX model file at ``path``."""
+  jax2onnx, onnx = _import_jax2onnx()
+  model = jax2onnx.to_onnx(program.fn, [_input_spec(program)], model_name='hrnet',
+                           input_names=['image'],
+                           output_names=list(program.output_names), return_mode='proto')
+  del model.graph.value_info[:]  # stale optional annotations, see the module docstring
+  onnx.save_model(model, path)
+
+
+def _input_spec(program):
+  """The input as a ``jax.ShapeDtypeStruct`` with the symbolic batch ``B`` (if any)."""
+  import jax
+  from jax import export as jax_export
+  dims = tuple(jax_export.symbolic_shape('B')[0] if d is None else d
+               for d in program.input_shape)
+  return jax.ShapeDtypeStruct(dims, np.dtype(program.input_dtype))
+
+
+def session(path: str):
+  """An onnxruntime ``InferenceSession`` (CPU) of the file at ``path``."""
+  from hrnet_jax.errors import EnvironmentFailure
+  try:
+    import onnxruntime as ort
+  except ImportError as e:
+    raise EnvironmentFailure(f'onnxruntime is not installed ({e}); pip install '
+                             '"hrnet-jax[export]"') from e
+  return ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+
+
+def runner(path: str, output_names) -> Callable[[np.ndarray], list[np.ndarray]]:
+  """The ONNX file at ``path`` run by onnxruntime."""
+  sess = session(path)
+  return lambda x: sess.run(list(output_names), {'image': x})

@@ -1,0 +1,207 @@
+"""hrnet-export: every format round-trips in its own runtime (hrnet_w18_small, 64x64 to stay cheap).
+
+The checkpoint is a timm model with randomized BatchNorm statistics and biases, saved as the
+official repo ships its weights and converted by the converter's CLI. Each format is exported
+once with a symbolic batch (logits, uint8 NHWC input) and once as a backbone (feature maps,
+float32 input; NCHW for ONNX), then run by its own runtime, called directly here (onnxruntime,
+TensorFlow, the TFLite interpreter, ``hrnet_jax.export.load``), at batch 1 and 3, and compared
+with the JAX model.
+"""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+import hrnet_jax
+from convert.cli import main as convert_main
+from hrnet_jax.export.cli import main
+
+from oracles import assert_close, timm_model
+
+SIZE = 64
+FORMATS = ('stablehlo', 'onnx', 'savedmodel', 'tflite')
+
+
+@pytest.fixture(scope='module')
+def ckpt(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp('export_ckpt')
+  torch.save(timm_model('hrnet_w18_small').state_dict(), tmp / 'w18s.pth')
+  assert convert_main([str(tmp / 'w18s.pth'), str(tmp / 'flax'), '--quiet']) == 0
+  return tmp / 'flax'
+
+
+def _export(ckpt, out, fmt, *extra):
+  rc = main(['--checkpoint', str(ckpt), '--format', fmt, str(out), '--input-size', str(SIZE),
+             str(SIZE), *extra])
+  assert rc == 0
+  return out, json.loads(open(f'{out}.json').read())
+
+
+@pytest.fixture(scope='module', params=FORMATS)
+def artifacts(request, ckpt, tmp_path_factory):
+  """(format, logits artifact, its metadata, features artifact, its metadata)."""
+  fmt = request.param
+  tmp = tmp_path_factory.mktemp(f'export_{fmt}')
+  logits = _export(ckpt, tmp / f'logits.{fmt}', fmt)
+  layout = 'nchw' if fmt == 'onnx' else 'nhwc'
+  # TFLite, the on-device format, also checks --fold-bn (same float32 bound).
+  fold = ('--fold-bn',) if fmt == 'tflite' else ()
+  features = _export(ckpt, tmp / f'features.{fmt}', fmt, '--features-only', '--input-dtype',
+                     'float32', '--layout', layout, *fold)
+  return fmt, *logits, *features
+
+
+def _jitted(model):
+  graphdef, state = nnx.split(model)
+  forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
+  return lambda x: jax.tree.map(np.asarray, forward(state, jnp.asarray(x)))
+
+
+@pytest.fixture(scope='module')
+def references(ckpt):
+  """The JAX model's outputs on the test inputs, per batch: (uint8 images, logits),
+  (float32 inputs, feature maps)."""
+  model = hrnet_jax.load_pretrained(ckpt)
+  cfg = model.pretrained_cfg
+  logits, features = _jitted(model), _jitted(hrnet_jax.load_pretrained(ckpt, features_only=True))
+  refs = {}
+  for batch in (1, 3):
+    images = np.random.default_rng(batch).integers(0, 256, (batch, SIZE, SIZE, 3), np.uint8)
+    normalized = (images / 255.0 - np.array(cfg['mean'])) / np.array(cfg['std'])
+    x = np.random.default_rng(batch).standard_normal((batch, SIZE, SIZE, 3), np.float32)
+    refs[batch] = (images, logits(normalized.astype(np.float32)), x, features(x))
+  return cfg, refs
+
+
+def _run(fmt, path, x, names):
+  """The artifact at ``path`` on ``x`` in its own runtime, outputs in ``names`` order."""
+  if fmt == 'stablehlo':
+    return [np.asarray(o) for o in hrnet_jax.export.load(path)(x)]
+  if fmt == 'onnx':
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    return sess.run(names, {'image': x})
+  if fmt == 'savedmodel':
+    import tensorflow as tf
+    out = tf.saved_model.load(str(path)).signatures['serving_default'](image=tf.constant(x))
+    return [out[n].numpy() for n in names]
+  import tensorflow as tf
+  interpreter = tf.lite.Interpreter(model_path=str(path))
+  out = interpreter.get_signature_runner('serving_default')(image=x)
+  return [out[n] for n in names]
+
+
+def test_logits_round_trip_batch_1_and_3(artifacts, references, parity_log):
+  fmt, path, meta = artifacts[:3]
+  cfg, refs = references
+  pre = meta['preprocessing']
+  assert meta['input'] == {**meta['input'], 'shape': [None, SIZE, SIZE, 3], 'dtype': 'uint8',
+                           'layout': 'NHWC'}
+  assert pre['mean'] == list(cfg['mean']) and pre['std'] == list(cfg['std'])
+  assert len(meta['class_names']) == 1000 and meta['class_names'][0] == 'tench'
+  assert meta['verification']['max_abs_diff'] <= meta['verification']['outputs']['logits'][
+      'bound']
+  for batch in (1, 3):
+    x, ref = refs[batch][:2]
+    (out,) = _run(fmt, path, x, ['logits'])
+    diff = assert_close(out, ref, f'{fmt} logits batch {batch}')
+    parity_log(f'export {fmt} hrnet_w18_small b{batch}', 'logits', diff,
+               float(np.abs(ref).max()))
+
+
+def test_features_round_trip_batch_1_and_3(artifacts, references, parity_log):
+  fmt, _, _, path, meta = artifacts
+  names = [o['name'] for o in meta['outputs']]
+  assert names == [f'feature_{i}' for i in range(5)]
+  assert meta['fold_bn'] == (fmt == 'tflite') and meta['input']['dtype'] == 'float32'
+  nchw = fmt == 'onnx'
+  for batch in (1, 3):
+    x, refs = references[1][batch][2:]
+    outs = _run(fmt, path, x.transpose(0, 3, 1, 2).copy() if nchw else x, names)
+    for name, out, ref, info in zip(names, outs, refs, meta['outputs']):
+      if nchw:
+        out = np.transpose(out, (0, 2, 3, 1))
+      assert info['shape'] == [None] + [ref.shape[i] for i in ((3, 1, 2) if nchw else (1, 2, 3))]
+      diff = assert_close(out, ref, f'{fmt} {name} batch {batch}')
+      parity_log(f'export {fmt} hrnet_w18_small b{batch}', name, diff, float(np.abs(ref).max()))
+
+
+def test_format_specific_contracts(artifacts):
+  fmt, path = artifacts[:2]
+  if fmt == 'onnx':
+    import onnx
+    onnx.checker.check_model(str(path))
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == 'B' and [d.dim_value for d in dims[1:]] == [SIZE, SIZE, 3]
+  elif fmt == 'tflite':
+    import tensorflow as tf
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    ops = {op['op_name'] for op in interpreter._get_ops_details()}
+    assert 'CONV_2D' in ops
+    assert not [op for op in ops if op.startswith('Flex') or op == 'CUSTOM'], ops
+    assert list(interpreter.get_input_details()[0]['shape_signature']) == [-1, SIZE, SIZE, 3]
+  elif fmt == 'stablehlo':
+    model = hrnet_jax.export.load(path)
+    assert model.metadata['format'] == 'stablehlo'
+    assert set(model.exported.platforms) == {'cpu', 'cuda', 'tpu'}
+  else:
+    assert os.path.isfile(path / 'saved_model.pb')
+
+
+def test_bfloat16_fixed_batch_stablehlo(ckpt, tmp_path):
+  path, meta = _export(ckpt, tmp_path / 'bf16.stablehlo', 'stablehlo', '--dtype', 'bfloat16',
+                       '--batch-size', '2')
+  check = meta['verification']
+  assert check['bound_relative'] == hrnet_jax.export.RELATIVE_BOUND['bfloat16']
+  assert 0 < check['max_abs_diff'] <= check['outputs']['logits']['bound']
+  assert meta['input']['shape'][0] == 2 and check['batch'] == 2
+  assert hrnet_jax.export.load(path).exported.in_avals[0].shape == (2, SIZE, SIZE, 3)
+
+
+def _one_error_line(capsys, *needles):
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith('hrnet-export: error: '), err
+  for needle in needles:
+    assert needle in err[0], err
+
+
+def test_bad_arguments_exit_2(ckpt, tmp_path, capsys):
+  out = str(tmp_path / 'm.onnx')
+  missing = str(tmp_path / 'no_such_ckpt')
+  assert main(['--checkpoint', missing, '--format', 'onnx', out]) == 2
+  _one_error_line(capsys, missing)
+  assert main(['--checkpoint', str(tmp_path), '--format', 'onnx', out]) == 2  # not a ckpt
+  _one_error_line(capsys, str(tmp_path))
+  assert main(['--checkpoint', str(ckpt), '--format', 'onnx', out, '--out-indices', '2']) == 2
+  _one_error_line(capsys, '--features-only')
+  assert main(['--checkpoint', str(ckpt), '--format', 'tflite', out, '--dtype',
+               'bfloat16']) == 2
+  _one_error_line(capsys, 'bfloat16')
+  assert main(['--checkpoint', str(ckpt), '--format', 'onnx',
+               str(tmp_path / 'nowhere' / 'm.onnx')]) == 2
+  _one_error_line(capsys, 'nowhere')
+  assert main(['--checkpoint', str(ckpt), '--format', 'keras', out]) == 2  # argparse
+  assert main(['--checkpoint', str(ckpt), '--format', 'onnx', out, '--batch-size', '0']) == 2
+  assert '--batch-size' in capsys.readouterr().err
+  (tmp_path / 'taken.stablehlo').write_bytes(b'keep me')
+  assert main(['--checkpoint', str(ckpt), '--format', 'stablehlo',
+               str(tmp_path / 'taken.stablehlo')]) == 2
+  _one_error_line(capsys, 'taken.stablehlo', '--overwrite')
+  assert (tmp_path / 'taken.stablehlo').read_bytes() == b'keep me'
+  assert sorted(os.listdir(tmp_path)) == ['taken.stablehlo']
+
+
+def test_mismatch_writes_nothing_exit_1(ckpt, tmp_path, capsys, monkeypatch):
+  from hrnet_jax.export import core
+  real = core._runner
+  monkeypatch.setattr(core, '_runner', lambda *a: (lambda x: [o + 1e-2 for o in real(*a)(x)]))
+  assert main(['--checkpoint', str(ckpt), '--format', 'stablehlo', str(tmp_path / 'm.shlo'),
+               '--input-size', str(SIZE), str(SIZE)]) == 1
+  _one_error_line(capsys, 'logits', 'max abs diff', 'nothing was written')
+  assert os.listdir(tmp_path) == []
