@@ -139,9 +139,9 @@ def test_every_width_has_paddleclas_keys_shapes_and_parameter_count(oracle):
   converter's rule table) and shape for shape, and their count is its trainable count. Ours are
   read off the SE build of each width (one builder: the plain model is it without the ``se``
   Linears, which the converted plain W18 / W48 also prove)."""
+  builds = {width: _abstract_params(_arch(width, True)) for width in WIDTHS}  # child busy meanwhile
   paddle = oracle.result(oracle.requests['shapes'])
-  for width in WIDTHS:
-    params = _abstract_params(_arch(width, True))
+  for width, params in builds.items():
     for se in (False, True):
       ours = {keys.torch_key(p): keys.torch_shape(p, shape) for p, shape in params.items()
               if se or '.se.' not in p}
