@@ -235,8 +235,9 @@ def to_paddle(ckpt_dir: str | os.PathLike, out_path: str | os.PathLike) -> pathl
   config, official = _official_arrays(ckpt_dir)
   cfg = get_config(config['arch'])
   same_family = MODEL_CONFIGS.get(f'se_hrnet_w{cfg.stage2.num_channels[0]}')
-  biased = any(k.endswith('.bias') and k.startswith(('downsamp_modules', 'final_layer'))
-               for k in official)
+  # Head conv biases only (official ``*.0.bias``; ``*.1.bias`` is the BatchNorm's, always there).
+  biased = any(path.startswith(('downsamp_modules', 'final_layer')) and path.endswith('conv.bias')
+               for path, _ in official.values())
   if biased or same_family is None or cfg.stages + (cfg.stage1,) != same_family.stages + (
       same_family.stage1,):
     raise ConversionError(f'{ckpt_dir}: {config["arch"]} has head conv biases or a stage layout '

@@ -1,4 +1,4 @@
-"""PaddleClas as the oracle, run in a child process (``python tests/paddle_oracle.py JOB.json``).
+"""PaddleClas as the oracle, run in a child process (``python tests/paddle_oracle.py``).
 
 Imports only what it needs from the installed ``paddleclas`` wheel (installed ``--no-deps``):
 the HRNet model (``ppcls/arch/backbone/legendary_models/hrnet.py``) and the eval operators
@@ -7,19 +7,30 @@ toolkit and its many extras, so the parents are registered as bare packages poin
 installed folders and only the leaf modules (and what they import) are executed. Nothing of
 PaddleClas is copied here.
 
-JOB.json: ``{"out": DIR, "models": [{"name", "width", "se", "seed", "input": NPY or null}],
-"counts": [[width, se], ...], "images": [PATH, ...]}``. Writes, under DIR: ``NAME.pdparams``
-(``paddle.save(model.state_dict())``), ``NAME.npz`` (``logits``; ``stem``, ``raw1..4``,
-``incre1..4`` as NHWC) for models with an input, ``counts.json`` (trainable parameters) and
-``images.npz`` (PaddleClas's eval pipeline on each image file, HWC float32).
+One process serves a whole test module: it reads one JSON request per line on stdin and answers
+each, in order, with one JSON line ``{"id", "ok", "result" | "error"}`` on its stdout (anything
+paddle prints goes to stderr). Requests (``op`` and its fields):
+
+- ``model`` ``{name, width, se, seed, input: NPY, out: DIR}``: builds ``HRNet(width, has_se)``,
+  randomizes it (``randomize``, BN statistics calibrated at the input's size), writes
+  ``DIR/NAME.pdparams`` (``paddle.save(model.state_dict())``) and ``DIR/NAME.npz`` (``logits``;
+  ``stem``, ``raw1..4``, ``incre1..4`` as NHWC) for the NHWC float32 input.
+- ``load`` ``{width, se, pdparams, input, out: NPZ}``: a fresh model, ``set_state_dict(paddle.load(
+  pdparams))``; writes its ``logits``; answers the missing / unexpected keys and the keys whose
+  value in the model differs from the file's.
+- ``shapes`` ``{models: [[width, se], ...]}``: per ``"width,se"``, the ``state_dict`` shapes and
+  the trainable parameter count, of models built under ``paddle.LazyGuard`` (nothing drawn).
+- ``images`` ``{paths, out: NPZ}``: PaddleClas's eval pipeline on each file (HWC float32).
 """
 
 import importlib
 import importlib.util
 import json
 import logging
+import os
 import pathlib
 import sys
+import traceback
 import types
 
 import numpy as np
@@ -41,9 +52,16 @@ def import_paddleclas(module: str):
   return importlib.import_module('.'.join(parts))
 
 
-def randomize(model, rng: np.random.RandomState):
-  """Random BN affine, Linear biases (fc, SE) and BN statistics measured on a random batch, then
-  perturbed per channel (as tests/oracles.py ``randomize_`` does for torch models)."""
+def build(hrnet, width: int, se: bool):
+  # The SE_HRNet_W*_C factories raise KeyError in paddleclas 2.6.0 (no MODEL_URLS entries).
+  return hrnet.HRNet(width=width, has_se=se, stages_pattern=hrnet.MODEL_STAGES_PATTERN['HRNet'])
+
+
+def randomize(model, rng: np.random.RandomState, size: tuple[int, int]):
+  """Random BN affine, Linear biases (fc, SE) and BN statistics measured on a random batch of
+  ``size`` (the size the model is then evaluated at: the deep branches' statistics depend on
+  it, and statistics measured at another size let activations grow to ~1e4), then perturbed
+  per channel, as tests/oracles.py ``randomize_`` does for torch models."""
   import paddle
   bns = [m for m in model.sublayers() if isinstance(m, paddle.nn.BatchNorm)]
   for m in model.sublayers():
@@ -62,7 +80,7 @@ def randomize(model, rng: np.random.RandomState):
   hooks = [m.register_forward_pre_hook(measure) for m in bns]
   model.train()  # each BN normalizes by the batch statistics it measures
   with paddle.no_grad():
-    model(paddle.to_tensor(rng.randn(4, 3, 64, 64).astype('float32')))
+    model(paddle.to_tensor(rng.randn(4, 3, *size).astype('float32')))
   for h in hooks:
     h.remove()
   for m in bns:
@@ -72,15 +90,9 @@ def randomize(model, rng: np.random.RandomState):
   model.eval()
 
 
-def run_model(hrnet, spec: dict, out: pathlib.Path) -> None:
+def forward(model, x_nhwc: np.ndarray) -> dict[str, np.ndarray]:
+  """Logits and, through forward hooks, the stem and the raw / incre stage-4 branches (NHWC)."""
   import paddle
-  paddle.seed(spec['seed'])
-  model = hrnet.HRNet(width=spec['width'], has_se=spec['se'],
-                      stages_pattern=hrnet.MODEL_STAGES_PATTERN['HRNet'])
-  randomize(model, np.random.RandomState(spec['seed']))
-  paddle.save(model.state_dict(), str(out / f'{spec["name"]}.pdparams'))
-  if not spec.get('input'):
-    return
   captured = {}
   hooks = [
       model.conv_layer1_1.register_forward_post_hook(
@@ -90,12 +102,8 @@ def run_model(hrnet, spec: dict, out: pathlib.Path) -> None:
       model.last_cls.register_forward_post_hook(
           lambda layer, inputs, output: captured.__setitem__('incre', list(output))),
   ]
-  x = np.load(spec['input'])
-  dtype = spec.get('dtype', 'float32')
-  if dtype != 'float32':
-    model.to(dtype=dtype)  # the saved float32 weights, evaluated at higher precision
   with paddle.no_grad():
-    logits = model(paddle.to_tensor(x.transpose(0, 3, 1, 2).astype(dtype)))
+    logits = model(paddle.to_tensor(x_nhwc.transpose(0, 3, 1, 2).copy()))
   for h in hooks:
     h.remove()
   arrays = {'logits': logits.numpy()}
@@ -104,18 +112,43 @@ def run_model(hrnet, spec: dict, out: pathlib.Path) -> None:
   for kind in ('raw', 'incre'):
     for i, t in enumerate(captured[kind], start=1):
       arrays[f'{kind}{i}'] = nhwc(t)
-  np.savez(out / f'{spec["name"]}.npz', **arrays)
+  return arrays
 
 
-def trainable_counts(hrnet, pairs) -> dict[str, int]:
+def run_model(hrnet, name: str, width: int, se: bool, seed: int, x_path: str, out: str) -> None:
   import paddle
-  counts = {}
-  for width, se in pairs:
-    with paddle.LazyGuard():  # no weights drawn: only shapes are counted
-      model = hrnet.HRNet(width=width, has_se=se, stages_pattern=hrnet.MODEL_STAGES_PATTERN['HRNet'])
-    counts[f'{width},{int(se)}'] = sum(int(np.prod(p.shape)) for p in model.parameters()
-                                      if not p.stop_gradient)
-  return counts
+  paddle.seed(seed)
+  model = build(hrnet, width, se)
+  x = np.load(x_path)
+  randomize(model, np.random.RandomState(seed), x.shape[1:3])
+  paddle.save(model.state_dict(), str(pathlib.Path(out) / f'{name}.pdparams'))
+  np.savez(pathlib.Path(out) / f'{name}.npz', **forward(model, x))
+
+
+def load_model(hrnet, width: int, se: bool, pdparams: str, x_path: str, out: str) -> dict:
+  import paddle
+  paddle.seed(12345)  # a different init: only the loaded file can give the logits
+  model = build(hrnet, width, se)
+  state = paddle.load(pdparams)
+  missing, unexpected = model.set_state_dict(state)
+  differ = [k for k, v in model.state_dict().items()
+            if k in state and not np.array_equal(v.numpy(), np.asarray(state[k]))]
+  model.eval()
+  np.savez(out, logits=forward(model, np.load(x_path))['logits'])
+  return {'missing': list(missing), 'unexpected': list(unexpected), 'differ': differ}
+
+
+def shapes(hrnet, models) -> dict:
+  import paddle
+  out = {}
+  for width, se in models:
+    with paddle.LazyGuard():  # no weights drawn: only shapes are read
+      model = build(hrnet, width, se)
+    out[f'{width},{int(se)}'] = {
+        'shapes': {k: list(v.shape) for k, v in model.state_dict().items()},
+        'trainable': sum(int(np.prod(p.shape)) for p in model.parameters()
+                         if not p.stop_gradient)}
+  return out
 
 
 def eval_images(paths) -> dict[str, np.ndarray]:
@@ -134,18 +167,28 @@ def eval_images(paths) -> dict[str, np.ndarray]:
   return out
 
 
-def main(job_path: str) -> None:
-  job = json.loads(pathlib.Path(job_path).read_text())
-  out = pathlib.Path(job['out'])
+def main() -> None:
+  reply = os.fdopen(os.dup(1), 'w')
+  os.dup2(2, 1)  # whatever paddle prints goes to stderr; stdout carries only the answers
   import_paddleclas('ppcls.utils.logger').init_logger(log_level=logging.ERROR)
   hrnet = import_paddleclas('ppcls.arch.backbone.legendary_models.hrnet')
-  for spec in job.get('models', []):
-    run_model(hrnet, spec, out)
-  if job.get('counts'):
-    (out / 'counts.json').write_text(json.dumps(trainable_counts(hrnet, job['counts'])))
-  if job.get('images'):
-    np.savez(out / 'images.npz', **eval_images(job['images']))
+  ops = {
+      'model': lambda r: run_model(hrnet, r['name'], r['width'], r['se'], r['seed'], r['input'],
+                                   r['out']),
+      'load': lambda r: load_model(hrnet, r['width'], r['se'], r['pdparams'], r['input'],
+                                   r['out']),
+      'shapes': lambda r: shapes(hrnet, r['models']),
+      'images': lambda r: np.savez(r['out'], **eval_images(r['paths'])),
+  }
+  for line in sys.stdin:
+    request = json.loads(line)
+    try:
+      answer = {'id': request['id'], 'ok': True, 'result': ops[request['op']](request)}
+    except Exception:  # reported to the test, which fails with it
+      answer = {'id': request['id'], 'ok': False, 'error': traceback.format_exc()}
+    reply.write(json.dumps(answer) + '\n')
+    reply.flush()
 
 
 if __name__ == '__main__':
-  main(sys.argv[1])
+  main()
