@@ -120,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     # Heavy imports after argument checks, so usage errors and --help stay fast.
-    from hrnet_jax import load_pretrained
+    from hrnet_jax import compile_cache, load_pretrained
+    compile_cache.enable()  # HRNET_JAX_COMPILATION_CACHE
     from hrnet_jax.imagenet import imagenet_class_names
     from hrnet_jax.transforms import eval_transform, load_image
 

@@ -142,6 +142,8 @@ def _main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.getLogger().setLevel(logging.INFO)
   logging.getLogger('absl').setLevel(logging.WARNING)
+  from hrnet_jax import compile_cache
+  compile_cache.enable()  # HRNET_JAX_COMPILATION_CACHE
   try:
     results = evaluate_checkpoint(
         FLAGS.checkpoint, dataset=FLAGS.dataset, split=FLAGS.split, data_dir=FLAGS.data_dir,
