@@ -166,8 +166,9 @@ def check_args(ns: argparse.Namespace) -> Args:
               ns.image_size, ns.fsdp, remats, ns.out, ns.markdown)
 
 
-# An H100 as XLA's GPU compiler sees it (GpuTargetConfig text proto, values of an H100 SXM as
-# reported by its CUDA driver), for get_topology_desc(platform='cuda', target_config=...).
+# An H100 SXM as XLA's GPU compiler sees it: the GpuTargetConfig text proto of XLA's
+# xla/tools/hlo_opt/gpu_specs/h100_sxm.txtpb (device values as its CUDA driver reports them),
+# plus the cuDNN / CUDA runtime versions, for get_topology_desc(platform='cuda', target_config=).
 H100_TARGET_CONFIG = """
 gpu_device_info {
   threads_per_block_limit: 1024
@@ -191,6 +192,7 @@ gpu_device_info {
 }
 platform_name: "CUDA"
 dnn_version_info { major: 9 minor: 8 }
+runtime_version { major: 12 minor: 8 }
 device_description_str: "NVIDIA H100 80GB HBM3"
 """
 
@@ -342,7 +344,8 @@ class Compiler:
       return row
     row['compile_s'] = time.perf_counter() - t1
     row.update(_memory(compiled))
-    row.update(_cost(compiled))
+    # XLA:GPU's compiled module has no cost analysis: fall back to the unoptimized HLO's.
+    row.update(_cost(compiled) or _cost(lowered))
     if row.get('flops_per_chip'):
       row['gflop_per_image'] = row['flops_per_chip'] / batch_per_chip / 1e9
     row.update(roofline(args.chip, row.get('flops_per_chip'), row.get('bytes_per_chip'),
