@@ -76,3 +76,25 @@ def test_remat_levels():
   assert len(wrapped) == n_blocks
   again = remat.apply(model, 'block')  # idempotent
   assert sum(type(m).__name__.startswith('Remat') for _, m in nnx.iter_modules(again)) == n_blocks
+
+
+def test_fast_trace_keeps_results_and_state_tree():
+  """``hrnet_jax.fast_trace`` (linear-time tracing of BN statistic writes): bit-identical
+  outputs, BN statistics and gradients, the same state paths."""
+  from hrnet_jax import fast_trace
+  loss, model, params, stats = _loss_and_model('none')
+  x, xs = _inputs(model)
+  ref = jax.jit(jax.value_and_grad(loss, argnums=(0, 2, 3), has_aux=True))(params, stats, x, xs)
+  fast_trace.apply(model)
+  graphdef, params2, stats2 = nnx.split(model, nnx.Param, nnx.BatchStat)
+  assert jax.tree.structure(nnx.as_pure(stats2)) == jax.tree.structure(nnx.as_pure(stats))
+  assert all(type(v) is fast_trace.RunningStat for v in jax.tree.leaves(
+      stats2, is_leaf=lambda v: isinstance(v, nnx.Variable)))
+
+  def loss2(params, stats, x, xs):
+    m = nnx.merge(graphdef, params, stats, copy=True)
+    outs = [run_sequential(m.layer1, x), *m.stage2[0](xs)]
+    return sum(jnp.sum(o * jnp.cos(o)) for o in outs), (outs, nnx.state(m, nnx.BatchStat))
+
+  got = jax.jit(jax.value_and_grad(loss2, argnums=(0, 2, 3), has_aux=True))(params2, stats2, x, xs)
+  assert _max_diff(nnx.as_pure(ref), nnx.as_pure(got)) == 0.0

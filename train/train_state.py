@@ -18,7 +18,7 @@ import optax
 from flax import nnx, struct
 
 import hrnet_jax
-from hrnet_jax import remat
+from hrnet_jax import fast_trace, remat
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -66,7 +66,7 @@ def create_model(config, num_classes: int) -> hrnet_jax.HighResolutionNet:
   model = hrnet_jax.create_model(config.model, pretrained=config.pretrained or None,
                                  num_classes=num_classes, dtype=parse_dtype(config.dtype),
                                  param_dtype=jnp.float32, rngs=nnx.Rngs(config.seed))
-  return remat.apply(model, config.get('remat', 'none'))
+  return remat.apply(fast_trace.apply(model), config.get('remat', 'none'))
 
 
 def split_model(model: hrnet_jax.HighResolutionNet) -> tuple[ModelDef, Any, Any]:
