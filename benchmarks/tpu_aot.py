@@ -404,16 +404,16 @@ def markdown_table(rows: Sequence[dict]) -> list[str]:
     key = tuple(r.get(k) for k in ('model', 'task', 'topology', 'mesh', 'batch_per_chip',
                                    'image_size', 'dtype', 'remat'))
     latest[key] = r
-  lines = ['| model | task | target | mesh | batch/chip | dtype | remat | status | per-chip memory '
+  lines = ['| model | task | target | mesh | batch/chip | size | dtype | remat | status | per-chip memory '
            'GiB (temp) / HBM | fits | lower s | compile s | GFLOP/img | est. step ms | est. '
-           'img/s/chip |', '|' + '---|' * 15]
+           'img/s/chip |', '|' + '---|' * 16]
   order = lambda r: (r['model'], r['topology'], r['task'], r['remat'], int(r['batch_per_chip']))
   for r in sorted(latest.values(), key=order):
     f = lambda k, d=1: f'{float(r[k]):.{d}f}' if r.get(k) not in (None, '') else '–'
     mem = f'{f("total_gib", 2)} ({f("temp_gib", 2)}) / {r["hbm_gib"]}'
     lines.append(
         f'| {r["model"]} | {r["task"]} | {r["topology"]} | {r["mesh"]} | {r["batch_per_chip"]} '
-        f'| {r["dtype"]} | {r["remat"]} | {r["status"]} | {mem} | {r["fits"]} | '
+        f'| {r["image_size"]} | {r["dtype"]} | {r["remat"]} | {r["status"]} | {mem} | {r["fits"]} | '
         f'{f("lower_s")} | {f("compile_s")} | {f("gflop_per_image", 2)} | '
         f'{f("est_step_ms", 2)} | {f("est_img_s_per_chip", 0)} |')
   return lines

@@ -86,7 +86,7 @@ def test_csv_append_and_markdown(tmp_path):
   tpu_aot.update_markdown(str(md), str(out))
   text = md.read_text()
   assert text.startswith('intro\n') and text.endswith('outro\n') and 'old' not in text
-  assert '| hrnet_w18_small | train | v5e:2x2 | 4x1 | 256 | bfloat16 | none | ok | 4.20 (3.90) / 16' \
+  assert '| hrnet_w18_small | train | v5e:2x2 | 4x1 | 256 | 224 | bfloat16 | none | ok | 4.20 (3.90) / 16' \
       in text
   assert '| 512 |' in text and '| oom |' in text
   (tmp_path / 'c.md').write_text('no markers')
