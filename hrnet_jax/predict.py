@@ -133,7 +133,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such folder")
 
     # Heavy imports after argument checks, so usage errors and --help stay fast.
-    from hrnet_jax import load_pretrained
+    from hrnet_jax import compile_cache, load_pretrained
+    compile_cache.enable()  # HRNET_JAX_COMPILATION_CACHE
     from hrnet_jax.imagenet import imagenet_class_names
     from hrnet_jax.transforms import eval_transform, load_image
 

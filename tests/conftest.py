@@ -1,10 +1,16 @@
 """Shared test set-up: float32 matmuls/convs at full precision for every numerical comparison,
 and a summary table of the parity figures the tests measured."""
 
+import os
+import tempfile
+
 import jax
 import pytest
 
 jax.config.update('jax_default_matmul_precision', 'highest')
+# The CLIs enable JAX's persistent compilation cache (hrnet_jax.compile_cache): in tests, in a
+# temporary folder rather than the user's ~/.cache.
+os.environ.setdefault('HRNET_JAX_COMPILATION_CACHE', tempfile.mkdtemp(prefix='hrnet_jax_cache_'))
 
 _PARITY: list[tuple[str, str, float, float]] = []
 

@@ -152,6 +152,8 @@ def _main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.getLogger().setLevel(logging.INFO)
   logging.getLogger('absl').setLevel(logging.WARNING)
+  from hrnet_jax import compile_cache
+  compile_cache.enable()  # HRNET_JAX_COMPILATION_CACHE
   return errors.run_cli(PROG, _evaluate_and_print, verbose=FLAGS.verbose)
 
 

@@ -43,6 +43,8 @@ def _main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.getLogger().setLevel(logging.INFO)
   logging.getLogger('absl').setLevel(logging.WARNING)  # Orbax logs every save step at INFO
+  from hrnet_jax import compile_cache
+  compile_cache.enable()  # a resumed or repeated run skips XLA (HRNET_JAX_COMPILATION_CACHE)
   from train import distributed
   distributed.maybe_initialize(force=FLAGS.distributed,
                                coordinator_address=FLAGS.coordinator_address,

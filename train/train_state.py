@@ -18,6 +18,7 @@ import optax
 from flax import nnx, struct
 
 import hrnet_jax
+from hrnet_jax import fast_trace, remat
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -57,13 +58,15 @@ def parse_dtype(name: str):
 
 def create_model(config, num_classes: int) -> hrnet_jax.HighResolutionNet:
   """``hrnet_jax.create_model`` for ``config`` (``model``, ``pretrained``, ``dtype``, ``seed``),
-  with float32 parameters; ``ValueError`` if ``config.pretrained`` is required but unset."""
+  with float32 parameters and ``config.remat`` (``hrnet_jax.remat``); ``ValueError`` if
+  ``config.pretrained`` is required but unset or ``config.remat`` is not a level."""
   if config.pretrained is None:
     raise ValueError('this config needs pretrained weights: pass --config.pretrained=DIR '
                      '(a folder written by convert_official_weights or save_pretrained)')
-  return hrnet_jax.create_model(config.model, pretrained=config.pretrained or None,
-                                num_classes=num_classes, dtype=parse_dtype(config.dtype),
-                                param_dtype=jnp.float32, rngs=nnx.Rngs(config.seed))
+  model = hrnet_jax.create_model(config.model, pretrained=config.pretrained or None,
+                                 num_classes=num_classes, dtype=parse_dtype(config.dtype),
+                                 param_dtype=jnp.float32, rngs=nnx.Rngs(config.seed))
+  return remat.apply(fast_trace.apply(model), config.get('remat', 'none'))
 
 
 def split_model(model: hrnet_jax.HighResolutionNet) -> tuple[ModelDef, Any, Any]:

@@ -19,6 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = 'hrnet_w18'
   config.pretrained = ''
   config.dtype = 'float32'  # computation dtype; 'bfloat16' keeps float32 params/BN/loss/optimizer
+  # Rematerialization (hrnet_jax.remat): 'none', 'block' (recompute each residual block in the
+  # backward pass) or 'module' (each HR module): less activation memory for up to one more forward pass of FLOPs.
+  config.remat = 'none'
 
   # Data. `name`: 'digits' (embedded scikit-learn digits), 'folder' (`folder`/<split>/<class>/*)
   # or any TFDS name (e.g. 'imagenet2012', read from `data_dir`; `manual_dir` holds the
