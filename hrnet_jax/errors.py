@@ -95,6 +95,18 @@ def ensure_free_space(folder: str | os.PathLike, needed: int, what: str) -> None
                   f'{needed / 2**20:.0f} MiB, {free / 2**20:.0f} MiB are free', os.fspath(folder))
 
 
+def positive_int(text: str) -> int:
+  """argparse ``type=`` for a count >= 1 (argparse turns the error into a usage error, exit 2)."""
+  import argparse
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'not an integer: {text!r}') from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'must be >= 1, got {value}')
+  return value
+
+
 def verbose_requested(argv: Sequence[str] | None = None) -> bool:
   """``--verbose`` in ``argv`` (default ``sys.argv``) or ``HRNET_JAX_VERBOSE`` set non-empty
   and not ``0``."""

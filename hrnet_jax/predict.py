@@ -36,9 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint folder")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
-    p.add_argument("--top-k", type=_positive_int, default=5, help="classes per image (default 5)")
+    p.add_argument("--top-k", type=errors.positive_int, default=5,
+                   help="classes per image (default 5)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
-    p.add_argument("--batch-size", type=_positive_int, default=32,
+    p.add_argument("--batch-size", type=errors.positive_int, default=32,
                    help="images per forward pass (default 32)")
     p.add_argument("--test-size", action="store_true",
                    help="use the tag's test_input_size/test_crop_pct when it has them (timm "
@@ -50,16 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", metavar="DIR", help="where --task segment/pose write files")
     p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
     return p
-
-
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
 
 
 def _error(msg: str) -> None:

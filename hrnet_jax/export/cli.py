@@ -13,20 +13,11 @@ import argparse
 import sys
 from typing import Sequence
 
+from hrnet_jax import errors
 from hrnet_jax.errors import BadInputError, run_cli
 
 PROG = 'hrnet-export'
 FORMATS = ('stablehlo', 'onnx', 'savedmodel', 'tflite')
-
-
-def _positive_int(s: str) -> int:
-  try:
-    v = int(s)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f'not an integer: {s!r}') from None
-  if v < 1:
-    raise argparse.ArgumentTypeError(f'must be >= 1, got {v}')
-  return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,9 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                  'metadata goes to OUT.json')
   p.add_argument('--checkpoint', required=True, metavar='DIR', help='checkpoint folder')
   p.add_argument('--format', required=True, choices=FORMATS)
-  p.add_argument('--batch-size', type=_positive_int, metavar='N',
+  p.add_argument('--batch-size', type=errors.positive_int, metavar='N',
                  help='fix the batch (default: symbolic, any batch)')
-  p.add_argument('--input-size', type=_positive_int, nargs=2, metavar=('H', 'W'),
+  p.add_argument('--input-size', type=errors.positive_int, nargs=2, metavar=('H', 'W'),
                  help="input height and width (default: the checkpoint's input_size)")
   p.add_argument('--input-dtype', choices=('uint8', 'float32'), default='uint8',
                  help='uint8: RGB pixels 0..255, normalized inside (default); float32: '
