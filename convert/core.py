@@ -12,11 +12,10 @@ import collections
 import dataclasses
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 
-from hrnet_jax import checkpoint, keys, pretrained
+from hrnet_jax import atomic, checkpoint, keys, pretrained
 from hrnet_jax.configs import MODEL_CONFIGS, get_config
 from hrnet_jax.factory import create_model
 
@@ -262,13 +261,4 @@ def to_pytorch(ckpt_dir: str | os.PathLike, out_path: str | os.PathLike) -> path
     state[key] = torch.from_numpy(np.ascontiguousarray(keys.flax_to_torch(path, value)))
     if key.endswith('running_mean'):  # BN buffers PyTorch's strict loading expects
       state[key.replace('running_mean', 'num_batches_tracked')] = torch.tensor(0)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f'.{out.name}.', dir=out.parent)
-  os.close(fd)
-  try:
-    torch.save(state, tmp)
-    os.replace(tmp, out)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-  return out
+  return atomic.write_file(out, lambda tmp: torch.save(state, tmp))

@@ -26,14 +26,14 @@ Key rules (PaddleClas -> official, ``hrnet_jax.keys``'s layout), one table each 
 
 from __future__ import annotations
 
-import io
 import os
 import pathlib
 import pickle
 import re
-import tempfile
 
 import numpy as np
+
+from hrnet_jax import atomic
 
 PARAM_TABLE_KEY = 'StructuredToParameterName@@'
 # Every key of a PaddleClas HRNet state_dict starts with one of these.
@@ -213,14 +213,8 @@ def load_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def save_pdparams(tensors: dict[str, np.ndarray], path: str | os.PathLike) -> pathlib.Path:
   """Writes ``tensors`` (PaddleClas names and layout) as ``paddle.save`` does (pickle protocol
   4 of a dict of arrays), readable by ``paddle.load`` + ``set_state_dict``. Atomic."""
-  out = pathlib.Path(path)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f'.{out.name}.', dir=out.parent)
-  try:
-    with os.fdopen(fd, 'wb') as f:
+  def write(tmp: str) -> None:
+    with open(tmp, 'wb') as f:
       pickle.dump(dict(tensors), f, protocol=4)
-    os.replace(tmp, out)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-  return out
+
+  return atomic.write_file(path, write)

@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import tempfile
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from hrnet_jax import atomic
 
 # mmseg CityscapesDataset METAINFO['palette'].
 CITYSCAPES_PALETTE = (
@@ -49,16 +50,6 @@ def palette(num_classes: int) -> np.ndarray:
     return np.asarray(CITYSCAPES_PALETTE, np.uint8)
   return np.random.RandomState(0).randint(0, 256, (num_classes, 3)).astype(np.uint8)
 
-
-def _write_atomic(path: pathlib.Path, write: Callable[[str], None]) -> None:
-  fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
-  os.close(fd)
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
 
 
 def _normalize(img: Image.Image, cfg: dict[str, Any]) -> np.ndarray:
@@ -137,8 +128,8 @@ def predict_file(model, task: str, image_path: str, img: Image.Image, cfg: dict[
       im.putpalette(colours.ravel().tolist())
       im.save(tmp, format='PNG')
 
-    _write_atomic(png, write_png)
-    _write_atomic(npy, lambda tmp: np.save(open(tmp, 'wb'), mask))
+    atomic.write_file(png, write_png)
+    atomic.write_file(npy, lambda tmp: np.save(open(tmp, 'wb'), mask))
     classes, counts = np.unique(mask, return_counts=True)
     return {'image': image_path, 'mask_png': str(png), 'mask_npy': str(npy),
             'classes': {int(c): int(n) for c, n in zip(classes, counts)}}
@@ -147,6 +138,6 @@ def predict_file(model, task: str, image_path: str, img: Image.Image, cfg: dict[
   record = {'image': image_path, 'keypoints': [[float(v) for v in kp] for kp in keypoints],
             'names': list(names) if names else None}
   js, png = out_dir / f'{stem}_keypoints.json', out_dir / f'{stem}_pose.png'
-  _write_atomic(js, lambda tmp: pathlib.Path(tmp).write_text(json.dumps(record, indent=2) + '\n'))
-  _write_atomic(png, lambda tmp: _overlay(img, keypoints).save(tmp, format='PNG'))
+  atomic.write_file(js, lambda tmp: pathlib.Path(tmp).write_text(json.dumps(record, indent=2) + '\n'))
+  atomic.write_file(png, lambda tmp: _overlay(img, keypoints).save(tmp, format='PNG'))
   return {**record, 'keypoints_json': str(js), 'overlay_png': str(png)}

@@ -14,9 +14,10 @@ import fcntl
 import json
 import logging
 import os
+import pathlib
 import socket
-import tempfile
 
+from hrnet_jax import atomic
 from hrnet_jax.errors import BadInputError
 
 log = logging.getLogger(__name__)
@@ -41,17 +42,7 @@ def check_workdir(workdir: str) -> str:
 
 def write_text_atomic(path: str, text: str) -> None:
   """Replaces the file ``path`` by ``text`` at once (a temporary file beside it, renamed)."""
-  fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', dir=os.path.dirname(path))
-  try:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make the file private
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  atomic.write_file(path, lambda tmp: pathlib.Path(tmp).write_text(text))
 
 
 def truncate_jsonl(path: str, last_step: int) -> int:
