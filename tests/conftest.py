@@ -1,6 +1,8 @@
 """Shared test set-up: float32 matmuls/convs at full precision for every numerical comparison,
-and a summary table of the parity figures the tests measured."""
+a summary table of the parity figures the tests measured, and the order in which pytest-xdist
+hands test files to its workers."""
 
+import json
 import os
 import tempfile
 
@@ -21,12 +23,35 @@ def parity_log():
   return lambda case, output, diff, ref_max: _PARITY.append((case, output, diff, ref_max))
 
 
+# The README's test command runs the files on two pytest-xdist workers (`-n 2 --dist loadgroup`,
+# which keeps each file on one worker so its module fixtures run once). Handing out the longest
+# files first (durations measured on 2 cores) keeps the two workers busy to the end.
+_LONGEST_FIRST = ('test_train_runs', 'test_train_sharded', 'test_export', 'test_hardening',
+                  'test_parity_timm', 'test_model', 'test_parity_paddle', 'test_benchmarks',
+                  'test_parity_dense', 'test_linen', 'test_train_notebook')
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
+
+
+def pytest_sessionfinish(session):
+  if hasattr(session.config, 'workeroutput'):  # an xdist worker: send its figures to the main
+    session.config.workeroutput['parity'] = json.dumps(_PARITY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+  _PARITY.extend(tuple(row) for row in json.loads(node.workeroutput.get('parity', '[]')))
+
+
 def pytest_terminal_summary(terminalreporter):
   if not _PARITY:
     return
   terminalreporter.section('parity figures (max abs diff vs oracle)')
   terminalreporter.write_line(f'{"case":<44} {"output":<22} {"max|diff|":>10} {"max|ref|":>10} '
                               f'{"relative":>10}')
-  for case, output, diff, ref_max in _PARITY:
+  for case, output, diff, ref_max in sorted(_PARITY):
     terminalreporter.write_line(f'{case:<44} {output:<22} {diff:>10.3g} {ref_max:>10.4g} '
                                 f'{diff / max(ref_max, 10.0):>10.3g}')
