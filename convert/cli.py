@@ -67,7 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
-  errors.raise_on_sigterm()
 
   def run() -> int:
     from convert.core import convert_checkpoint, to_paddle, to_pytorch
@@ -91,7 +90,8 @@ def main(argv=None) -> int:
           print(f'{title} ({len(names)}):\n  ' + '\n  '.join(names))
     return 0
 
-  return errors.run_cli(PROG, run, verbose=args.verbose)
+  with errors.sigterm_raises():
+    return errors.run_cli(PROG, run, verbose=args.verbose)
 
 
 if __name__ == '__main__':

@@ -19,11 +19,13 @@ wraps its body in :func:`run_cli`.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import signal
 import sys
+import threading
 import traceback
 from typing import Callable, Sequence
 
@@ -53,7 +55,7 @@ class EnvironmentFailure(RuntimeError):
 
 
 class Terminated(BaseException):
-  """SIGTERM arrived (see ``raise_on_sigterm``); like ``KeyboardInterrupt``, it unwinds the
+  """SIGTERM arrived (see ``sigterm_raises``); like ``KeyboardInterrupt``, it unwinds the
   stack so that ``finally`` blocks remove temporary files. Exit code 143."""
 
   exit_code = EXIT_PREEMPTED
@@ -63,10 +65,20 @@ def _raise_terminated(signum, frame):
   raise Terminated()
 
 
-def raise_on_sigterm() -> None:
-  """Makes SIGTERM raise ``Terminated`` in the main thread instead of killing the process at
-  once, so a terminated command cleans up what it was writing."""
-  signal.signal(signal.SIGTERM, _raise_terminated)
+@contextlib.contextmanager
+def sigterm_raises():
+  """While active, SIGTERM raises ``Terminated`` in the main thread instead of killing the
+  process at once, so a terminated command cleans up what it was writing. The previous handler
+  comes back on exit: the CLIs' ``main`` is also called in-process (tests, notebooks). Off the
+  main thread, where Python cannot install handlers, it changes nothing."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = signal.signal(signal.SIGTERM, _raise_terminated)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 def storage_error(exc: BaseException, path: str) -> OSError | None:

@@ -199,10 +199,13 @@ def test_old_folder_moved_aside_by_a_killed_run_is_put_back(tmp_path, source, co
 
 
 def test_to_pytorch_onto_a_folder(tmp_path, converted, capsys):
+  before = signal.getsignal(signal.SIGTERM)
   rc, err = _convert(['--to-pytorch', str(converted), str(tmp_path)], capsys)
   assert rc == 2
   _one_error_line(err, 'convert_official_weights', 'is a folder')
   assert os.listdir(tmp_path) == []
+  # Called in-process, the CLI gives the caller's SIGTERM handler back.
+  assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_read_only_parent_and_full_disk(tmp_path, source, converted):
