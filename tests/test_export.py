@@ -205,3 +205,31 @@ def test_mismatch_writes_nothing_exit_1(ckpt, tmp_path, capsys, monkeypatch):
                '--input-size', str(SIZE), str(SIZE)]) == 1
   _one_error_line(capsys, 'logits', 'max abs diff', 'nothing was written')
   assert os.listdir(tmp_path) == []
+
+
+def test_jax2onnx_fast_lookups_change_nothing():
+  """The ONNX exporter's constant-time lookups (hrnet_jax/export/jax2onnx_lookups.py) give
+  jax2onnx's own graph, byte for byte, on a small conv / add / relu net with transposes to
+  cancel, and put jax2onnx's functions back afterwards."""
+  import jax2onnx
+  from jax2onnx.converter import ir_optimizations, output_binding
+  from hrnet_jax.export.jax2onnx_lookups import fast_lookups
+
+  rng = np.random.default_rng(0)
+  w1, w2 = (jnp.asarray(rng.standard_normal((3, 3, c, 8), np.float32)) for c in (3, 8))
+
+  def net(x):
+    conv = lambda y, w: jax.lax.conv_general_dilated(y, w, (1, 1), 'SAME',
+                                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = jax.nn.relu(conv(x, w1))
+    return (jax.nn.relu(conv(y, w2) + y).mean(axis=(1, 2)),)
+
+  spec = [jax.ShapeDtypeStruct((2, 16, 16, 3), np.float32)]
+  export = lambda: jax2onnx.to_onnx(net, spec, return_mode='proto').SerializeToString()
+  originals = (ir_optimizations._producer_node, output_binding._value_is_graph_connected)
+  with fast_lookups() as active:
+    assert ir_optimizations._producer_node is not originals[0]
+    fast = export()
+  assert active
+  assert (ir_optimizations._producer_node, output_binding._value_is_graph_connected) == originals
+  assert fast == export()
