@@ -285,6 +285,6 @@ def test_jax2onnx_fast_lookups_change_nothing():
   with fast_lookups() as active:
     assert ir_optimizations._producer_node is not originals[0]
     fast = export()
-  assert active
+  assert active, 'jax2onnx is not the version jax2onnx_lookups was written against'
   assert (ir_optimizations._producer_node, output_binding._value_is_graph_connected) == originals
   assert fast == export()

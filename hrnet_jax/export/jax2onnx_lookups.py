@@ -91,7 +91,11 @@ def fast_lookups() -> Iterator[bool]:
   """Within the block, jax2onnx (``PATCHED_VERSION`` only) uses the wrapped lookups; yields
   whether it does. The modules' attributes are restored on exit."""
   from importlib import metadata
-  if metadata.version('jax2onnx') != PATCHED_VERSION:
+  try:
+    version = metadata.version('jax2onnx')
+  except metadata.PackageNotFoundError:  # imported from a source tree: unknown code
+    version = None
+  if version != PATCHED_VERSION:
     yield False
     return
   import onnx_ir as ir
