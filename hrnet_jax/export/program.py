@@ -13,8 +13,13 @@ Input contract (``input_dtype``, ``layout``):
   ``ToTensor`` + ``Normalize``).
 - ``float32``: the model's own input, already normalized.
 
-Outputs: ``logits [B, num_classes]`` float32, or with ``features_only`` the maps ``feature_i
-[B, H/s, W/s, C]`` (NCHW with ``layout='nchw'``), as ``hrnet_jax.create_model`` returns them.
+Outputs, float32, as ``hrnet_jax.create_model`` returns them (maps NCHW with ``layout='nchw'``):
+
+- classifiers: ``logits [B, num_classes]``, or with ``features_only`` the maps ``feature_i
+  [B, H/s, W/s, C]``;
+- dense models (``hrnet_jax.dense``, task in ``OUT.json['task']``): segmentation ``logits
+  [B, H/4, W/4, num_classes]``, pose ``heatmaps [B, H/4, W/4, num_keypoints]``, detection
+  pyramids ``feature_0`` .. ``feature_4`` ``[B, H/s, W/s, 256]`` (``DenseHRNet.__call__``).
 """
 
 from __future__ import annotations
@@ -71,6 +76,8 @@ class Program:
   input_dtype: str
   output_names: tuple[str, ...]
   metadata: dict[str, Any]
+  _reference_outputs: dict[int, list[np.ndarray]] = dataclasses.field(
+      default_factory=dict, repr=False, compare=False)
 
   def sample_input(self, batch: int, seed: int = 0) -> np.ndarray:
     """A fixed random (non-constant) input of ``batch`` images in the program's contract."""
@@ -79,6 +86,17 @@ class Program:
     if self.input_dtype == 'uint8':
       return rng.integers(0, 256, shape, dtype=np.uint8)
     return rng.standard_normal(shape, dtype=np.float32)
+
+  def reference_outputs(self, batch: int) -> list[np.ndarray]:
+    """``reference(sample_input(batch))`` as float32 numpy arrays, jitted (XLA:CPU options of
+    ``hrnet_jax.runtime.compiler_options('infer')``) and computed once per batch: one program
+    exported to several formats is compiled and run once for all their verifications."""
+    if batch not in self._reference_outputs:
+      from hrnet_jax import runtime
+      reference = jax.jit(self.reference, compiler_options=runtime.compiler_options('infer'))
+      self._reference_outputs[batch] = [np.asarray(r, np.float32)
+                                        for r in reference(self.sample_input(batch))]
+    return self._reference_outputs[batch]
 
 
 def _check_checkpoint(path: str) -> None:
@@ -128,9 +146,14 @@ def build(options: ExportOptions) -> Program:
   raises for a checkpoint that does not load (``CheckpointMismatchError``, ``ValueError``).
   """
   import hrnet_jax
-  from hrnet_jax import checkpoint
+  from hrnet_jax import checkpoint, dense
+  from hrnet_jax.errors import BadInputError
 
   _check_checkpoint(options.checkpoint)
+  config = checkpoint.read_config(options.checkpoint)
+  if options.features_only and config.get('arch') in dense.DENSE_CONFIGS:
+    raise BadInputError(f'{options.checkpoint}: {config["arch"]} is a dense model, whose outputs '
+                        'are maps already; --features-only is for classifiers')
   kwargs: dict[str, Any] = {}
   if options.features_only:
     kwargs = dict(features_only=True, feature_location=options.feature_location,
@@ -143,7 +166,6 @@ def build(options: ExportOptions) -> Program:
     if options.fold_bn:
       hrnet_jax.fold_batchnorm(model)
 
-  config = checkpoint.read_config(options.checkpoint)
   cfg = dict(reference_model.pretrained_cfg or {})
   mean = tuple(cfg.get('mean') or hrnet_jax.pretrained.IMAGENET_DEFAULT_MEAN)
   std = tuple(cfg.get('std') or hrnet_jax.pretrained.IMAGENET_DEFAULT_STD)
@@ -155,18 +177,28 @@ def build(options: ExportOptions) -> Program:
   reference = _wrap(reference_model, dataclasses.replace(options, dtype='float32'), mean, std)
   out_shapes = jax.eval_shape(reference, jax.ShapeDtypeStruct((1,) + shape[1:],
                                                               np.dtype(options.input_dtype)))
-  if options.features_only:
+  task = getattr(reference_model, 'task', 'classify')  # DenseHRNet.task
+  num_classes = num_keypoints = None
+  if options.features_only or task == 'detect':
     info = reference_model.feature_info
     names = tuple(f'feature_{i["index"]}' for i in info)
     outputs = [{'name': n, 'channels': i['num_chs'], 'reduction': i['reduction'],
                 'shape': [b] + list(o.shape[1:])} for n, i, o in zip(names, info, out_shapes)]
-    num_classes = None
-  else:
+  elif task == 'classify':
     names = ('logits',)
     num_classes = reference_model.num_classes
     outputs = [{'name': 'logits', 'shape': [b, num_classes]}]
+  else:  # segment / pose: one stride-4 map
+    names = ('logits',) if task == 'segment' else ('heatmaps',)
+    if task == 'segment':
+      num_classes = reference_model.num_outputs
+    else:
+      num_keypoints = reference_model.num_outputs
+    outputs = [{'name': names[0], 'channels': reference_model.num_outputs, 'reduction': 4,
+                'shape': [b] + list(out_shapes[0].shape[1:])}]
   metadata = {
       'arch': config['arch'],
+      'task': task,
       'checkpoint': os.path.abspath(options.checkpoint),
       'source': config.get('source', {}),
       'input': {
@@ -193,6 +225,7 @@ def build(options: ExportOptions) -> Program:
       },
       'num_classes': num_classes,
       'class_names': _class_names(cfg, num_classes) if num_classes else None,
+      'num_keypoints': num_keypoints,
   }
   return Program(fn=fn, reference=reference, input_shape=shape,
                  input_dtype=options.input_dtype, output_names=names, metadata=metadata)
