@@ -14,7 +14,8 @@ paddle prints goes to stderr). Requests (``op`` and its fields):
 - ``model`` ``{name, width, se, seed, input: NPY, out: DIR}``: builds ``HRNet(width, has_se)``,
   randomizes it (``randomize``, BN statistics calibrated at the input's size), writes
   ``DIR/NAME.pdparams`` (``paddle.save(model.state_dict())``) and ``DIR/NAME.npz`` (``logits``;
-  ``stem``, ``raw1..4``, ``incre1..4`` as NHWC) for the NHWC float32 input; answers
+  ``stem``, ``raw1..4``, ``incre1..4`` as NHWC) for the NHWC float32 input, the ``.npz`` last
+  and renamed into place (once it exists, both files are complete); answers
   ``{trainable}``, the model's trainable parameter count.
 - ``load`` ``{width, se, pdparams, input, out: NPZ}``: a fresh model, ``set_state_dict(paddle.load(
   pdparams))``; writes its ``logits``; answers the missing / unexpected keys and the keys whose
@@ -120,8 +121,10 @@ def run_model(hrnet, name: str, width: int, se: bool, seed: int, x_path: str, ou
   model = build(hrnet, width, se)
   x = np.load(x_path)
   randomize(model, np.random.RandomState(seed), x.shape[1:3])
-  paddle.save(model.state_dict(), str(pathlib.Path(out) / f'{name}.pdparams'))
-  np.savez(pathlib.Path(out) / f'{name}.npz', **forward(model, x))
+  out = pathlib.Path(out)
+  paddle.save(model.state_dict(), str(out / f'{name}.pdparams'))
+  np.savez(out / f'{name}.partial.npz', **forward(model, x))
+  os.replace(out / f'{name}.partial.npz', out / f'{name}.npz')  # last: both files complete
   return {'trainable': sum(int(np.prod(p.shape)) for p in model.parameters()
                            if not p.stop_gradient)}
 
