@@ -14,12 +14,12 @@ paddle prints goes to stderr). Requests (``op`` and its fields):
 - ``model`` ``{name, width, se, seed, input: NPY, out: DIR}``: builds ``HRNet(width, has_se)``,
   randomizes it (``randomize``, BN statistics calibrated at the input's size), writes
   ``DIR/NAME.pdparams`` (``paddle.save(model.state_dict())``) and ``DIR/NAME.npz`` (``logits``;
-  ``stem``, ``raw1..4``, ``incre1..4`` as NHWC) for the NHWC float32 input.
+  ``stem``, ``raw1..4``, ``incre1..4`` as NHWC) for the NHWC float32 input, the ``.npz`` last
+  and renamed into place (once it exists, both files are complete); answers
+  ``{trainable}``, the model's trainable parameter count.
 - ``load`` ``{width, se, pdparams, input, out: NPZ}``: a fresh model, ``set_state_dict(paddle.load(
   pdparams))``; writes its ``logits``; answers the missing / unexpected keys and the keys whose
   value in the model differs from the file's.
-- ``shapes`` ``{models: [[width, se], ...]}``: per ``"width,se"``, the ``state_dict`` shapes and
-  the trainable parameter count, of models built under ``paddle.LazyGuard`` (nothing drawn).
 - ``images`` ``{paths, out: NPZ}``: PaddleClas's eval pipeline on each file (HWC float32).
 """
 
@@ -115,14 +115,18 @@ def forward(model, x_nhwc: np.ndarray) -> dict[str, np.ndarray]:
   return arrays
 
 
-def run_model(hrnet, name: str, width: int, se: bool, seed: int, x_path: str, out: str) -> None:
+def run_model(hrnet, name: str, width: int, se: bool, seed: int, x_path: str, out: str) -> dict:
   import paddle
   paddle.seed(seed)
   model = build(hrnet, width, se)
   x = np.load(x_path)
   randomize(model, np.random.RandomState(seed), x.shape[1:3])
-  paddle.save(model.state_dict(), str(pathlib.Path(out) / f'{name}.pdparams'))
-  np.savez(pathlib.Path(out) / f'{name}.npz', **forward(model, x))
+  out = pathlib.Path(out)
+  paddle.save(model.state_dict(), str(out / f'{name}.pdparams'))
+  np.savez(out / f'{name}.partial.npz', **forward(model, x))
+  os.replace(out / f'{name}.partial.npz', out / f'{name}.npz')  # last: both files complete
+  return {'trainable': sum(int(np.prod(p.shape)) for p in model.parameters()
+                           if not p.stop_gradient)}
 
 
 def load_model(hrnet, width: int, se: bool, pdparams: str, x_path: str, out: str) -> dict:
@@ -136,19 +140,6 @@ def load_model(hrnet, width: int, se: bool, pdparams: str, x_path: str, out: str
   model.eval()
   np.savez(out, logits=forward(model, np.load(x_path))['logits'])
   return {'missing': list(missing), 'unexpected': list(unexpected), 'differ': differ}
-
-
-def shapes(hrnet, models) -> dict:
-  import paddle
-  out = {}
-  for width, se in models:
-    with paddle.LazyGuard():  # no weights drawn: only shapes are read
-      model = build(hrnet, width, se)
-    out[f'{width},{int(se)}'] = {
-        'shapes': {k: list(v.shape) for k, v in model.state_dict().items()},
-        'trainable': sum(int(np.prod(p.shape)) for p in model.parameters()
-                         if not p.stop_gradient)}
-  return out
 
 
 def eval_images(paths) -> dict[str, np.ndarray]:
@@ -177,7 +168,6 @@ def main() -> None:
                                    r['out']),
       'load': lambda r: load_model(hrnet, r['width'], r['se'], r['pdparams'], r['input'],
                                    r['out']),
-      'shapes': lambda r: shapes(hrnet, r['models']),
       'images': lambda r: np.savez(r['out'], **eval_images(r['paths'])),
   }
   for line in sys.stdin:
