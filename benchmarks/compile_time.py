@@ -8,7 +8,7 @@ jit_train_step`` on a one-device mesh, SGD Nesterov with weight decay, float32 b
 timed in phases: ``trace_s`` (Python tracing to a jaxpr), ``lower_s`` (to StableHLO),
 ``compile_s`` (XLA, the backend of this process: XLA:CPU here), ``first_step_s`` (the first run
 of the compiled step), then ``step_s``, the median of ``--steps`` further steps (``step_p90_s``
-their 90th percentile). JAX's persistent compilation cache is not enabled here (only the CLIs
+their 90th percentile; ``--lower-only`` stops before compiling). JAX's persistent compilation cache is not enabled here (only the CLIs
 enable it), so every compile is a cold one. The 1-minute load average before and after each
 configuration is recorded: on the shared 2-core machine, only rows with a low load compare.
 
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--image-size', type=int, default=224)
   p.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
   p.add_argument('--steps', type=int, default=3, help='timed steps after the first (0: none)')
+  p.add_argument('--lower-only', action='store_true', help='stop after lowering (no compile)')
   p.add_argument('--out', default='benchmarks/results/compile_time.csv')
   p.add_argument('--verbose', action='store_true', help='tracebacks for errors')
   return p
@@ -73,7 +74,7 @@ def _env() -> dict:
 
 
 def measure(model: str, scan: bool, remat: str, batch: int, image_size: int, dtype: str,
-            steps: int) -> dict:
+            steps: int, lower_only: bool = False) -> dict:
   """One row of ``COLUMNS`` for the train step of ``model``."""
   import jax
   import numpy as np
@@ -107,6 +108,11 @@ def measure(model: str, scan: bool, remat: str, batch: int, image_size: int, dty
   t1 = time.perf_counter()
   lowered = traced.lower()
   t2 = time.perf_counter()
+  row = {'model': model, 'task': 'train', 'scan': 'on' if scan else 'off', 'remat': remat,
+         'batch': batch, 'image_size': image_size, 'dtype': dtype, 'trace_s': t1 - t0,
+         'lower_s': t2 - t1, 'steps': 0, 'load_avg_before': load_before, **_env()}
+  if lower_only:
+    return {**row, 'load_avg_after': os.getloadavg()[0]}
   compiled = lowered.compile()
   t3 = time.perf_counter()
   state, metrics = compiled(state, data)
@@ -118,10 +124,8 @@ def measure(model: str, scan: bool, remat: str, batch: int, image_size: int, dty
     state, metrics = compiled(state, data)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - s)
-  row = {'model': model, 'task': 'train', 'scan': 'on' if scan else 'off', 'remat': remat,
-         'batch': batch, 'image_size': image_size, 'dtype': dtype, 'trace_s': t1 - t0,
-         'lower_s': t2 - t1, 'compile_s': t3 - t2, 'first_step_s': t4 - t3, 'steps': steps,
-         'load_avg_before': load_before, 'load_avg_after': os.getloadavg()[0], **_env()}
+  row.update(compile_s=t3 - t2, first_step_s=t4 - t3, steps=steps,
+             load_avg_after=os.getloadavg()[0])
   if times:
     row['step_s'] = statistics.median(times)
     row['step_p90_s'] = float(np.percentile(times, 90))
@@ -156,7 +160,8 @@ def run(ns: argparse.Namespace) -> int:
   for model in models:
     for r in remats:
       for scan in scans:
-        row = measure(model, SCAN[scan], r, ns.batch, ns.image_size, ns.dtype, ns.steps)
+        row = measure(model, SCAN[scan], r, ns.batch, ns.image_size, ns.dtype, ns.steps,
+                      ns.lower_only)
         append_rows(ns.out, [row])
         print(' '.join(f'{k}={_show(row.get(k))}' for k in COLUMNS[:16]), flush=True)
   return 0
