@@ -90,8 +90,7 @@ def unrolled():
   return get
 
 
-@pytest.mark.parametrize('name,level,fast', [('plain', 'none', True), ('plain', 'block', False),
-                                             ('plain', 'module', True),
+@pytest.mark.parametrize('name,level,fast', [('plain', 'none', False), ('plain', 'module', True),
                                              ('se_pose', 'block', True)])
 def test_scan_keeps_outputs_gradients_and_bn_statistics(unrolled, name, level, fast):
   ref_jaxpr, ref = unrolled(name)
