@@ -3,10 +3,12 @@
     python -m benchmarks.tpu_aot --topology v5e:2x2 --models hrnet_w18_small --batch-per-chip 64,128
     python -m benchmarks.tpu_aot --topology v5e:1x1 --models hrnet_w18 --search 64:512 --remat none,block
     python -m benchmarks.tpu_aot --topology h100 --models hrnet_w18_small --tasks eval
+    python -m benchmarks.tpu_aot --topology v5e:2x2 --models hrnet_w18 --scan off,on
 
 The steps are ``train.step.jit_train_step`` / ``jit_eval_step`` over ``train.mesh``'s
 ``('data', 'fsdp')`` mesh, exactly as ``hrnet-train`` builds them from the ``imagenet_cosine``
-recipe (SGD Nesterov, label smoothing; ``--dtype`` sets the compute dtype), lowered for
+recipe (SGD Nesterov, label smoothing; ``--dtype`` sets the compute dtype; ``--scan`` sets
+``HRNetConfig.scan``, ``hrnet_jax.model.set_scan``), lowered for
 compile-only devices: ``jax.experimental.topologies.get_topology_desc(NAME, 'tpu')`` (needs
 ``libtpu``, the ``tpu-aot`` extra) or a CUDA H100 target (needs ``jax-cuda12-plugin`` +
 ``jax-cuda12-pjrt``; see docs/benchmarks.md). Each row records lower and compile seconds,
@@ -57,7 +59,7 @@ MEGACORE = {'v4', 'v3', 'v2'}  # two TensorCores per chip exposed as separate or
 
 COLUMNS = [
     'model', 'task', 'topology', 'chip', 'chips', 'mesh', 'batch_per_chip', 'global_batch',
-    'image_size', 'dtype', 'remat', 'status', 'fits', 'lower_s', 'compile_s',
+    'image_size', 'dtype', 'remat', 'scan', 'status', 'fits', 'lower_s', 'compile_s',
     'argument_gib', 'output_gib', 'alias_gib', 'temp_gib', 'total_gib', 'hbm_gib',
     'flops_per_chip', 'bytes_per_chip', 'gflop_per_image', 'est_step_ms', 'est_img_s_per_chip',
     'est_bound', 'error', 'load_avg_1m', 'versions', 'git_commit', 'timestamp',
@@ -114,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--image-size', type=int, default=224)
   p.add_argument('--fsdp', type=int, default=1, help="size of the mesh's fsdp axis")
   p.add_argument('--remat', default='none', help='comma-separated: none, block, module')
+  p.add_argument('--scan', default='off', help="comma-separated: off, on (HRNetConfig.scan)")
   p.add_argument('--out', default='benchmarks/results/tpu_aot.csv')
   p.add_argument('--markdown', default='docs/benchmarks.md',
                  help="page whose tpu_aot section is re-rendered from --out ('' to skip)")
@@ -137,6 +140,7 @@ class Args:
   remats: list[str]
   out: str
   markdown: str
+  scans: list[str] = dataclasses.field(default_factory=lambda: ['off'])
 
 
 def check_args(ns: argparse.Namespace) -> Args:
@@ -155,6 +159,9 @@ def check_args(ns: argparse.Namespace) -> Args:
   remats = [r.strip() for r in ns.remat.split(',') if r.strip()]
   if not remats or set(remats) - set(remat.LEVELS):
     raise BadInputError(f'--remat={ns.remat!r}: valid: {", ".join(remat.LEVELS)}')
+  scans = [v.strip() for v in ns.scan.split(',') if v.strip()]
+  if not scans or set(scans) - {'off', 'on'}:
+    raise BadInputError(f'--scan={ns.scan!r}: valid: off, on')
   if ns.image_size < 32:
     raise BadInputError(f'--image-size={ns.image_size}: must be >= 32')
   if ns.fsdp < 1:
@@ -163,7 +170,7 @@ def check_args(ns: argparse.Namespace) -> Args:
     raise BadInputError(f'--search-step={ns.search_step}: must be >= 1')
   return Args(ns.topology, gen, chip, models, parse_ints('--batch-per-chip', ns.batch_per_chip),
               parse_search(ns.search) if ns.search else None, ns.search_step, tasks, ns.dtype,
-              ns.image_size, ns.fsdp, remats, ns.out, ns.markdown)
+              ns.image_size, ns.fsdp, remats, ns.out, ns.markdown, scans)
 
 
 # An H100 SXM as XLA's GPU compiler sees it: the GpuTargetConfig text proto of XLA's
@@ -279,19 +286,22 @@ class Compiler:
     self.mesh = mesh_lib.create_mesh(args.fsdp, devices=devs)
     self._models = {}
 
-  def _model(self, model: str, remat: str, batch: int):
-    """Config, model def, abstract state and its shardings (cached per model and remat)."""
+  def _model(self, model: str, remat: str, batch: int, scan: str = 'off'):
+    """Config, model def, abstract state and its shardings (cached per model, remat and
+    scan)."""
     import jax
     import numpy as np
     from train import mesh as mesh_lib, train_state as ts
+    from hrnet_jax.model import set_scan
     from train.configs import imagenet_cosine
-    key = (model, remat)
+    key = (model, remat, scan)
     if key not in self._models:
       config = imagenet_cosine.get_config()
       config.model, config.dtype, config.remat = model, self.args.dtype, remat
       config.input.image_size = self.args.image_size
       config.pretrained = ''
-      model_def, params, stats = ts.split_model(ts.create_model(config, 1000))
+      model_def, params, stats = ts.split_model(
+          set_scan(ts.create_model(config, 1000), scan == 'on'))
       tx = ts.create_optimizer(config, steps_per_epoch=1000)
       host = ts.init_state(params, stats, tx)
       shardings = mesh_lib.state_shardings(self.mesh, host)
@@ -301,14 +311,15 @@ class Compiler:
       self._models[key] = (config, model_def, tx, abstract, shardings)
     return self._models[key]
 
-  def compile(self, model: str, task: str, remat: str, batch_per_chip: int) -> dict:
+  def compile(self, model: str, task: str, remat: str, batch_per_chip: int,
+              scan: str = 'off') -> dict:
     """One row (see ``COLUMNS``): status 'ok', 'oom' (the compiler could not fit the chip) or
     'error' (message in ``error``)."""
     import jax
     import jax.numpy as jnp
     from train import mesh as mesh_lib, step as step_lib, train_state as ts
     args = self.args
-    config, model_def, tx, abstract, shardings = self._model(model, remat, batch_per_chip)
+    config, model_def, tx, abstract, shardings = self._model(model, remat, batch_per_chip, scan)
     n = len(self.devs)
     b = batch_per_chip * n
     bs, rep = mesh_lib.batch_sharding(self.mesh), mesh_lib.replicated(self.mesh)
@@ -329,7 +340,8 @@ class Compiler:
     row = {'model': model, 'task': task, 'topology': args.topology, 'chip': args.chip.name,
            'chips': n, 'mesh': f'{n // args.fsdp}x{args.fsdp}', 'batch_per_chip': batch_per_chip,
            'global_batch': b, 'image_size': args.image_size, 'dtype': args.dtype,
-           'remat': remat if task == 'train' else 'none', 'hbm_gib': args.chip.hbm_gib}
+           'remat': remat if task == 'train' else 'none', 'scan': scan,
+           'hbm_gib': args.chip.hbm_gib}
     t0 = time.perf_counter()
     lowered = fn.lower(*call)
     t1 = time.perf_counter()
@@ -402,18 +414,20 @@ def markdown_table(rows: Sequence[dict]) -> list[str]:
   latest = {}
   for r in rows:
     key = tuple(r.get(k) for k in ('model', 'task', 'topology', 'mesh', 'batch_per_chip',
-                                   'image_size', 'dtype', 'remat'))
+                                   'image_size', 'dtype', 'remat', 'scan'))
     latest[key] = r
-  lines = ['| model | task | target | mesh | batch/chip | size | dtype | remat | status | per-chip memory '
+  lines = ['| model | task | target | mesh | batch/chip | size | dtype | remat (+ scan) | status | per-chip memory '
            'GiB (temp) / HBM | fits | lower s | compile s | GFLOP/img | est. step ms | est. '
            'img/s/chip |', '|' + '---|' * 16]
-  order = lambda r: (r['model'], r['topology'], r['task'], r['remat'], int(r['batch_per_chip']))
+  order = lambda r: (r['model'], r['topology'], r['task'], r['remat'], r.get('scan') or '',
+                     int(r['batch_per_chip']))
   for r in sorted(latest.values(), key=order):
     f = lambda k, d=1: f'{float(r[k]):.{d}f}' if r.get(k) not in (None, '') else '–'
     mem = f'{f("total_gib", 2)} ({f("temp_gib", 2)}) / {r["hbm_gib"]}'
+    scan = ' + scan' if r.get('scan') == 'on' else ''
     lines.append(
         f'| {r["model"]} | {r["task"]} | {r["topology"]} | {r["mesh"]} | {r["batch_per_chip"]} '
-        f'| {r["image_size"]} | {r["dtype"]} | {r["remat"]} | {r["status"]} | {mem} | {r["fits"]} | '
+        f'| {r["image_size"]} | {r["dtype"]} | {r["remat"]}{scan} | {r["status"]} | {mem} | {r["fits"]} | '
         f'{f("lower_s")} | {f("compile_s")} | {f("gflop_per_image", 2)} | '
         f'{f("est_step_ms", 2)} | {f("est_img_s_per_chip", 0)} |')
   return lines
@@ -464,7 +478,7 @@ def run(args: Args) -> int:
     rows.append(row)
     append_rows(args.out, [row])
     print(' '.join(f'{k}={_fmt(row.get(k))}' for k in (
-        'model', 'task', 'remat', 'batch_per_chip', 'status', 'total_gib', 'fits', 'lower_s',
+        'model', 'task', 'remat', 'scan', 'batch_per_chip', 'status', 'total_gib', 'fits', 'lower_s',
         'compile_s', 'gflop_per_image', 'est_img_s_per_chip', 'error') if row.get(k) not in
         (None, '')), flush=True)
     return row
@@ -474,14 +488,16 @@ def run(args: Args) -> int:
       for task in args.tasks:
         if task == 'eval' and remat != args.remats[0]:
           continue  # remat changes nothing in the forward-only eval step
-        if args.search:
-          fits = lambda b: record(compiler.compile(model, task, remat, b))['fits']
-          best, probed = search_batch(fits, *args.search, args.search_step)
-          print(f'{model} {task} remat={remat}: largest batch/chip that fits {args.chip.name} '
-                f'in [{args.search[0]}, {args.search[1]}]: {best} (probed {probed})', flush=True)
-        else:
-          for b in args.batches:
-            record(compiler.compile(model, task, remat, b))
+        for scan in args.scans:
+          if args.search:
+            fits = lambda b: record(compiler.compile(model, task, remat, b, scan))['fits']
+            best, probed = search_batch(fits, *args.search, args.search_step)
+            print(f'{model} {task} remat={remat} scan={scan}: largest batch/chip that fits '
+                  f'{args.chip.name} in [{args.search[0]}, {args.search[1]}]: {best} '
+                  f'(probed {probed})', flush=True)
+          else:
+            for b in args.batches:
+              record(compiler.compile(model, task, remat, b, scan))
   if args.markdown:
     update_markdown(args.markdown, args.out)
   return 0

@@ -50,6 +50,12 @@ class HRNetConfig:
   lower-resolution branch, ``'nearest'`` (classification, mmpose body, mmdet) or ``'bilinear'``
   (mmseg, HRNet-Semantic-Segmentation); ``multi_scale_output=False`` makes the last stage-4
   module output branch 0 only (HRNetV1 pose models: no ``stage4.{last}.fuse_layers.{1,2,3}``).
+
+  ``scan`` is an execution option, not architecture: run the identical residual blocks of a
+  branch and the identical HighResolutionModules of a stage through one ``jax.lax.scan`` each
+  (``hrnet_jax.model.scan_layers``), for shorter tracing and compilation; parameters, state tree
+  and results are those of the unrolled model. Off by default: on XLA:CPU it compiles hrnet_w18's
+  train step 2.5x faster but runs it ~5x slower (docs/benchmarks.md).
   """
 
   stage1: StageConfig
@@ -60,6 +66,7 @@ class HRNetConfig:
   se: bool = False
   fuse_upsample: str = 'nearest'
   multi_scale_output: bool = True
+  scan: bool = False
 
   @property
   def stages(self) -> tuple[StageConfig, StageConfig, StageConfig]:

@@ -6,6 +6,13 @@ the PyTorch ones (``stage2``, ``transition1``, ``fuse_layers``, ``incre_modules`
 ``downsamp_modules``, ``final_layer``, ``classifier``), so each parameter path maps to its
 official state_dict key by the rules of ``hrnet_jax.keys``.
 
+Compile time. With ``HRNetConfig.scan`` the consecutive residual blocks of a branch that share one
+structure, and the consecutive HighResolutionModules of a stage that share one, run as one
+``jax.lax.scan`` over their parameters stacked inside the forward pass (``scan_layers``): the
+traced and compiled program holds one copy of the repeated body instead of N, while each block
+keeps its own parameters and BatchNorm statistics, so the state tree, checkpoints and converter
+keys are unchanged.
+
 Input sizes. The official code and timm only run when ``ceil(H / 4) % 8 == 0`` (and likewise W):
 there every upsampled branch has exactly its target's size. This port gives the identical result
 at those sizes and also runs at any other size >= 32 (225x225, 240x240, 257x193, ...) by resizing
@@ -15,7 +22,8 @@ each upsampled fuse map to the exact size of its target branch with nearest-neig
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +41,61 @@ STEM_WIDTH = 64
 MIN_INPUT_SIZE = 32
 
 
+def _trains_batch_stats(layer: nnx.Module) -> bool:
+  """True when a BatchNorm inside ``layer`` updates its running statistics (train mode)."""
+  return any(isinstance(m, nnx.BatchNorm) and not m.use_running_average
+             for _, m in nnx.iter_modules(layer))
+
+
+def _structure_runs(layers) -> list[tuple[Any, list[nnx.Module], list[nnx.State]]]:
+  """Splits ``layers`` into runs of consecutive layers with one structure: equal NNX graph
+  definitions (classes, static attributes, variable types) and equal array shapes and dtypes.
+  Returns ``(graphdef, layers, states)`` per run."""
+  runs = []
+  signature = lambda gd, state: (gd, [(a.shape, a.dtype) for a in jax.tree.leaves(state)])
+  for layer in layers:
+    graphdef, state = nnx.split(layer)
+    if runs and signature(graphdef, state) == signature(runs[-1][0], runs[-1][2][0]):
+      runs[-1][1].append(layer)
+      runs[-1][2].append(state)
+    else:
+      runs.append((graphdef, [layer], [state]))
+  return runs
+
+
+def scan_layers(layers: Sequence[nnx.Module], x: Any) -> Any:
+  """``run_sequential(layers, x)`` with each run of >= 2 consecutive layers of one structure
+  (e.g. the residual blocks of a branch after its first, the HighResolutionModules of a stage) as
+  one ``jax.lax.scan``, so tracing and compiling see its body once.
+
+  ``x``: any pytree the layers map to one of the same shapes (``[B, H, W, C]``, or a list of
+  branch maps for HighResolutionModules). Each layer's state (parameters, BatchNorm statistics)
+  is stacked on a new leading axis inside the call and sliced per iteration; in train mode the
+  updated BatchNorm statistics are written back to each layer, so the layers keep their own
+  variables (same state tree, same values as the unrolled loop up to float rounding). A layer
+  class wrapped by ``hrnet_jax.remat`` keeps its ``jax.checkpoint`` inside the scan body.
+  """
+  for graphdef, run, states in _structure_runs(layers):
+    if len(run) == 1:
+      x = run[0](x)
+      continue
+
+    def body(carry, state, graphdef=graphdef):
+      layer = nnx.merge(graphdef, state)
+      return layer(carry), nnx.state(layer, nnx.BatchStat)
+
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *states)
+    x, stats = jax.lax.scan(body, x, stacked)
+    if _trains_batch_stats(run[0]):
+      for i, layer in enumerate(run):
+        nnx.update(layer, jax.tree.map(lambda a: a[i], stats))
+  return x
+
+
+def _run_layers(layers, x, scan: bool):
+  return scan_layers(layers, x) if scan else run_sequential(layers, x)
+
+
 class HighResolutionModule(nnx.Module):
   """Parallel branches of residual blocks, then a full exchange (``fuse_layers``) between them.
 
@@ -40,12 +103,13 @@ class HighResolutionModule(nnx.Module):
   (``upsample``: ``'nearest'`` or ``'bilinear'``, see ``hrnet_jax.resize.fuse_upsample``) when
   ``j > i``, ``None`` (identity) when ``j == i``, and a list of ``i - j`` stride-2 3x3 ``ConvBN``
   (ReLU on all but the last) when ``j < i``. Output ``i`` is ``ReLU(sum_j ...)``; with
-  ``multi_scale_output=False`` only output 0 is built and returned.
+  ``multi_scale_output=False`` only output 0 is built and returned. ``scan``: run the identical
+  blocks of each branch through ``scan_layers``.
   """
 
   def __init__(self, in_chs: Sequence[int], stage: StageConfig, *, se: bool = False,
                precision: Precision, rngs: nnx.Rngs, multi_scale_output: bool = True,
-               upsample: str = 'nearest'):
+               upsample: str = 'nearest', scan: bool = False):
     if upsample not in FUSE_UPSAMPLE_MODES:
       raise ValueError(f'fuse upsampling must be one of {FUSE_UPSAMPLE_MODES}, got {upsample!r}')
     kw = dict(precision=precision, rngs=rngs)
@@ -60,6 +124,7 @@ class HighResolutionModule(nnx.Module):
     num_out = n if multi_scale_output else 1
     self.out_chs = tuple(chs[:num_out])
     self.upsample = upsample
+    self.scan = scan
     fuse_layers = []
     for i in range(num_out):
       row = []
@@ -78,7 +143,7 @@ class HighResolutionModule(nnx.Module):
     self.fuse_layers = nnx.List(fuse_layers)
 
   def __call__(self, xs: list[jax.Array]) -> list[jax.Array]:
-    xs = [run_sequential(branch, x) for branch, x in zip(self.branches, xs)]
+    xs = [_run_layers(branch, x, self.scan) for branch, x in zip(self.branches, xs)]
     out = []
     for i, row in enumerate(self.fuse_layers):
       target_hw = xs[i].shape[1:3]
@@ -169,7 +234,7 @@ class HighResolutionNet(nnx.Module):
         last = s == 4 and m == stage.num_modules - 1
         modules.append(HighResolutionModule(
             in_chs, stage, se=cfg.se, multi_scale_output=cfg.multi_scale_output or not last,
-            upsample=cfg.fuse_upsample, **kw))
+            upsample=cfg.fuse_upsample, scan=cfg.scan, **kw))
         in_chs = modules[-1].out_chs
       setattr(self, f'stage{s}', nnx.List(modules))
       pre_chs = in_chs
@@ -235,11 +300,11 @@ class HighResolutionNet(nnx.Module):
     Shapes ``[B, H/4, W/4, C]``, ``[B, H/8, W/8, 2C]``, ``[B, H/16, W/16, 4C]``,
     ``[B, H/32, W/32, 8C]`` (sizes rounded up at each stride-2 conv).
     """
-    ys = [run_sequential(self.layer1, x)]
+    scan = self.cfg.scan
+    ys = [_run_layers(self.layer1, x, scan)]
     for s in (2, 3, 4):
       ys = _apply_transition(getattr(self, f'transition{s - 1}'), ys)
-      for module in getattr(self, f'stage{s}'):
-        ys = module(ys)
+      ys = _run_layers(getattr(self, f'stage{s}'), ys, scan)
     return ys
 
   def forward_features(self, x: jax.Array) -> jax.Array | list[jax.Array]:
@@ -267,6 +332,18 @@ class HighResolutionNet(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.forward_head(self.forward_features(x))
+
+
+def set_scan(model: nnx.Module, scan: bool) -> nnx.Module:
+  """Turns the ``scan`` option (``HRNetConfig.scan``) on or off for every HRNet inside ``model``
+  (a classifier, backbone or dense model), in place; returns ``model``. Parameters are untouched,
+  only how the forward pass is traced changes."""
+  for _, m in nnx.iter_modules(model):
+    if isinstance(m, HighResolutionNet):
+      m.cfg = dataclasses.replace(m.cfg, scan=bool(scan))
+    elif isinstance(m, HighResolutionModule):
+      m.scan = bool(scan)
+  return model
 
 
 class HighResolutionNetFeatures(HighResolutionNet):
