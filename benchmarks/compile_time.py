@@ -18,15 +18,14 @@ Rows are appended to ``--out`` (CSV).
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import statistics
-import subprocess
 import sys
 import time
 from typing import Sequence
 
+from benchmarks import common, tpu_aot
 from hrnet_jax.errors import BadInputError, run_cli
 
 PROG = 'python -m benchmarks.compile_time'
@@ -63,12 +62,8 @@ def _split(flag: str, text: str, valid: Sequence[str]) -> list[str]:
 def _env() -> dict:
   import jax
   import jaxlib
-  try:
-    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
-                            text=True, timeout=10).stdout.strip()
-  except OSError:
-    commit = ''
-  return {'versions': f'jax={jax.__version__};jaxlib={jaxlib.__version__}', 'git_commit': commit,
+  return {'versions': f'jax={jax.__version__};jaxlib={jaxlib.__version__}',
+          'git_commit': common.git_commit(),
           'timestamp': datetime.datetime.now().isoformat(timespec='seconds'),
           'backend': jax.default_backend()}
 
@@ -132,23 +127,6 @@ def measure(model: str, scan: bool, remat: str, batch: int, image_size: int, dty
   return row
 
 
-def append_rows(path: str, rows: Sequence[dict]) -> None:
-  """Appends ``rows`` to the CSV at ``path`` (header written once), replaced atomically."""
-  from benchmarks.tpu_aot import _fmt
-  old = []
-  if os.path.exists(path):
-    with open(path, newline='') as f:
-      old = list(csv.DictReader(f))
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w', newline='') as f:
-    w = csv.DictWriter(f, COLUMNS, extrasaction='ignore')
-    w.writeheader()
-    for r in [*old, *rows]:
-      w.writerow({k: _fmt(r.get(k)) for k in COLUMNS})
-  os.replace(tmp, path)
-
-
 def run(ns: argparse.Namespace) -> int:
   import hrnet_jax
   from hrnet_jax import remat
@@ -162,7 +140,7 @@ def run(ns: argparse.Namespace) -> int:
       for scan in scans:
         row = measure(model, SCAN[scan], r, ns.batch, ns.image_size, ns.dtype, ns.steps,
                       ns.lower_only)
-        append_rows(ns.out, [row])
+        tpu_aot.append_rows(ns.out, [row], COLUMNS)
         print(' '.join(f'{k}={_show(row.get(k))}' for k in COLUMNS[:16]), flush=True)
   return 0
 

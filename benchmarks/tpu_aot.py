@@ -389,9 +389,9 @@ def _fmt(v) -> str:
   return '' if v is None else str(v)
 
 
-def append_rows(path: str, rows: Iterable[dict]) -> None:
-  """Appends ``rows`` to the CSV at ``path`` (header written once); the file is replaced
-  atomically, so an interrupted run never leaves half a row."""
+def append_rows(path: str, rows: Iterable[dict], columns: Sequence[str] = COLUMNS) -> None:
+  """Appends ``rows`` (their ``columns``) to the CSV at ``path`` (header written once); the file
+  is replaced atomically, so an interrupted run never leaves half a row."""
   old = []
   if os.path.exists(path):
     with open(path, newline='') as f:
@@ -399,10 +399,10 @@ def append_rows(path: str, rows: Iterable[dict]) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f'{path}.tmp{os.getpid()}'
   with open(tmp, 'w', newline='') as f:
-    w = csv.DictWriter(f, COLUMNS, extrasaction='ignore')
+    w = csv.DictWriter(f, columns, extrasaction='ignore')
     w.writeheader()
     for r in [*old, *rows]:
-      w.writerow({k: _fmt(r.get(k)) for k in COLUMNS})
+      w.writerow({k: _fmt(r.get(k)) for k in columns})
   os.replace(tmp, path)
 
 
@@ -450,20 +450,15 @@ def update_markdown(markdown: str, csv_path: str) -> None:
 
 
 def _env_columns() -> dict:
-  import subprocess
   import jax
   import jaxlib
-  try:
-    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
-                            text=True, timeout=10).stdout.strip()
-  except OSError:
-    commit = ''
+  from benchmarks.common import git_commit
   try:
     import importlib.metadata as md
     tpu = md.version('libtpu')
   except Exception:  # noqa: BLE001 - not installed
     tpu = ''
-  return {'load_avg_1m': os.getloadavg()[0], 'git_commit': commit,
+  return {'load_avg_1m': os.getloadavg()[0], 'git_commit': git_commit(),
           'versions': f'jax={jax.__version__};jaxlib={jaxlib.__version__};libtpu={tpu}',
           'timestamp': datetime.datetime.now().isoformat(timespec='seconds')}
 
