@@ -127,3 +127,14 @@ def test_scan_runs_state_tree_and_model_wiring():
   traced = str(jax.make_jaxpr(lambda s: nnx.merge(graphdef, s).stages(x))(state))
   # layer1 blocks 1-2; stage2 modules 0-1; and inside them / stage3-4 the branch blocks.
   assert traced.count('scan[') >= 3
+
+
+def test_trainer_config_turns_scan_on():
+  """``hrnet-train``'s ``config.scan`` (off by default) reaches every HR module."""
+  from train import train_state
+  from train.configs import digits
+  config = digits.get_config()
+  assert config.scan is False
+  config.scan = True
+  model = train_state.create_model(config, num_classes=10)
+  assert model.cfg.scan and all(m.scan for s in (2, 3, 4) for m in getattr(model, f'stage{s}'))

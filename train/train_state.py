@@ -19,6 +19,7 @@ from flax import nnx, struct
 
 import hrnet_jax
 from hrnet_jax import fast_trace, remat
+from hrnet_jax.model import set_scan
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -58,7 +59,8 @@ def parse_dtype(name: str):
 
 def create_model(config, num_classes: int) -> hrnet_jax.HighResolutionNet:
   """``hrnet_jax.create_model`` for ``config`` (``model``, ``pretrained``, ``dtype``, ``seed``),
-  with float32 parameters and ``config.remat`` (``hrnet_jax.remat``); ``ValueError`` if
+  with float32 parameters, ``config.remat`` (``hrnet_jax.remat``) and ``config.scan``
+  (``hrnet_jax.model.set_scan``); ``ValueError`` if
   ``config.pretrained`` is required but unset or ``config.remat`` is not a level."""
   if config.pretrained is None:
     raise ValueError('this config needs pretrained weights: pass --config.pretrained=DIR '
@@ -66,6 +68,7 @@ def create_model(config, num_classes: int) -> hrnet_jax.HighResolutionNet:
   model = hrnet_jax.create_model(config.model, pretrained=config.pretrained or None,
                                  num_classes=num_classes, dtype=parse_dtype(config.dtype),
                                  param_dtype=jnp.float32, rngs=nnx.Rngs(config.seed))
+  set_scan(model, config.get('scan', False))
   return remat.apply(fast_trace.apply(model), config.get('remat', 'none'))
 
 
