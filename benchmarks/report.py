@@ -2,8 +2,9 @@
 
 ``python -m benchmarks.report [RESULTS_DIR] [MARKDOWN]`` rewrites only the text between
 ``<!-- generated:begin -->`` and ``<!-- generated:end -->``; the rest of the file is prose.
-Speed CSVs are ``<device>_<dtype>.csv``, with ``..._parity.csv`` and ``..._converter.csv``
-beside them.
+Speed CSVs are ``<device>_<dtype>[_<part>].csv`` (device ``cpu`` or ``gpu``), with
+``..._parity.csv`` and ``..._converter.csv`` beside them; the other CSVs of ``results/``
+(``tpu_aot.csv``, ``compile_time.csv``) have their own tables.
 """
 
 from __future__ import annotations
@@ -177,8 +178,8 @@ def parity_table(records: list[dict]) -> list[str]:
 
 def render(results_dir: pathlib.Path) -> str:
   lines = []
-  speed = sorted(p for p in results_dir.glob('*.csv')
-                 if not p.stem.endswith(('_parity', '_converter')))
+  speed = sorted(p for p in results_dir.glob('*.csv') if p.stem.startswith(('cpu_', 'gpu_'))
+                 and not p.stem.endswith(('_parity', '_converter')))
   targets = []
   for path in speed:
     rows = read_csv(path)
@@ -198,7 +199,8 @@ def render(results_dir: pathlib.Path) -> str:
     if exports:
       lines += ['Exported artifacts (framework `export`; timm-onnx: timm\'s own '
                 '`torch.onnx.export`):', ''] + exports + ['']
-    targets += target_rows(rows, gpu)
+    if path.stem.count('_') == 1:  # the preset's matrix; a part (e.g. _export) sets no target
+      targets += target_rows(rows, gpu)
     conv = path.with_name(path.stem + '_converter.csv')
     if conv.exists():
       targets += converter_rows(read_csv(conv))
