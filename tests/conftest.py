@@ -23,12 +23,12 @@ def parity_log():
   return lambda case, output, diff, ref_max: _PARITY.append((case, output, diff, ref_max))
 
 
-# The README's test command runs the files on two pytest-xdist workers (`-n 2 --dist loadgroup`,
-# which keeps each file on one worker so its module fixtures run once). Handing out the longest
-# files first (durations measured on 2 cores) keeps the two workers busy to the end.
-_LONGEST_FIRST = ('test_train_runs', 'test_train_sharded', 'test_export', 'test_hardening',
-                  'test_parity_timm', 'test_model', 'test_parity_paddle', 'test_benchmarks',
-                  'test_parity_dense', 'test_linen', 'test_train_notebook')
+# The README's test command runs the files on two pytest-xdist workers (`-n 2 --dist loadfile`:
+# each file on one worker, so its module fixtures run once). Handing out the longest files first
+# (durations measured on 2 cores) keeps the two workers busy to the end.
+_LONGEST_FIRST = ('test_train_sharded', 'test_train_runs', 'test_parity_paddle', 'test_export',
+                  'test_hardening', 'test_parity_timm', 'test_model', 'test_benchmarks',
+                  'test_train_notebook', 'test_parity_dense', 'test_linen', 'test_scan')
 
 
 def pytest_collection_modifyitems(items):

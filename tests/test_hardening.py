@@ -389,7 +389,6 @@ def test_a_second_run_on_a_locked_workdir_fails_at_once(tmp_path, train_env):
   assert sorted(os.listdir(tmp_path / 'run')) == ['.hrnet-train.lock']
 
 
-@pytest.mark.xdist_group('train_compilation_cache')  # its digits step is in the runs' cache
 def test_disk_full_during_a_save(tmp_path, train_env):
   import orbax.checkpoint as ocp
   if not _unshare_ok():

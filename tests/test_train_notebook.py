@@ -17,10 +17,6 @@ import nbformat
 
 from hrnet_jax import checkpoint as hrnet_checkpoint  # noqa: E402
 
-# One xdist worker runs both files: the notebook's hrnet_w18_small steps are read from the
-# compilation cache the digits runs filled.
-pytestmark = pytest.mark.xdist_group('train_compilation_cache')
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, 'colab', 'train_tpu.ipynb')
 

@@ -26,10 +26,6 @@ import ml_collections  # noqa: F401  (the train extra; a missing install must fa
 
 from hrnet_jax import checkpoint as hrnet_checkpoint  # noqa: E402
 
-# One xdist worker runs both files: the notebook's hrnet_w18_small steps are read from the
-# compilation cache the digits runs filled.
-pytestmark = pytest.mark.xdist_group('train_compilation_cache')
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A short digits run: the first 12 steps of the digits config (so the same compiled programs as
 # the full run), a checkpoint every 2 steps, one evaluation at the end.
