@@ -165,11 +165,19 @@ def test_killed_conversion_keeps_the_old_folder(tmp_path, source, converted, sig
   shutil.copytree(converted, out)
   before = _tree_hashes(out)
   cmd = [sys.executable, '-m', 'convert.cli', str(source), str(out), '--overwrite', '--quiet']
-  proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-  _write_started(tmp_path, 'ckpt', proc)
-  proc.send_signal(sig)
-  _, err = proc.communicate(timeout=120)
+  for _ in range(3):
+    proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _write_started(tmp_path, 'ckpt', proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode != 0:
+      break
+    # On a busy machine the write can finish before Python runs the handler: then the new
+    # folder is whole (it loads) and the attempt is repeated on the old one.
+    hrnet_jax.load_pretrained(out)
+    shutil.rmtree(out)
+    shutil.copytree(converted, out)
   assert proc.returncode == code, err
   assert _tree_hashes(out) == before, 'the old checkpoint changed'
   leftovers = [n for n in os.listdir(tmp_path) if n != 'ckpt']
