@@ -90,8 +90,7 @@ def main(argv=None) -> int:
           print(f'{title} ({len(names)}):\n  ' + '\n  '.join(names))
     return 0
 
-  with errors.sigterm_raises():
-    return errors.run_cli(PROG, run, verbose=args.verbose)
+  return errors.run_cli(PROG, run, verbose=args.verbose)
 
 
 if __name__ == '__main__':

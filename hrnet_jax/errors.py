@@ -9,7 +9,7 @@ unless ``--verbose`` is given or ``HRNET_JAX_VERBOSE=1`` is set. Exit codes:
 1       runtime / environment failure (disk full, permission, NaN loss, ...)
 2       bad input or usage (missing file, bad flag, corrupt checkpoint, ...)
 130     interrupted (Ctrl-C)
-143     preempted by SIGTERM (``hrnet-train``, after saving a checkpoint)
+143     terminated by SIGTERM, after cleaning up (``hrnet-train``: after saving a checkpoint)
 ======  ==================================================================
 
 Library code raises :class:`BadInputError` / :class:`EnvironmentFailure` (or the built-in
@@ -55,30 +55,88 @@ class EnvironmentFailure(RuntimeError):
 
 
 class Terminated(BaseException):
-  """SIGTERM arrived (see ``sigterm_raises``); like ``KeyboardInterrupt``, it unwinds the
+  """SIGTERM arrived (see ``interrupts_raise``); like ``KeyboardInterrupt``, it unwinds the
   stack so that ``finally`` blocks remove temporary files. Exit code 143."""
 
   exit_code = EXIT_PREEMPTED
 
 
-def _raise_terminated(signum, frame):
-  raise Terminated()
+# Top-level modules whose code an interrupt may land in at any bytecode: none of it holds a lock
+# outside a ``with`` block or swallows exceptions. Library code makes no such promise: a SIGTERM
+# raised inside ``threading`` between a lock's acquire and its ``with`` left the lock held, and
+# the conversion hung at exit joining the thread pool that waited for it; one raised in JAX's gc
+# callback was printed and dropped, and the conversion went on.
+_INTERRUPTIBLE = frozenset({'__main__', 'hrnet_jax', 'convert', 'train', 'benchmarks'})
+
+
+def _in_own_code(frame) -> bool:
+  return frame.f_globals.get('__name__', '').partition('.')[0] in _INTERRUPTIBLE
+
+
+class _Interrupts:
+  """The SIGINT / SIGTERM handler of ``interrupts_raise``."""
+
+  def __init__(self):
+    self.pending: type[BaseException] | None = None
+
+  def handle(self, signum, frame):
+    exc = KeyboardInterrupt if signum == signal.SIGINT else Terminated
+    if self.pending is not None:  # a second signal: the user who presses Ctrl-C twice means now
+      self.pending = None
+      sys.settrace(None)  # first: the trace would raise the first signal's exception
+      raise exc()
+    if frame is None or _in_own_code(frame):
+      raise exc()
+    # Raised at the first line our code runs next: on entering one of our functions (global
+    # trace), or on the next line of one of ours on the stack (their frame trace).
+    self.pending = exc
+    while frame is not None:
+      if _in_own_code(frame):
+        frame.f_trace = self._on_line
+      frame = frame.f_back
+    sys.settrace(self._on_call)
+
+  def _on_call(self, frame, event, arg):
+    # Not on entering ``handle``: a second signal raises its own exception there.
+    if self.pending is not None and frame.f_code is not _HANDLE and _in_own_code(frame):
+      self._raise_pending()
+
+  def _on_line(self, frame, event, arg):
+    if self.pending is not None and event == 'line':
+      self._raise_pending()
+    return self._on_line
+
+  def _raise_pending(self):
+    exc, self.pending = self.pending, None
+    sys.settrace(None)  # Python also stops tracing when a trace function raises
+    raise exc()
+
+
+_HANDLE = _Interrupts.handle.__code__
 
 
 @contextlib.contextmanager
-def sigterm_raises():
-  """While active, SIGTERM raises ``Terminated`` in the main thread instead of killing the
-  process at once, so a terminated command cleans up what it was writing. The previous handler
-  comes back on exit: the CLIs' ``main`` is also called in-process (tests, notebooks). Off the
-  main thread, where Python cannot install handlers, it changes nothing."""
+def interrupts_raise():
+  """While active, SIGINT raises ``KeyboardInterrupt`` and SIGTERM raises ``Terminated`` in the
+  main thread (instead of killing the process at once), and only where hrnet-jax's own code
+  runs: a signal arriving inside a library (Orbax, JAX, the standard library's thread pools) is
+  raised at the next line of ours, at the latest when the block ends; a second signal raises at
+  once. So a terminated command unwinds through its ``finally`` blocks, removing what it was
+  writing, and cannot hang or lose the signal. The previous handlers come back on exit: the
+  CLIs' ``main`` is also called in-process (tests, notebooks). Off the main thread, where Python
+  cannot install handlers, it changes nothing."""
   if threading.current_thread() is not threading.main_thread():
     yield
     return
-  previous = signal.signal(signal.SIGTERM, _raise_terminated)
+  interrupts = _Interrupts()
+  previous = {s: signal.signal(s, interrupts.handle) for s in (signal.SIGINT, signal.SIGTERM)}
   try:
     yield
   finally:
-    signal.signal(signal.SIGTERM, previous)
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+    if interrupts.pending is not None:
+      interrupts._raise_pending()
 
 
 def storage_error(exc: BaseException, path: str) -> OSError | None:
@@ -161,16 +219,17 @@ EXPECTED = (ValueError, OSError, EnvironmentFailure)
 def run_cli(prog: str, body: Callable[[], int | None], *, verbose: bool | None = None) -> int:
   """Runs ``body`` under the error policy; returns its exit code (``None`` counts as 0).
 
-  Expected failures (``EXPECTED``) become one ``PROG: error:`` line; Ctrl-C
-  exits 130 and ``Terminated`` 143, with one line; anything else is a bug and keeps its
-  traceback (exit 1).
+  Expected failures (``EXPECTED``) become one ``PROG: error:`` line; Ctrl-C exits 130 and
+  SIGTERM 143, with one line, once ``body`` has unwound (``interrupts_raise``); anything else is
+  a bug and keeps its traceback (exit 1).
   """
   verbose = verbose_requested() if verbose is None else verbose
   previous = os.environ.get(VERBOSE_ENV)
   if verbose:  # library messages (key reports) read it too
     os.environ[VERBOSE_ENV] = '1'
   try:
-    return body() or EXIT_OK
+    with interrupts_raise():
+      return body() or EXIT_OK
   except KeyboardInterrupt:
     print(f'{prog}: error: interrupted', file=sys.stderr)
     return EXIT_INTERRUPTED

@@ -171,10 +171,11 @@ def test_killed_conversion_keeps_the_old_folder(tmp_path, source, converted, sig
     _write_started(tmp_path, 'ckpt', proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    if proc.returncode != 0:
+    if proc.returncode == code or _tree_hashes(out) == before:
       break
-    # On a busy machine the write can finish before Python runs the handler: then the new
-    # folder is whole (it loads) and the attempt is repeated on the old one.
+    # On a busy machine the conversion can finish before the signal lands (exit 0, or -15 when
+    # it lands during the interpreter's shutdown): then the new folder is whole (it loads) and
+    # the attempt is repeated on the old one.
     hrnet_jax.load_pretrained(out)
     shutil.rmtree(out)
     shutil.copytree(converted, out)
@@ -193,6 +194,86 @@ def test_killed_conversion_keeps_the_old_folder(tmp_path, source, converted, sig
     assert leftovers == [], leftovers
 
 
+# Stand-ins for a library function and for hrnet-jax code calling it: ``interrupts_raise`` tells
+# them apart by module name.
+_LIBRARY = """
+import signal
+def work(log, *signums):
+  for signum in signums:
+    signal.raise_signal(signum)
+    log.append(f'library went on after {signal.Signals(signum).name}')
+"""
+_OWN = """
+def call(work, log, *signums):
+  work(log, *signums)
+  log.append('our next line ran')
+"""
+
+
+def _modules():
+  library, own = {'__name__': 'somelib'}, {'__name__': 'hrnet_jax.caller'}
+  exec(_LIBRARY, library)
+  exec(_OWN, own)
+  return library['work'], own['call']
+
+
+def test_a_signal_inside_a_library_is_raised_at_our_next_line():
+  work, call = _modules()
+  before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  log = []
+  with pytest.raises(errors.Terminated):
+    with errors.interrupts_raise():
+      call(work, log, signal.SIGTERM)
+  assert log == ['library went on after SIGTERM']
+  # Called straight from a frame that is not ours: raised when the block ends, not lost.
+  log = []
+  with pytest.raises(KeyboardInterrupt):
+    with errors.interrupts_raise():
+      work(log, signal.SIGINT)
+      log.append('block went on')
+  assert log == ['library went on after SIGINT', 'block went on']
+  # A second signal is raised at once, wherever it lands.
+  log = []
+  with pytest.raises(KeyboardInterrupt):
+    with errors.interrupts_raise():
+      call(work, log, signal.SIGTERM, signal.SIGINT)
+  assert log == ['library went on after SIGTERM']
+  assert sys.gettrace() is None
+  assert {s: signal.getsignal(s) for s in before} == before
+
+
+_SIGNAL_STORM = """
+import os, random, signal, sys, threading
+import numpy as np
+from hrnet_jax import checkpoint, errors
+arrays = {f'a{i}': np.full((4,), i, np.float32) for i in range(200)}
+terminated = 0
+for _ in range(int(sys.argv[1])):
+  timer = threading.Timer(random.random() * 0.01, os.kill, (os.getpid(), signal.SIGTERM))
+  try:
+    with errors.interrupts_raise():
+      timer.start()
+      for _ in range(50):  # about 0.1 s: the timer fires inside
+        checkpoint.content_checksum(arrays)
+  except errors.Terminated:
+    terminated += 1
+  timer.join()
+print(terminated)
+"""
+
+
+def test_sigterm_storm_over_a_thread_pool_neither_hangs_nor_is_lost():
+  # Each SIGTERM lands at a random point of the checksum's thread pool, mostly inside
+  # concurrent.futures / threading. Raised there, about 3% were dropped (raised in JAX's gc
+  # callback) and some left a lock held, hanging the process at exit (CI, 2026-11).
+  n = 300
+  done = subprocess.run([sys.executable, '-c', _SIGNAL_STORM, str(n)], env=_env(), cwd=ROOT,
+                        capture_output=True, text=True, timeout=240)
+  assert done.returncode == 0, done.stderr
+  assert int(done.stdout) == n, done.stderr[-3000:]
+  assert 'Exception ignored' not in done.stderr, done.stderr[-3000:]
+
+
 def test_old_folder_moved_aside_by_a_killed_run_is_put_back(tmp_path, source, converted,
                                                            capsys, caplog):
   # State of a run killed between "old folder moved aside" and "new folder renamed in".
@@ -207,13 +288,13 @@ def test_old_folder_moved_aside_by_a_killed_run_is_put_back(tmp_path, source, co
 
 
 def test_to_pytorch_onto_a_folder(tmp_path, converted, capsys):
-  before = signal.getsignal(signal.SIGTERM)
+  before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
   rc, err = _convert(['--to-pytorch', str(converted), str(tmp_path)], capsys)
   assert rc == 2
   _one_error_line(err, 'convert_official_weights', 'is a folder')
   assert os.listdir(tmp_path) == []
-  # Called in-process, the CLI gives the caller's SIGTERM handler back.
-  assert signal.getsignal(signal.SIGTERM) is before
+  # Called in-process, the CLI gives the caller's SIGINT / SIGTERM handlers back.
+  assert {s: signal.getsignal(s) for s in before} == before
 
 
 def test_read_only_parent_and_full_disk(tmp_path, source, converted):
