@@ -414,10 +414,10 @@ def markdown_table(rows: Sequence[dict]) -> list[str]:
   latest = {}
   for r in rows:
     key = tuple(r.get(k) for k in ('model', 'task', 'topology', 'mesh', 'batch_per_chip',
-                                   'image_size', 'dtype', 'remat', 'scan'))
-    latest[key] = r
+                                   'image_size', 'dtype', 'remat'))
+    latest[key + (r.get('scan') or 'off',)] = r  # rows from before the scan column: off
   lines = ['| model | task | target | mesh | batch/chip | size | dtype | remat (+ scan) | status | per-chip memory '
-           'GiB (temp) / HBM | fits | lower s | compile s | GFLOP/img | est. step ms | est. '
+           'GiB (temp) / HBM | fits | lower s | compile s (load) | GFLOP/img | est. step ms | est. '
            'img/s/chip |', '|' + '---|' * 16]
   order = lambda r: (r['model'], r['topology'], r['task'], r['remat'], r.get('scan') or '',
                      int(r['batch_per_chip']))
@@ -428,7 +428,7 @@ def markdown_table(rows: Sequence[dict]) -> list[str]:
     lines.append(
         f'| {r["model"]} | {r["task"]} | {r["topology"]} | {r["mesh"]} | {r["batch_per_chip"]} '
         f'| {r["image_size"]} | {r["dtype"]} | {r["remat"]}{scan} | {r["status"]} | {mem} | {r["fits"]} | '
-        f'{f("lower_s")} | {f("compile_s")} | {f("gflop_per_image", 2)} | '
+        f'{f("lower_s")} | {f("compile_s")} ({f("load_avg_1m")}) | {f("gflop_per_image", 2)} | '
         f'{f("est_step_ms", 2)} | {f("est_img_s_per_chip", 0)} |')
   return lines
 

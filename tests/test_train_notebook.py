@@ -4,6 +4,7 @@ a random timm checkpoint converted locally with convert_official_weights, the em
 timm weights fine-tune with a new head (finetune.py) and the loss goes down, and that hrnet-eval
 reads the converter's output folder."""
 
+import csv
 import json
 import os
 import subprocess
@@ -81,3 +82,19 @@ def test_hrnet_eval_reads_converter_output(executed):
   assert ev.returncode == 0, ev.stderr[-3000:]
   result = json.loads(ev.stdout.strip().splitlines()[-1])
   assert result['count'] == 360 and 0 <= result['top1'] <= 1
+
+
+def test_default_batch_fits_a_v5e_chip_by_the_aot_table():
+  """The notebook's defaults (model, image size, global batch on a v5e-1) are covered by a
+  benchmarks.tpu_aot row that fits a v5e chip at that batch per chip or more (bf16, as the
+  notebook trains on TPU)."""
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  cell = next(c for c in nb.cells if 'parameters' in c.metadata.get('tags', []))
+  params = {}
+  exec(cell.source, params)
+  with open(os.path.join(ROOT, 'benchmarks', 'results', 'tpu_aot.csv'), newline='') as f:
+    rows = [r for r in csv.DictReader(f)
+            if r['model'] == params['ARCH'] and r['task'] == 'train'
+            and r['chip'] == 'TPU v5e' and r['dtype'] == 'bfloat16' and r['status'] == 'ok'
+            and int(r['image_size']) == params['IMAGE_SIZE'] and r['fits'] == 'True']
+  assert max((int(r['batch_per_chip']) for r in rows), default=0) >= params['BATCH_SIZE'], rows
