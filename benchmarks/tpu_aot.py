@@ -25,6 +25,7 @@ import argparse
 import csv
 import dataclasses
 import datetime
+import functools
 import os
 import sys
 import time
@@ -286,6 +287,12 @@ class Compiler:
     self.mesh = mesh_lib.create_mesh(args.fsdp, devices=devs)
     self._models = {}
 
+  @functools.cached_property
+  def _cpu_compiler(self) -> 'Compiler':
+    """The same steps on one CPU device (built once: a batch search lowers every probe)."""
+    import jax
+    return Compiler(dataclasses.replace(self.args, fsdp=1), jax.devices('cpu')[:1])
+
   def _model(self, model: str, remat: str, batch: int, scan: str = 'off'):
     """Config, model def, abstract state and its shardings (cached per model, remat and
     scan)."""
@@ -370,8 +377,8 @@ class Compiler:
       # XLA:GPU has no cost analysis, compiled or lowered: the FLOPs of the same step lowered
       # for one CPU device (unoptimized HLO). Its bytes, counted before fusion, are not the
       # target's traffic, so such rows get no roofline estimate.
-      cpu = Compiler(dataclasses.replace(args, fsdp=1), jax.devices('cpu')[:1])
-      flops = _cost(cpu.lower(model, task, remat, batch_per_chip, scan)).get('flops_per_chip')
+      lowered = self._cpu_compiler.lower(model, task, remat, batch_per_chip, scan)
+      flops = _cost(lowered).get('flops_per_chip')
       row.update(flops_per_chip=flops, flops_source='cpu lowering')
     if row.get('flops_per_chip'):
       row['gflop_per_image'] = row['flops_per_chip'] / batch_per_chip / 1e9

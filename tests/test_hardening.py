@@ -253,11 +253,13 @@ for _ in range(int(sys.argv[1])):
   try:
     with errors.interrupts_raise():
       timer.start()
-      for _ in range(50):  # about 0.1 s: the timer fires inside
-        checkpoint.content_checksum(arrays)
+      try:
+        for _ in range(50):  # about 0.1 s: the timer fires inside
+          checkpoint.content_checksum(arrays)
+      finally:
+        timer.join()  # a late timer (busy machine) still fires inside the block
   except errors.Terminated:
     terminated += 1
-  timer.join()
 print(terminated)
 """
 
