@@ -20,7 +20,9 @@ wraps its body in :func:`run_cli`.
 from __future__ import annotations
 
 import contextlib
+import dis
 import errno
+import functools
 import os
 import shutil
 import signal
@@ -73,6 +75,32 @@ def _in_own_code(frame) -> bool:
   return frame.f_globals.get('__name__', '').partition('.')[0] in _INTERRUPTIBLE
 
 
+# Opcodes the compiler treats as unable to raise. CPython (3.11 to 3.15 at least) leaves such an
+# instruction out of the exception table even inside a ``try``, so an exception a trace function
+# raises there skips every ``except`` / ``finally`` / ``with`` of the frame (python/cpython#148278;
+# seen here as a ``try:`` line's NOP).
+_CANNOT_RAISE = frozenset(dis.opmap[name] for name in
+                          ('NOP', 'LOAD_CONST', 'LOAD_SMALL_INT', 'RETURN_CONST', 'POP_TOP')
+                          if name in dis.opmap)
+
+
+@functools.lru_cache(maxsize=256)
+def _handled_offsets(code) -> tuple[range, ...]:
+  return tuple(range(e.start, e.end)
+               for e in getattr(dis.Bytecode(code), 'exception_entries', ()))
+
+
+def _handlers_see_raise_at(frame) -> bool:
+  """Whether an exception raised by a trace function at ``frame``'s next instruction reaches
+  the ``except`` / ``finally`` blocks around it: the instruction has an exception-table entry,
+  or it is one that can raise (then the compiler gave it every handler it has)."""
+  offset = frame.f_lasti
+  if any(offset in r for r in _handled_offsets(frame.f_code)):
+    return True
+  code = frame.f_code.co_code
+  return not 0 <= offset < len(code) or code[offset] not in _CANNOT_RAISE
+
+
 class _Interrupts:
   """The SIGINT / SIGTERM handler of ``interrupts_raise``."""
 
@@ -88,7 +116,8 @@ class _Interrupts:
     if frame is None or _in_own_code(frame):
       raise exc()
     # Raised at the first line our code runs next: on entering one of our functions (global
-    # trace), or on the next line of one of ours on the stack (their frame trace).
+    # trace), or on the next line of one of ours on the stack (their frame trace) where the
+    # frame's handlers would see it.
     self.pending = exc
     while frame is not None:
       if _in_own_code(frame):
@@ -102,7 +131,7 @@ class _Interrupts:
       self._raise_pending()
 
   def _on_line(self, frame, event, arg):
-    if self.pending is not None and event == 'line':
+    if self.pending is not None and event == 'line' and _handlers_see_raise_at(frame):
       self._raise_pending()
     return self._on_line
 

@@ -207,6 +207,13 @@ _OWN = """
 def call(work, log, *signums):
   work(log, *signums)
   log.append('our next line ran')
+
+def call_then_try(work, log, *signums):
+  work(log, *signums)
+  try:
+    log.append('try body ran')
+  finally:
+    log.append('finally ran')
 """
 
 
@@ -214,11 +221,11 @@ def _modules():
   library, own = {'__name__': 'somelib'}, {'__name__': 'hrnet_jax.caller'}
   exec(_LIBRARY, library)
   exec(_OWN, own)
-  return library['work'], own['call']
+  return library['work'], own['call'], own['call_then_try']
 
 
 def test_a_signal_inside_a_library_is_raised_at_our_next_line():
-  work, call = _modules()
+  work, call, call_then_try = _modules()
   before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
   log = []
   with pytest.raises(errors.Terminated):
@@ -238,6 +245,13 @@ def test_a_signal_inside_a_library_is_raised_at_our_next_line():
     with errors.interrupts_raise():
       call(work, log, signal.SIGTERM, signal.SIGINT)
   assert log == ['library went on after SIGTERM']
+  # Not at a ``try:`` line: raised there, the exception would skip the ``finally``
+  # (python/cpython#148278; CI, 2026-11: the storm below escaped its ``except``).
+  log = []
+  with pytest.raises(errors.Terminated):
+    with errors.interrupts_raise():
+      call_then_try(work, log, signal.SIGTERM)
+  assert log == ['library went on after SIGTERM', 'finally ran']
   assert sys.gettrace() is None
   assert {s: signal.getsignal(s) for s in before} == before
 
