@@ -75,10 +75,10 @@ def _in_own_code(frame) -> bool:
   return frame.f_globals.get('__name__', '').partition('.')[0] in _INTERRUPTIBLE
 
 
-# Opcodes the compiler treats as unable to raise. CPython (3.11 to 3.15 at least) leaves such an
-# instruction out of the exception table even inside a ``try``, so an exception a trace function
-# raises there skips every ``except`` / ``finally`` / ``with`` of the frame (python/cpython#148278;
-# seen here as a ``try:`` line's NOP).
+# Opcodes the compiler treats as unable to raise. CPython (seen on 3.11, reported for 3.13-3.15)
+# can leave such an instruction out of the exception table even inside a ``try``, so an
+# exception a trace function raises there skips every ``except`` / ``finally`` / ``with`` of the
+# frame (python/cpython#148278; seen here as a ``try:`` line's NOP).
 _CANNOT_RAISE = frozenset(dis.opmap[name] for name in
                           ('NOP', 'LOAD_CONST', 'LOAD_SMALL_INT', 'RETURN_CONST', 'POP_TOP')
                           if name in dis.opmap)

@@ -221,7 +221,7 @@ def test_pretrained_backbone_and_new_head(tmp_path, state_dict, reference, x):
 
 def test_loaded_weights_live_on_the_device(tmp_path, state_dict, x):
   # Host (NumPy) weights are copied to the device by every jitted call: on an H200 that made
-  # hrnet_w18's inference 2.7x slower than with the same weights on the device.
+  # hrnet_w18's inference 2.5x slower than with the same weights on the device.
   torch.save(state_dict, tmp_path / 'w.pth')
   assert convert_main([str(tmp_path / 'w.pth'), str(tmp_path / 'out'), '--quiet']) == 0
   model = hrnet_jax.load_pretrained(tmp_path / 'out')
