@@ -2,8 +2,10 @@
 a summary table of the parity figures the tests measured, and the order in which pytest-xdist
 hands test files to its workers."""
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 
 import jax
@@ -12,7 +14,9 @@ import pytest
 jax.config.update('jax_default_matmul_precision', 'highest')
 # The CLIs enable JAX's persistent compilation cache (hrnet_jax.compile_cache): in tests, in a
 # temporary folder rather than the user's ~/.cache.
-os.environ.setdefault('HRNET_JAX_COMPILATION_CACHE', tempfile.mkdtemp(prefix='hrnet_jax_cache_'))
+if 'HRNET_JAX_COMPILATION_CACHE' not in os.environ:
+  os.environ['HRNET_JAX_COMPILATION_CACHE'] = tempfile.mkdtemp(prefix='hrnet_jax_cache_')
+  atexit.register(shutil.rmtree, os.environ['HRNET_JAX_COMPILATION_CACHE'], ignore_errors=True)
 
 _PARITY: list[tuple[str, str, float, float]] = []
 

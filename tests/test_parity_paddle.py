@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import pathlib
 import pickle
+import shutil
 import subprocess
 import sys
 import time
@@ -130,6 +131,7 @@ def oracle(tmp_path_factory):
   (out / 'stop').touch()  # a job still waiting for a file that will not come gives up
   worker.shutdown(cancel_futures=True)
   child.close()
+  shutil.rmtree(out)  # 1.2 GiB of weights
 
 
 @pytest.fixture(scope='module')

@@ -8,6 +8,7 @@ variants at 224x224 only, for CI time).
 """
 
 import json
+import shutil
 
 import jax.numpy as jnp
 import numpy as np
@@ -34,7 +35,8 @@ def converted(request, tmp_path_factory):
   reference = timm_model(name)
   torch.save(reference.state_dict(), tmp / f'{name}.pth')
   assert convert_main([str(tmp / f'{name}.pth'), str(tmp / 'flax'), '--quiet']) == 0
-  return name, reference, tmp / 'flax'
+  yield name, reference, tmp / 'flax'
+  shutil.rmtree(tmp)  # up to 1 GiB per variant: one variant's files on disk at a time
 
 
 def test_detected_arch(converted):

@@ -7,6 +7,7 @@ reads the converter's output folder."""
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -47,7 +48,8 @@ def executed(tmp_path_factory):
                             resources={'metadata': {'path': str(tmp)}}).execute()
   finally:
     mp.undo()
-  return nb, tmp, env
+  yield nb, tmp, env
+  shutil.rmtree(tmp)
 
 
 def test_notebook_runs_and_plots(executed):

@@ -14,6 +14,7 @@ All processes share one persistent compilation cache, so only the first compiles
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,7 +87,8 @@ def reference(tmp_path_factory, env):
   workdir = tmp_path_factory.mktemp('reference')
   proc = _run(_train_cmd(workdir, *TINY), env)
   assert proc.returncode == 0, proc.stderr[-4000:]
-  return workdir, _model_arrays(workdir), _summary_top1(proc.stdout)
+  yield workdir, _model_arrays(workdir), _summary_top1(proc.stdout)
+  shutil.rmtree(workdir)
 
 
 def test_uninterrupted_run_outputs(reference):

@@ -18,6 +18,7 @@ shows.
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -169,7 +170,8 @@ def runs(tmp_path_factory):
   _wait([subprocess.Popen([sys.executable, '-c', TWO_PROCESSES, str(pid), port, str(out)],
                           env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True) for pid in range(2)])
-  return out
+  yield out
+  shutil.rmtree(out)
 
 
 @pytest.mark.parametrize('name', ['data8', 'data4_fsdp2'])
