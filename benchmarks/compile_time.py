@@ -3,7 +3,7 @@
     python -m benchmarks.compile_time --models hrnet_w18 --scan off,on --batch 32 --steps 3
 
 For each (model, scan, remat) the step is built as ``hrnet-train`` builds it
-(``train.train_state.create_model``: ``fast_trace`` and ``config.remat``; ``train.step.
+(``hrnet_jax.train.train_state.create_model``: ``fast_trace`` and ``config.remat``; ``hrnet_jax.train.step.
 jit_train_step`` on a one-device mesh, SGD Nesterov with weight decay, float32 by default) and
 timed in phases: ``trace_s`` (Python tracing to a jaxpr), ``lower_s`` (to StableHLO),
 ``compile_s`` (XLA, the backend of this process: XLA:CPU here), ``first_step_s`` (the first run
@@ -26,7 +26,8 @@ import time
 from typing import Sequence
 
 from benchmarks import common, tpu_aot
-from hrnet_jax.errors import BadInputError, run_cli
+from hrnet_jax.cli.policy import run_cli
+from hrnet_jax.errors import BadInputError
 
 PROG = 'python -m benchmarks.compile_time'
 COLUMNS = [
@@ -73,15 +74,15 @@ def measure(model: str, scan: bool, remat: str, batch: int, image_size: int, dty
   """One row of ``COLUMNS`` for the train step of ``model``."""
   import jax
   import numpy as np
-  from hrnet_jax.model import set_scan
-  from train import mesh as mesh_lib, step as step_lib, train_state as ts
-  from train.configs import base
+  from hrnet_jax.train import mesh as mesh_lib, step as step_lib, train_state as ts
+  from hrnet_jax.train.recipes import base
 
   load_before = os.getloadavg()[0]
   config = base.get_config()
   config.model, config.dtype, config.remat, config.pretrained = model, dtype, remat, ''
+  config.scan = scan
   config.optimizer.schedule = 'cosine'
-  net = set_scan(ts.create_model(config, 1000), scan)
+  net = ts.create_model(config, 1000)
   model_def, params, stats = ts.split_model(net)
   tx = ts.create_optimizer(config, steps_per_epoch=1000)
   mesh = mesh_lib.create_mesh(1, devices=jax.devices()[:1])
@@ -129,7 +130,7 @@ def measure(model: str, scan: bool, remat: str, batch: int, image_size: int, dty
 
 def run(ns: argparse.Namespace) -> int:
   import hrnet_jax
-  from hrnet_jax import remat
+  from hrnet_jax.runtime import remat
   models = _split('--models', ns.models, hrnet_jax.list_models())
   scans = _split('--scan', ns.scan, tuple(SCAN))
   remats = _split('--remat', ns.remat, remat.LEVELS)

@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.converter MODEL WORK_DIR`` saves a random-weight timm ``MODEL`` state_dict
 (the official checkpoint format), then runs the converter CLI in a fresh child process
-(``python -m benchmarks.converter --child SRC OUT``, which calls ``convert.cli.main`` exactly as
+(``python -m benchmarks.converter --child SRC OUT``, which calls ``hrnet_jax.convert.cli.main`` exactly as
 the console script does) and reports: wall time of the whole child (interpreter start, imports,
 conversion, writing), the conversion alone, and the child's peak RSS (``ru_maxrss``, what
 ``/usr/bin/time -v`` prints as "Maximum resident set size"), next to the checkpoint size.
@@ -23,7 +23,7 @@ from benchmarks.common import RESULT_TAG, parse_result, peak_rss_mb
 
 def _child(src: str, out: str) -> int:
   t0 = time.perf_counter()
-  from convert.cli import main
+  from hrnet_jax.convert.cli import main
   imported = time.perf_counter()
   rss_after_import = peak_rss_mb()
   rc = main([src, out, '--quiet', '--overwrite'])

@@ -1,7 +1,7 @@
 """The parity gate run before any timing, and the weights both frameworks are then timed with.
 
 ``python -m benchmarks.parity MODEL WORK_DIR [IMG_SIZE]`` builds the timm model with random weights,
-randomized as the parity tests do (``tests/oracles.py``, ``randomize_``: BatchNorm statistics /
+randomized as the parity tests do (``tests/helpers/oracles.py``, ``randomize_``: BatchNorm statistics /
 affine parameters and conv/linear biases, so a mapping error cannot hide behind an identity
 BatchNorm), saves ``WORK_DIR/MODEL/timm.pth`` as the official repo ships weights
 (``torch.save(state_dict)``), converts it with the converter's own code path into
@@ -22,9 +22,9 @@ import numpy as np
 
 from benchmarks.common import RESULT_TAG
 
-# The parity tests' oracle (tests/oracles.py), put on the path as pytest does: 'tests' is not a
+# The parity tests' oracle (tests/helpers/oracles.py), put on the path as pytest does: 'tests' is not a
 # package, and some distributions install a top-level 'tests' package that would shadow it.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / 'tests'))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / 'tests' / 'helpers'))
 from oracles import inputs, timm_model, tolerance, torch_forward  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def gate(model_name: str, work_dir: str | pathlib.Path, *, batch: int = 2, img_s
   import hrnet_jax
   from hrnet_jax import runtime
   from benchmarks.jax_worker import MODES, apply_mode, numerics_mode
-  from convert import convert_checkpoint
+  from hrnet_jax.convert import convert_checkpoint
 
   out = pathlib.Path(work_dir) / model_name
   out.mkdir(parents=True, exist_ok=True)

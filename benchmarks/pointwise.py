@@ -5,7 +5,7 @@ differentiates it into a convolution whose window is the whole image (the weight
 layout transposes; written as a dot, both gradients are plain matrix products. Same parameters
 (``kernel`` stays ``[1, 1, Cin, Cout]``), so checkpoints are unaffected. A library version would
 pass ``conv_general_dilated=pointwise_conv`` to the 1x1 ``nnx.Conv`` layers in
-``hrnet_jax.layers.conv2d``.
+``hrnet_jax.models.layers.conv2d``.
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@
     python -m benchmarks.tpu_aot --topology h100 --models hrnet_w18_small --tasks eval
     python -m benchmarks.tpu_aot --topology v5e:2x2 --models hrnet_w18 --scan off,on
 
-The steps are ``train.step.jit_train_step`` / ``jit_eval_step`` over ``train.mesh``'s
+The steps are ``hrnet_jax.train.step.jit_train_step`` / ``jit_eval_step`` over ``hrnet_jax.train.mesh``'s
 ``('data', 'fsdp')`` mesh, exactly as ``hrnet-train`` builds them from the ``imagenet_cosine``
 recipe (SGD Nesterov, label smoothing; ``--dtype`` sets the compute dtype; ``--scan`` sets
-``HRNetConfig.scan``, ``hrnet_jax.model.set_scan``), lowered for
+``HRNetConfig.scan``, ``hrnet_jax.models.hrnet.set_scan``), lowered for
 compile-only devices: ``jax.experimental.topologies.get_topology_desc(NAME, 'tpu')`` (needs
 ``libtpu``, the ``tpu-aot`` extra) or a CUDA H100 target (needs ``jax-cuda12-plugin`` +
 ``jax-cuda12-pjrt``; see docs/benchmarks.md). Each row records lower and compile seconds,
@@ -31,7 +31,8 @@ import sys
 import time
 from typing import Iterable, Sequence
 
-from hrnet_jax.errors import BadInputError, EnvironmentFailure, run_cli
+from hrnet_jax.cli.policy import run_cli
+from hrnet_jax.errors import BadInputError, EnvironmentFailure
 
 PROG = 'python -m benchmarks.tpu_aot'
 GIB = 1024 ** 3
@@ -147,7 +148,7 @@ class Args:
 def check_args(ns: argparse.Namespace) -> Args:
   """Validates everything that needs no device; ``BadInputError`` naming the flag."""
   import hrnet_jax
-  from hrnet_jax import remat
+  from hrnet_jax.runtime import remat
   gen, chip = parse_topology(ns.topology)
   models = [m.strip() for m in ns.models.split(',') if m.strip()]
   unknown = [m for m in models if m not in hrnet_jax.list_models()]
@@ -279,7 +280,7 @@ class Compiler:
   """Builds the state and steps of one (model, dtype, size, remat) once per batch size."""
 
   def __init__(self, args: Args, devs: list):
-    from train import mesh as mesh_lib
+    from hrnet_jax.train import mesh as mesh_lib
     self.args, self.devs = args, devs
     if len(devs) % args.fsdp:
       raise BadInputError(f'--fsdp={args.fsdp} must divide the {len(devs)} chips of '
@@ -298,17 +299,15 @@ class Compiler:
     scan)."""
     import jax
     import numpy as np
-    from train import mesh as mesh_lib, train_state as ts
-    from hrnet_jax.model import set_scan
-    from train.configs import imagenet_cosine
+    from hrnet_jax.train import mesh as mesh_lib, train_state as ts
+    from hrnet_jax.train.recipes import imagenet_cosine
     key = (model, remat, scan)
     if key not in self._models:
       config = imagenet_cosine.get_config()
       config.model, config.dtype, config.remat = model, self.args.dtype, remat
       config.input.image_size = self.args.image_size
-      config.pretrained = ''
-      model_def, params, stats = ts.split_model(
-          set_scan(ts.create_model(config, 1000), scan == 'on'))
+      config.pretrained, config.scan = '', scan == 'on'
+      model_def, params, stats = ts.split_model(ts.create_model(config, 1000))
       tx = ts.create_optimizer(config, steps_per_epoch=1000)
       host = ts.init_state(params, stats, tx)
       shardings = mesh_lib.state_shardings(self.mesh, host)
@@ -322,7 +321,7 @@ class Compiler:
     """The train or eval step of ``model`` on this mesh, lowered for abstract inputs."""
     import jax
     import jax.numpy as jnp
-    from train import mesh as mesh_lib, step as step_lib, train_state as ts
+    from hrnet_jax.train import mesh as mesh_lib, step as step_lib, train_state as ts
     args = self.args
     config, model_def, tx, abstract, shardings = self._model(model, remat, batch_per_chip, scan)
     n = len(self.devs)

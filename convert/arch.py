@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from hrnet_jax.configs import MODEL_CONFIGS, HRNetConfig
+from hrnet_jax.models.configs import MODEL_CONFIGS, HRNetConfig
 
 HEAD_BIAS_KEY = 'downsamp_modules.0.0.bias'
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hrnet_jax.cli import policy
 from hrnet_jax import errors
-from hrnet_jax.configs import MODEL_CONFIGS
-from hrnet_jax.dense import DENSE_CONFIGS
-from hrnet_jax.dense_keys import DENSE_FORMATS
+from hrnet_jax.models.configs import MODEL_CONFIGS
+from hrnet_jax.models.dense import DENSE_CONFIGS
+from hrnet_jax.convert.layouts.dense import DENSE_FORMATS
 
-from convert.formats import FORMATS
+from hrnet_jax.convert.layouts import FORMATS
 
 PROG = 'convert_official_weights'
 
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
 
   def run() -> int:
-    from convert.core import convert_checkpoint, to_paddle, to_pytorch
+    from hrnet_jax.convert.api import convert_checkpoint, to_paddle, to_pytorch
 
     if args.to_pytorch or args.to_paddle:
       out = (to_pytorch if args.to_pytorch else to_paddle)(args.src, args.out)
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
           print(f'{title} ({len(names)}):\n  ' + '\n  '.join(names))
     return 0
 
-  return errors.run_cli(PROG, run, verbose=args.verbose)
+  return policy.run_cli(PROG, run, verbose=args.verbose)
 
 
 if __name__ == '__main__':

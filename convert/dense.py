@@ -3,12 +3,12 @@ deep-high-resolution-net) -> hrnet-jax checkpoint folders, and ``--backbone-only
 whose backbone comes from any checkpoint (classification or dense) and whose neck / head start
 at their initialisation.
 
-Same policy as ``convert.core``: every tensor is used exactly once or is reported; missing,
+Same policy as ``hrnet_jax.convert.api``: every tensor is used exactly once or is reported; missing,
 unexpected and mis-shaped keys are all listed in one ``MismatchError``; nothing is written then.
 Parts this library does not build are dropped by name and listed in ``config.json``
 (``source.dropped``): the classification head (``--backbone-only``), the detector heads of an
 mmdet file (``rpn_head.``, ``roi_head.``), the loss buffers of an HRNet-Semantic-Segmentation
-``FullModel`` (``loss.``). The key rules live in ``hrnet_jax.dense_keys``.
+``FullModel`` (``loss.``). The key rules live in ``hrnet_jax.convert.layouts.dense``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,17 @@ import re
 import numpy as np
 from flax import nnx
 
-from hrnet_jax import checkpoint, dense, dense_keys, keys
+from hrnet_jax.pretrained import checkpoint, default_pretrained_cfg, state
+
+from hrnet_jax.models import dense
+
+from hrnet_jax.convert.layouts import dense as dense_keys, official as keys
 from hrnet_jax.factory import create_model
 
-from convert import formats
-from convert.arch import infer_arch
-from convert.core import ConversionResult, MismatchError
-from convert.sources import ConversionError, Source
+from hrnet_jax.convert import layouts as formats
+from hrnet_jax.convert.arch import infer_arch
+from hrnet_jax.convert.api import ConversionResult, MismatchError
+from hrnet_jax.convert.sources import ConversionError, Source
 
 # An HRNet-Semantic-Segmentation training FullModel: weights under 'model.', loss under 'loss.'.
 _FULLMODEL_PREFIX = 'model.'
@@ -157,7 +161,7 @@ def convert_dense(source: Source, *, arch: str | None, fmt: str, backbone_only: 
   found_outputs, head_conv_bias = _outputs_and_bias(tensors, fmt, arch)
   if num_outputs is not None and found_outputs is not None and num_outputs != found_outputs:
     raise ConversionError(f'--num-outputs {num_outputs}: {source.path} has {found_outputs}')
-  leaves = checkpoint.abstract_arrays(
+  leaves = state.abstract_arrays(
       lambda rngs: _build(arch, found_outputs, head_conv_bias, rngs))
   try:
     expected = {p: (dense_keys.source_key(p, fmt), leaf.shape) for p, leaf in leaves.items()}
@@ -194,10 +198,10 @@ def _backbone_only(source: Source, tensors: dict, fmt: str, arch: str | None,
   # Every key of the classification architecture the source is, with its head: what the dense
   # model does not use of these is dropped by name; anything else is an error.
   bias = any(formats.to_official_key(k, fmt) == 'downsamp_modules.0.0.bias' for k in tensors)
-  classification = {keys.torch_key(p) for p in checkpoint.abstract_arrays(
+  classification = {keys.torch_key(p) for p in state.abstract_arrays(
       lambda rngs: create_model(base, head_conv_bias=bias, rngs=rngs))}
   model = _build(arch, num_outputs, None, nnx.Rngs(0))
-  arrays = checkpoint.model_arrays(model)
+  arrays = state.model_arrays(model)
   expected = {p[len('backbone.'):]: (keys.torch_key(p[len('backbone.'):]), v.shape)
               for p, v in arrays.items() if p.startswith('backbone.')}
   wanted = {k for k, _ in expected.values()}
@@ -228,7 +232,7 @@ def _backbone_only(source: Source, tensors: dict, fmt: str, arch: str | None,
 def _config(arch, num_outputs, model_kwargs) -> dict:
   task = dense.get_dense_config(arch).task
   config = {'arch': arch, 'task': task, 'model_kwargs': model_kwargs,
-            'pretrained_cfg': dense.default_pretrained_cfg(arch)}
+            'pretrained_cfg': default_pretrained_cfg(arch)}
   if task in dense.OUTPUT_NAME:
     config[dense.OUTPUT_NAME[task]] = (num_outputs if num_outputs is not None
                                       else dense.get_dense_config(arch).num_outputs)

@@ -6,7 +6,7 @@ unpickled) and ``.safetensors``. Containers are unwrapped in timm's order
 ``state_dict``, then ``model`` only when it is a dict (an official training checkpoint stores the
 string ``'cls_hrnet'`` there), else the dict itself. ``module.`` (DataParallel/DDP) and
 ``_orig_mod.`` (torch.compile) prefixes are stripped. PaddleClas ``.pdparams`` files are read
-without paddle by ``convert.paddle.load_pdparams`` (a restricted unpickler: NumPy arrays only).
+without paddle by ``hrnet_jax.convert.pdparams.load_pdparams`` (a restricted unpickler: NumPy arrays only).
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def _strip_prefixes(key: str) -> str:
 
 
 def _read_pdparams(path: pathlib.Path) -> Source:
-  from convert.paddle import load_pdparams
+  from hrnet_jax.convert.pdparams import load_pdparams
   try:
     tensors = load_pdparams(path)
   except pickle.UnpicklingError as e:

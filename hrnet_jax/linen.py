@@ -94,7 +94,7 @@ def load_variables(ckpt_dir: str | os.PathLike, **kwargs) -> dict[str, Any]:
   (``convert_official_weights`` / ``save_pretrained`` / ``hrnet-train``), its arch read from
   ``config.json``. Loading is strict, as ``create_model(..., pretrained=ckpt_dir)``, whose
   errors it raises."""
-  from hrnet_jax import checkpoint
+  from hrnet_jax.pretrained import checkpoint
   from hrnet_jax.factory import create_model
   arch = checkpoint.read_config(ckpt_dir)['arch']
   return variables_of(create_model(arch, pretrained=ckpt_dir, **kwargs))

@@ -12,7 +12,7 @@ import jax
 import pytest
 
 jax.config.update('jax_default_matmul_precision', 'highest')
-# The CLIs enable JAX's persistent compilation cache (hrnet_jax.compile_cache): in tests, in a
+# The CLIs enable JAX's persistent compilation cache (hrnet_jax.runtime.compile_cache): in tests, in a
 # temporary folder rather than the user's ~/.cache.
 if 'HRNET_JAX_COMPILATION_CACHE' not in os.environ:
   os.environ['HRNET_JAX_COMPILATION_CACHE'] = tempfile.mkdtemp(prefix='hrnet_jax_cache_')

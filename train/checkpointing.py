@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
+from hrnet_jax import atomic
 from hrnet_jax import errors
 from hrnet_jax.errors import BadInputError
 
@@ -149,12 +150,12 @@ class Checkpoints:
     for a failed earlier asynchronous save; the committed checkpoints stay as they were.
     """
     if jax.process_index() == 0:
-      errors.ensure_free_space(self.directory, sum(x.nbytes for x in jax.tree.leaves(state)),
+      atomic.ensure_free_space(self.directory, sum(x.nbytes for x in jax.tree.leaves(state)),
                                f'checkpoint {step}')
     try:
       self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
     except ValueError as e:
-      raise errors.storage_error(e, self.directory) or e from None
+      raise atomic.storage_error(e, self.directory) or e from None
 
   def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, int] | None:
     """Restores checkpoint ``step`` (default: the latest readable one) into ``abstract_state``'s
@@ -201,7 +202,7 @@ class Checkpoints:
     try:
       self._manager.wait_until_finished()
     except ValueError as e:
-      raise errors.storage_error(e, self.directory) or e from None
+      raise atomic.storage_error(e, self.directory) or e from None
 
   def close(self) -> None:
     """Waits for pending saves, then removes what a failed save left uncommitted (only this run

@@ -24,6 +24,7 @@ import os
 
 from absl import app, flags
 
+from hrnet_jax.cli import policy
 from hrnet_jax import errors
 
 PROG = 'hrnet-eval'
@@ -61,7 +62,7 @@ def _dataset_config(config, dataset: str, split: str, data_dir: str, batch_size:
 def _from_workdir(workdir: str, mesh, step: int | None):
   """-> (model_def, params, batch_stats, config) of a training run's checkpoint."""
   import ml_collections
-  from train import checkpointing, mesh as mesh_lib, trainer, train_state as ts
+  from hrnet_jax.train import checkpointing, mesh as mesh_lib, trainer, train_state as ts
 
   with open(os.path.join(workdir, trainer.CONFIG_FILE)) as f:
     saved = json.load(f)
@@ -91,9 +92,9 @@ def _from_workdir(workdir: str, mesh, step: int | None):
 def _from_folder(folder: str):
   """-> (model_def, params, batch_stats, config) of a hrnet_jax checkpoint folder."""
   import hrnet_jax
-  from hrnet_jax import transforms
-  from train import train_state as ts
-  from train.configs import base
+  from hrnet_jax.data import transforms
+  from hrnet_jax.train import train_state as ts
+  from hrnet_jax.train.recipes import base
 
   model = hrnet_jax.load_pretrained(folder)
   config = base.get_config()
@@ -117,7 +118,7 @@ def evaluate_checkpoint(checkpoint: str, *, dataset: str, split: str = 'validati
   Raises ``FileNotFoundError`` / ``ValueError`` naming a bad checkpoint, dataset or batch size.
   """
   import jax
-  from train import evaluate, input_pipeline, mesh as mesh_lib, step as step_lib
+  from hrnet_jax.train import evaluate, data as input_pipeline, mesh as mesh_lib, step as step_lib
 
   mesh = mesh_lib.create_mesh()
   if not os.path.isdir(checkpoint):
@@ -127,7 +128,7 @@ def evaluate_checkpoint(checkpoint: str, *, dataset: str, split: str = 'validati
     shardings = mesh_lib.state_shardings(mesh, (params, stats))
     params, stats = mesh_lib.put_replicated_or_sharded((params, stats), shardings)
   else:
-    from train import trainer
+    from hrnet_jax.train import trainer
     if not os.path.exists(os.path.join(checkpoint, trainer.CONFIG_FILE)):
       raise FileNotFoundError(f'--checkpoint={checkpoint}: neither a training workdir '
                               f'({trainer.CONFIG_FILE}) nor a checkpoint folder (config.json)')
@@ -152,9 +153,9 @@ def _main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.getLogger().setLevel(logging.INFO)
   logging.getLogger('absl').setLevel(logging.WARNING)
-  from hrnet_jax import compile_cache
+  from hrnet_jax.runtime import compile_cache
   compile_cache.enable()  # HRNET_JAX_COMPILATION_CACHE
-  return errors.run_cli(PROG, _evaluate_and_print, verbose=FLAGS.verbose)
+  return policy.run_cli(PROG, _evaluate_and_print, verbose=FLAGS.verbose)
 
 
 def _evaluate_and_print() -> int:
@@ -173,7 +174,7 @@ def _evaluate_and_print() -> int:
 
 def main():
   """Console entry point."""
-  from train import cli
+  from hrnet_jax.train import cli
   cli.run(_main, __doc__, [
       'checkpoint', 'dataset', 'split', 'data_dir', 'batch_size', 'step', 'image_size',
       'crop_pct', 'json'], PROG)

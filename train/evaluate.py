@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 import jax
 from tqdm import tqdm
 
-from train import mesh as mesh_lib
+from hrnet_jax.train import mesh as mesh_lib
 
 
 def evaluate(eval_fn: Callable, params, batch_stats, batches: Iterable[dict],

@@ -1,7 +1,7 @@
 """``hrnet-train``: train or fine-tune an HRNet from a config file.
 
-    hrnet-train --config train/configs/digits.py --workdir /tmp/hrnet_digits
-    hrnet-train --config train/configs/imagenet_cosine.py --workdir /shared/run1
+    hrnet-train --config train/recipes/digits.py --workdir /tmp/hrnet_digits
+    hrnet-train --config train/recipes/imagenet_cosine.py --workdir /shared/run1
 
 Any config field can be overridden with ``--config.FIELD=value``. Running again with the same
 ``--workdir`` resumes from its latest checkpoint; one run at a time owns a workdir (a lock file).
@@ -21,12 +21,13 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
+from hrnet_jax.cli import policy
 from hrnet_jax import errors
 
 PROG = 'hrnet-train'
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Training config file (train/configs/*.py).',
+config_flags.DEFINE_config_file('config', None, 'Training config file (train/recipes/*.py).',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Folder for checkpoints, TensorBoard logs and the final '
                     'model; reused to resume.')
@@ -43,24 +44,24 @@ def _main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.getLogger().setLevel(logging.INFO)
   logging.getLogger('absl').setLevel(logging.WARNING)  # Orbax logs every save step at INFO
-  from hrnet_jax import compile_cache
+  from hrnet_jax.runtime import compile_cache
   compile_cache.enable()  # a resumed or repeated run skips XLA (HRNET_JAX_COMPILATION_CACHE)
-  from train import distributed
+  from hrnet_jax.train import distributed
   distributed.maybe_initialize(force=FLAGS.distributed,
                                coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
-  from train import trainer
+  from hrnet_jax.train import trainer
 
   def train() -> int:
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     return errors.EXIT_OK
 
-  return errors.run_cli(PROG, train, verbose=FLAGS.verbose)
+  return policy.run_cli(PROG, train, verbose=FLAGS.verbose)
 
 
 def main():
   """Console entry point."""
-  from train import cli
+  from hrnet_jax.train import cli
   cli.run(_main, __doc__, [
       'config', 'workdir', 'distributed', 'coordinator_address', 'num_processes', 'process_id'],
       PROG)

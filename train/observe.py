@@ -37,7 +37,7 @@ class Observer:
     self._writer = self._bar = self._jsonl = None
     if active:
       from tensorboardX import SummaryWriter
-      from train import workdir
+      from hrnet_jax.train import workdir
       os.makedirs(logdir, exist_ok=True)
       self._writer = SummaryWriter(logdir, purge_step=start_step + 1 if start_step else None)
       workdir.truncate_jsonl(jsonl_path, start_step)

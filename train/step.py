@@ -1,6 +1,6 @@
 """The jitted train and eval steps over global (sharded) batches.
 
-Both take batches as built by ``train.input_pipeline`` (uint8 images, normalized here on the
+Both take batches as built by ``hrnet_jax.train.data`` (uint8 images, normalized here on the
 device). Computation runs in the model's dtype (bf16 or f32); logits are cast to float32 before
 the loss, so the loss, gradients, BN statistics and optimizer state stay float32.
 """
@@ -17,14 +17,9 @@ from flax import nnx
 from jax.sharding import NamedSharding
 
 from hrnet_jax import runtime
+from hrnet_jax.data.transforms import normalize
 
-from train.train_state import ModelDef, TrainState
-
-
-def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
-  """uint8 ``[B, H, W, 3]`` -> float32 ``(x / 255 - mean) / std``."""
-  x = images.astype(jnp.float32) / 255.0
-  return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+from hrnet_jax.train.train_state import ModelDef, TrainState
 
 
 def _topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:

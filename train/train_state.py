@@ -18,8 +18,7 @@ import optax
 from flax import nnx, struct
 
 import hrnet_jax
-from hrnet_jax import fast_trace, remat
-from hrnet_jax.model import set_scan
+from hrnet_jax import runtime
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
@@ -59,8 +58,8 @@ def parse_dtype(name: str):
 
 def create_model(config, num_classes: int) -> hrnet_jax.HighResolutionNet:
   """``hrnet_jax.create_model`` for ``config`` (``model``, ``pretrained``, ``dtype``, ``seed``),
-  with float32 parameters, ``config.remat`` (``hrnet_jax.remat``) and ``config.scan``
-  (``hrnet_jax.model.set_scan``); ``ValueError`` if
+  with float32 parameters, ``config.remat`` and ``config.scan`` (``hrnet_jax.runtime.configure``,
+  with fast tracing); ``ValueError`` if
   ``config.pretrained`` is required but unset or ``config.remat`` is not a level."""
   if config.pretrained is None:
     raise ValueError('this config needs pretrained weights: pass --config.pretrained=DIR '
@@ -68,8 +67,8 @@ def create_model(config, num_classes: int) -> hrnet_jax.HighResolutionNet:
   model = hrnet_jax.create_model(config.model, pretrained=config.pretrained or None,
                                  num_classes=num_classes, dtype=parse_dtype(config.dtype),
                                  param_dtype=jnp.float32, rngs=nnx.Rngs(config.seed))
-  set_scan(model, config.get('scan', False))
-  return remat.apply(fast_trace.apply(model), config.get('remat', 'none'))
+  return runtime.configure(model, scan=config.get('scan', False),
+                           remat=config.get('remat', 'none'), fast_trace=True)
 
 
 def split_model(model: hrnet_jax.HighResolutionNet) -> tuple[ModelDef, Any, Any]:
@@ -84,7 +83,7 @@ def split_model(model: hrnet_jax.HighResolutionNet) -> tuple[ModelDef, Any, Any]
 
 
 def learning_rate_schedule(config, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
-  """lr(step): ``config.optimizer`` (see ``train/configs/base.py``) with the peak lr scaled by
+  """lr(step): ``config.optimizer`` (see ``train/recipes/base.py``) with the peak lr scaled by
   ``batch_size / base_batch_size``. ``ValueError`` for an unknown schedule."""
   opt = config.optimizer
   peak = opt.base_lr * config.batch_size / opt.base_batch_size

@@ -26,8 +26,8 @@ from jax.experimental import multihost_utils
 
 import hrnet_jax
 from hrnet_jax import errors
-from train import checkpointing, evaluate, input_pipeline, mesh as mesh_lib, observe
-from train import step as step_lib, train_state as ts, workdir as workdir_lib
+from hrnet_jax.train import checkpointing, evaluate, data as input_pipeline, mesh as mesh_lib, observe
+from hrnet_jax.train import step as step_lib, train_state as ts, workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def _export(model_def: ts.ModelDef, state: ts.TrainState, out_dir: str, pretrain
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains ``config`` (see ``train/configs/base.py``) in ``workdir``, resuming from its latest
+  """Trains ``config`` (see ``train/recipes/base.py``) in ``workdir``, resuming from its latest
   readable checkpoint. Every process of a multi-host run calls it.
 
   Returns the summary: ``steps``, ``epochs``, ``seconds``, ``img_per_sec``, ``top1``, ``top5``

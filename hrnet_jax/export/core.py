@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from hrnet_jax import atomic
 from hrnet_jax.errors import BadInputError, EnvironmentFailure
 from hrnet_jax.export.program import ExportOptions, Program, build
 
@@ -100,20 +101,6 @@ def _versions() -> dict[str, str]:
   return out
 
 
-def _place(src: str, dst: str, overwrite: bool) -> None:
-  """Renames ``src`` to ``dst``; an existing ``dst`` (only with ``overwrite``) is moved aside
-  first and deleted once ``src`` is in place."""
-  old = None
-  if os.path.lexists(dst):
-    if not overwrite:
-      raise FileExistsError(f'{dst}: exists (use --overwrite)')
-    old = dst + f'.old-{os.getpid()}'
-    os.replace(dst, old)
-  os.replace(src, dst)
-  if old is not None:
-    shutil.rmtree(old) if os.path.isdir(old) and not os.path.islink(old) else os.remove(old)
-
-
 def export(options: ExportOptions, fmt: str, out: str | os.PathLike, *,
            overwrite: bool = False) -> dict[str, Any]:
   """Exports the checkpoint of ``options`` as ``fmt`` to ``out`` (a folder for 'savedmodel',
@@ -162,8 +149,9 @@ def export(options: ExportOptions, fmt: str, out: str | os.PathLike, *,
     tmp_meta = os.path.join(work, 'metadata.json')
     with open(tmp_meta, 'w') as f:
       json.dump(metadata, f, indent=2)
-    _place(artifact, out, overwrite)
-    _place(tmp_meta, meta_path, overwrite)
+    # Existence without ``overwrite`` was refused above.
+    atomic.replace(artifact, out)
+    atomic.replace(tmp_meta, meta_path)
   finally:
     shutil.rmtree(work, ignore_errors=True)
   return metadata

@@ -20,7 +20,7 @@ and never mutates one in place); a value whose producer node is in the builder's
 (``producer.graph is ctx.builder.nodes``) is one of that graph's node outputs, which is what the
 original's scan finds. Every other case calls the original. So every answer is jax2onnx's own,
 and the ONNX files are byte-identical with and without the wrappers (checked for hrnet_w18_small
-and hrnet_w18; ``tests/test_export.py`` checks it on a small graph).
+and hrnet_w18; ``tests/export/test_export.py`` checks it on a small graph).
 
 Other jax2onnx versions run unwrapped (correct, slower): the wrappers mirror 0.17.1's code
 (``optimizer_graph_utils.py``, ``output_binding.py``), which another version may have changed.

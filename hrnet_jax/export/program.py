@@ -17,7 +17,7 @@ Outputs, float32, as ``hrnet_jax.create_model`` returns them (maps NCHW with ``l
 
 - classifiers: ``logits [B, num_classes]``, or with ``features_only`` the maps ``feature_i
   [B, H/s, W/s, C]``;
-- dense models (``hrnet_jax.dense``, task in ``OUT.json['task']``): segmentation ``logits
+- dense models (``hrnet_jax.models.dense``, task in ``OUT.json['task']``): segmentation ``logits
   [B, H/4, W/4, num_classes]``, pose ``heatmaps [B, H/4, W/4, num_keypoints]``, detection
   pyramids ``feature_0`` .. ``feature_4`` ``[B, H/s, W/s, 256]`` (``DenseHRNet.__call__``).
 """
@@ -31,6 +31,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from hrnet_jax.data.transforms import normalize
 
 INPUT_DTYPES = ('uint8', 'float32')
 LAYOUTS = ('nhwc', 'nchw')
@@ -100,7 +102,7 @@ class Program:
 
 
 def _check_checkpoint(path: str) -> None:
-  from hrnet_jax import checkpoint
+  from hrnet_jax.pretrained import checkpoint
   from hrnet_jax.errors import BadInputError
   if not os.path.isdir(path):
     raise BadInputError(f'checkpoint directory not found: {path}')
@@ -112,7 +114,7 @@ def _class_names(cfg: dict, num_classes: int) -> list[str] | None:
   if cfg.get('class_names'):
     return list(cfg['class_names'])
   if num_classes == 1000:
-    from hrnet_jax.imagenet import imagenet_class_names
+    from hrnet_jax.data.imagenet import imagenet_class_names
     return list(imagenet_class_names())
   return None
 
@@ -121,14 +123,12 @@ def _wrap(model, options: ExportOptions, mean, std) -> Callable:
   """The model behind the input contract: layout, uint8 -> normalized float32."""
   from flax import nnx
   graphdef, state = nnx.split(model)
-  mean = jnp.asarray(mean, jnp.float32)
-  std = jnp.asarray(std, jnp.float32)
 
   def fn(x):
     if options.layout == 'nchw':
       x = jnp.transpose(x, (0, 2, 3, 1))
     if options.input_dtype == 'uint8':
-      x = (x.astype(jnp.float32) / 255.0 - mean) / std
+      x = normalize(x, mean, std)
     out = nnx.merge(graphdef, state)(x)
     outs = tuple(out) if isinstance(out, (list, tuple)) else (out,)
     outs = tuple(o.astype(jnp.float32) for o in outs)
@@ -146,7 +146,8 @@ def build(options: ExportOptions) -> Program:
   raises for a checkpoint that does not load (``CheckpointMismatchError``, ``ValueError``).
   """
   import hrnet_jax
-  from hrnet_jax import checkpoint, dense
+  from hrnet_jax.pretrained import checkpoint
+  from hrnet_jax.models import dense
   from hrnet_jax.errors import BadInputError
 
   _check_checkpoint(options.checkpoint)

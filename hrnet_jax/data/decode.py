@@ -1,0 +1,90 @@
+"""Decoding dense outputs into results, as mmpose's ``codecs/`` and mmseg's post-processing keep
+it apart from the model: logits -> class map, heatmaps -> keypoints, and their pictures.
+
+- ``mask_from_logits``: stride-4 logits resized to the image (bilinear, ``align_corners=False``,
+  as mmseg ``EncoderDecoder.postprocess_result``), then their argmax.
+- ``keypoints_from_heatmaps``: each keypoint is its heatmap's argmax moved a quarter pixel toward
+  the higher neighbour (deep-high-resolution-net ``lib/core/inference.py`` ``get_final_preds``)
+  and mapped back to image pixels (pixel centres); its score is the heatmap maximum.
+- ``fit_size``: the input size of an image for a segmentation model (mmcv ``rescale_size``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image, ImageDraw
+
+from hrnet_jax.models.resize import resize_bilinear
+
+# mmseg CityscapesDataset METAINFO['palette'].
+CITYSCAPES_PALETTE = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
+    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
+    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
+    (0, 80, 100), (0, 0, 230), (119, 11, 32))
+# COCO keypoint names and skeleton (1-based pairs, pycocotools / mmpose coco.py).
+COCO_KEYPOINTS = (
+    'nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder', 'right_shoulder',
+    'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist', 'left_hip', 'right_hip',
+    'left_knee', 'right_knee', 'left_ankle', 'right_ankle')
+COCO_SKELETON = ((16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7),
+                 (6, 8), (7, 9), (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6),
+                 (5, 7))
+
+
+def palette(num_classes: int) -> np.ndarray:
+  """``[num_classes, 3]`` uint8 colours: Cityscapes' for 19 classes, else a fixed random one."""
+  if num_classes == len(CITYSCAPES_PALETTE):
+    return np.asarray(CITYSCAPES_PALETTE, np.uint8)
+  return np.random.RandomState(0).randint(0, 256, (num_classes, 3)).astype(np.uint8)
+
+
+
+def fit_size(w: int, h: int, bound_hw: tuple[int, int]) -> tuple[int, int]:
+  """mmcv ``rescale_size(keep_ratio)``: the largest (w, h) with short <= min, long <= max."""
+  short_max, long_max = sorted(bound_hw)
+  scale = min(long_max / max(w, h), short_max / min(w, h))
+  return max(32, int(w * scale + 0.5)), max(32, int(h * scale + 0.5))
+
+
+def mask_from_logits(logits: jax.Array, size_hw: tuple[int, int]) -> np.ndarray:
+  """Class map ``[H, W]`` int32 of segmentation logits ``[1, h, w, C]`` for an image of
+  ``size_hw``."""
+  logits = resize_bilinear(jnp.asarray(logits).astype(jnp.float32), tuple(size_hw))
+  return np.asarray(jnp.argmax(logits[0], axis=-1), np.int32)
+
+
+def keypoints_from_heatmaps(heatmaps: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+  """Keypoints ``[K, 3]`` (x, y in pixels of an image of ``size_wh``, score) of heatmaps
+  ``[h, w, K]`` covering that whole image."""
+  heatmaps = np.asarray(heatmaps, np.float32)
+  hm_h, hm_w, k = heatmaps.shape
+  flat = heatmaps.reshape(-1, k)
+  idx = np.argmax(flat, axis=0)
+  ys, xs = np.divmod(idx, hm_w)
+  coords = np.stack([xs, ys], -1).astype(np.float64)
+  for j in range(k):
+    x, y, hm = int(xs[j]), int(ys[j]), heatmaps[..., j]
+    if 0 < x < hm_w - 1:
+      coords[j, 0] += 0.25 * np.sign(hm[y, x + 1] - hm[y, x - 1])
+    if 0 < y < hm_h - 1:
+      coords[j, 1] += 0.25 * np.sign(hm[y + 1, x] - hm[y - 1, x])
+  w, h = size_wh
+  coords = (coords + 0.5) * np.array([w / hm_w, h / hm_h]) - 0.5
+  return np.concatenate([coords, flat.max(axis=0)[:, None]], axis=1)
+
+
+def overlay(img: Image.Image, keypoints: np.ndarray) -> Image.Image:
+  """``img`` with ``keypoints`` drawn (and the COCO skeleton for 17 of them)."""
+  out = img.copy()
+  draw = ImageDraw.Draw(out)
+  r = max(2, round(max(img.size) / 150))
+  if len(keypoints) == len(COCO_KEYPOINTS):
+    for a, b in COCO_SKELETON:
+      draw.line([tuple(keypoints[a - 1, :2]), tuple(keypoints[b - 1, :2])], fill=(0, 255, 0),
+                width=max(1, r // 2))
+  for x, y, _ in keypoints:
+    draw.ellipse([x - r, y - r, x + r, y + r], fill=(255, 0, 0))
+  return out
