@@ -32,6 +32,9 @@ import flax.linen as nn
 import jax
 from flax import nnx
 from flax.core import FrozenDict
+from hrnet_jax.factory import create_model
+from flax.nnx import variablelib
+from hrnet_jax.pretrained import checkpoint
 
 _WRAPPED = 'hrnet'  # the ToLinen child's name inside ``HRNet``
 
@@ -46,7 +49,6 @@ def _forward(module, x, *, train: bool):
 
 
 def _create(arch: str, *, rngs: nnx.Rngs, **kwargs):
-  from hrnet_jax.factory import create_model
   return create_model(arch, rngs=rngs, **kwargs)
 
 
@@ -78,7 +80,6 @@ class HRNet(nn.Module):
 def variables_of(model: nnx.Module) -> dict[str, Any]:
   """The Linen variables of ``HRNet`` holding the NNX ``model``'s state:
   ``{'params': {...}, 'batch_stats': {...}}``."""
-  from flax.nnx import variablelib
   out: dict[str, Any] = {}
   for path, leaf in nnx.to_flat_state(nnx.state(model, nnx.Not(nnx.RngState))):
     collection = variablelib.variable_name_from_type(type(leaf), allow_register=True)
@@ -94,7 +95,5 @@ def load_variables(ckpt_dir: str | os.PathLike, **kwargs) -> dict[str, Any]:
   (``convert_official_weights`` / ``save_pretrained`` / ``hrnet-train``), its arch read from
   ``config.json``. Loading is strict, as ``create_model(..., pretrained=ckpt_dir)``, whose
   errors it raises."""
-  from hrnet_jax.pretrained import checkpoint
-  from hrnet_jax.factory import create_model
   arch = checkpoint.read_config(ckpt_dir)['arch']
   return variables_of(create_model(arch, pretrained=ckpt_dir, **kwargs))

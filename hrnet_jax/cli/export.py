@@ -17,6 +17,8 @@ from hrnet_jax.cli import policy
 from hrnet_jax import errors
 from hrnet_jax.cli.policy import run_cli
 from hrnet_jax.errors import BadInputError
+from hrnet_jax.export.core import export
+from hrnet_jax.export.program import ExportOptions
 
 PROG = 'hrnet-export'
 FORMATS = ('stablehlo', 'onnx', 'savedmodel', 'tflite')
@@ -57,8 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _body(args) -> int:
-  from hrnet_jax.export.core import export
-  from hrnet_jax.export.program import ExportOptions
 
   if not args.features_only and (args.feature_location != 'incre'
                                  or args.out_indices != [0, 1, 2, 3, 4]):

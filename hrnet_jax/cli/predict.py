@@ -26,6 +26,16 @@ from hrnet_jax import atomic, errors
 from hrnet_jax.cli import policy
 from hrnet_jax.data import decode
 from hrnet_jax.data.transforms import load_image, normalize
+from hrnet_jax.pretrained import get_pretrained_cfg
+import jax
+from flax import nnx
+from hrnet_jax import runtime
+from hrnet_jax.runtime import compile_cache
+import hrnet_jax
+from hrnet_jax.data.imagenet import imagenet_class_names
+from hrnet_jax.data.transforms import eval_transform
+import jax.numpy as jnp
+from PIL import Image
 
 __all__ = ["main", "build_parser"]
 
@@ -63,7 +73,6 @@ def _error(msg: str) -> None:
 
 def _preprocessing_cfg(model: Any) -> dict[str, Any]:
     """The model's pretrained cfg dict; else its arch's default tag; else timm's bare defaults."""
-    from hrnet_jax.pretrained import get_pretrained_cfg
 
     cfg = getattr(model, "pretrained_cfg", None)
     if cfg:
@@ -83,10 +92,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def _run_batches(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Logits ``[N, num_classes]`` of ``x [N, H, W, 3]``, jitted once for a fixed batch shape."""
-    import jax
-    from flax import nnx
 
-    from hrnet_jax import runtime
 
     graphdef, state = nnx.split(model)
     apply = jax.jit(lambda s, xb: nnx.merge(graphdef, s)(xb),
@@ -128,13 +134,9 @@ def _predict(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such folder")
 
     # Heavy imports after argument checks, so usage errors and --help stay fast.
-    from hrnet_jax.runtime import compile_cache
-    from hrnet_jax import load_pretrained
     compile_cache.enable()  # HRNET_JAX_COMPILATION_CACHE
-    from hrnet_jax.data.imagenet import imagenet_class_names
-    from hrnet_jax.data.transforms import eval_transform
 
-    model = load_pretrained(args.checkpoint)
+    model = hrnet_jax.load_pretrained(args.checkpoint)
     cfg = _preprocessing_cfg(model)
     if args.task != "classify":
         return _main_dense(args, model, cfg)
@@ -197,8 +199,6 @@ def _predict_dense_file(model, task: str, image_path: str, img, cfg: dict[str, A
       ``input_size``; ``<stem>_keypoints.json`` holds ``[[x, y, score], ...]`` and
       ``<stem>_pose.png`` the image with the keypoints.
     """
-    import jax.numpy as jnp
-    from PIL import Image
 
     stem = pathlib.Path(image_path).stem
     out = pathlib.Path(out_dir)

@@ -23,6 +23,8 @@ import numpy as np
 from hrnet_jax import atomic
 from hrnet_jax.errors import BadInputError, EnvironmentFailure
 from hrnet_jax.export.program import ExportOptions, Program, build
+from hrnet_jax.export import onnx, stablehlo, tf
+from importlib import metadata
 
 FORMATS = ('stablehlo', 'onnx', 'savedmodel', 'tflite')
 # Max abs diff allowed per output: RELATIVE_BOUND[dtype] x max(|reference|, 10), the float32
@@ -39,13 +41,11 @@ class ExportMismatchError(EnvironmentFailure):
 
 
 def _exporter(fmt: str) -> Callable[[Program, str], None]:
-  from hrnet_jax.export import onnx, stablehlo, tf
   return {'stablehlo': stablehlo.export, 'onnx': onnx.export,
           'savedmodel': tf.export_savedmodel, 'tflite': tf.export_tflite}[fmt]
 
 
 def _runner(fmt: str, path: str, names) -> Callable[[np.ndarray], list[np.ndarray]]:
-  from hrnet_jax.export import onnx, stablehlo, tf
   if fmt == 'stablehlo':
     return stablehlo.runner(path)
   return {'onnx': onnx.runner, 'savedmodel': tf.savedmodel_runner,
@@ -91,7 +91,6 @@ def verify(program: Program, run: Callable[[np.ndarray], list[np.ndarray]], *,
 
 
 def _versions() -> dict[str, str]:
-  from importlib import metadata
   out = {}
   for name in ('jax', 'jaxlib', 'flax', 'tensorflow', 'jax2onnx', 'onnx', 'onnxruntime'):
     try:

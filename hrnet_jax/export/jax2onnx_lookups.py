@@ -7,7 +7,7 @@ Why: jax2onnx asks three questions of its graph with a scan of the whole graph e
   snapshot) by building ``{id(n) for n in nodes}`` on *every* call. The optimizer pass
   ``remove_redundant_transpose_pairs_ir`` asks them for every node of a sweep and restarts the
   sweep after each rewrite (one per cancelled Transpose pair, hundreds for HRNet), so the pass is
-  cubic in the graph size: 611 of hrnet_w18's 631 s in ``to_onnx``.
+  cubic in the graph size (docs/export.md, "Choosing the ONNX path").
 - ``converter.output_binding._value_is_graph_connected(ctx, value)``: after each jaxpr equation
   is lowered, whether its output is a graph input, initializer or node output, by scanning all
   of them: quadratic in the number of equations.
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 from typing import Any, Iterator
+from importlib import metadata
 
 PATCHED_VERSION = '0.17.1'
 _MAX_CACHED_SNAPSHOTS = 4  # a sweep uses one or two snapshots (``nodes``, ``live_nodes``)
@@ -90,7 +91,6 @@ def _wrappers(ir, graph_utils, output_binding) -> dict[str, Any]:
 def fast_lookups() -> Iterator[bool]:
   """Within the block, jax2onnx (``PATCHED_VERSION`` only) uses the wrapped lookups; yields
   whether it does. The modules' attributes are restored on exit."""
-  from importlib import metadata
   try:
     version = metadata.version('jax2onnx')
   except metadata.PackageNotFoundError:  # imported from a source tree: unknown code

@@ -22,10 +22,13 @@ import logging
 from typing import Callable
 
 import numpy as np
+from hrnet_jax.errors import EnvironmentFailure
+from hrnet_jax.export.jax2onnx_lookups import fast_lookups
+import jax
+from jax import export as jax_export
 
 
 def _import_jax2onnx():
-  from hrnet_jax.errors import EnvironmentFailure
   # jax2onnx imports each of its plugins; those for libraries HRNet does not use (equinox,
   # dm_pix) log a traceback when absent. Keep them quiet; real failures still raise.
   logging.getLogger('jax2onnx.plugins.plugin_system').setLevel(logging.CRITICAL)
@@ -41,7 +44,6 @@ def _import_jax2onnx():
 def export(program, path: str) -> None:
   """Writes ``program.fn`` as an ONNX model file at ``path``."""
   jax2onnx, onnx = _import_jax2onnx()
-  from hrnet_jax.export.jax2onnx_lookups import fast_lookups
   with fast_lookups():  # same graph, minutes faster: see that module
     model = jax2onnx.to_onnx(program.fn, [_input_spec(program)], model_name='hrnet',
                              input_names=['image'],
@@ -52,8 +54,6 @@ def export(program, path: str) -> None:
 
 def _input_spec(program):
   """The input as a ``jax.ShapeDtypeStruct`` with the symbolic batch ``B`` (if any)."""
-  import jax
-  from jax import export as jax_export
   dims = tuple(jax_export.symbolic_shape('B')[0] if d is None else d
                for d in program.input_shape)
   return jax.ShapeDtypeStruct(dims, np.dtype(program.input_dtype))
@@ -61,7 +61,6 @@ def _input_spec(program):
 
 def session(path: str):
   """An onnxruntime ``InferenceSession`` (CPU) of the file at ``path``."""
-  from hrnet_jax.errors import EnvironmentFailure
   try:
     import onnxruntime as ort
   except ImportError as e:

@@ -33,6 +33,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from hrnet_jax.data.transforms import normalize
+from hrnet_jax.errors import BadInputError
+from hrnet_jax import runtime
+from hrnet_jax.pretrained import checkpoint
+from hrnet_jax.data.imagenet import imagenet_class_names
+from flax import nnx
+import hrnet_jax
+from hrnet_jax.models import dense
 
 INPUT_DTYPES = ('uint8', 'float32')
 LAYOUTS = ('nhwc', 'nchw')
@@ -56,7 +63,6 @@ class ExportOptions:
   layout: str = 'nhwc'
 
   def __post_init__(self):
-    from hrnet_jax.errors import BadInputError
     for name, allowed in (('dtype', COMPUTE_DTYPES), ('input_dtype', INPUT_DTYPES),
                           ('layout', LAYOUTS), ('feature_location', ('incre', ''))):
       if getattr(self, name) not in allowed:
@@ -94,7 +100,6 @@ class Program:
     ``hrnet_jax.runtime.compiler_options('infer')``) and computed once per batch: one program
     exported to several formats is compiled and run once for all their verifications."""
     if batch not in self._reference_outputs:
-      from hrnet_jax import runtime
       reference = jax.jit(self.reference, compiler_options=runtime.compiler_options('infer'))
       self._reference_outputs[batch] = [np.asarray(r, np.float32)
                                         for r in reference(self.sample_input(batch))]
@@ -102,8 +107,6 @@ class Program:
 
 
 def _check_checkpoint(path: str) -> None:
-  from hrnet_jax.pretrained import checkpoint
-  from hrnet_jax.errors import BadInputError
   if not os.path.isdir(path):
     raise BadInputError(f'checkpoint directory not found: {path}')
   if not os.path.isfile(os.path.join(path, checkpoint.CONFIG_FILE)):
@@ -114,14 +117,12 @@ def _class_names(cfg: dict, num_classes: int) -> list[str] | None:
   if cfg.get('class_names'):
     return list(cfg['class_names'])
   if num_classes == 1000:
-    from hrnet_jax.data.imagenet import imagenet_class_names
     return list(imagenet_class_names())
   return None
 
 
 def _wrap(model, options: ExportOptions, mean, std) -> Callable:
   """The model behind the input contract: layout, uint8 -> normalized float32."""
-  from flax import nnx
   graphdef, state = nnx.split(model)
 
   def fn(x):
@@ -145,10 +146,6 @@ def build(options: ExportOptions) -> Program:
   Raises ``BadInputError`` for a missing folder or bad option, and what ``load_pretrained``
   raises for a checkpoint that does not load (``CheckpointMismatchError``, ``ValueError``).
   """
-  import hrnet_jax
-  from hrnet_jax.pretrained import checkpoint
-  from hrnet_jax.models import dense
-  from hrnet_jax.errors import BadInputError
 
   _check_checkpoint(options.checkpoint)
   config = checkpoint.read_config(options.checkpoint)

@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+from jax import export as jax_export
+from hrnet_jax import runtime
 
 PLATFORMS = ('cpu', 'cuda', 'tpu')
 
@@ -21,7 +23,6 @@ PLATFORMS = ('cpu', 'cuda', 'tpu')
 def export(program, path: str) -> None:
   """Writes ``program.fn`` lowered for ``PLATFORMS`` to ``path`` (symbolic batch ``b`` where
   ``program.input_shape[0]`` is None)."""
-  from jax import export as jax_export
   shape = list(program.input_shape)
   if shape[0] is None:
     shape[0], = jax_export.symbolic_shape('b')
@@ -38,7 +39,6 @@ class ExportedModel:
   ``exported``: the ``jax.export.Exported``."""
 
   def __init__(self, exported, metadata: dict[str, Any] | None):
-    from hrnet_jax import runtime
     self.exported = exported
     self.metadata = metadata
     self._call: Callable = jax.jit(exported.call,
@@ -52,7 +52,6 @@ def load(path: str | os.PathLike) -> ExportedModel:
   """Loads an artifact written by ``hrnet-export --format stablehlo`` (and ``path + '.json'``
   when it exists). Raises ``FileNotFoundError``; ``ValueError`` if the file is not a serialized
   ``jax.export`` module."""
-  from jax import export as jax_export
   with open(path, 'rb') as f:
     data = f.read()
   try:

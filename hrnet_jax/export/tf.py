@@ -16,13 +16,13 @@ import tempfile
 from typing import Callable
 
 import numpy as np
+from hrnet_jax.errors import EnvironmentFailure
 
 # The SavedModel's XlaCallModule runs on TF's CPU and GPU kernels; TPU needs its own lowering.
 SAVEDMODEL_PLATFORMS = ('cpu', 'cuda', 'tpu')
 
 
 def _tf():
-  from hrnet_jax.errors import EnvironmentFailure
   try:
     import tensorflow as tf
   except ImportError as e:
@@ -34,7 +34,7 @@ def _tf():
 def _module(program, platforms):
   """A ``tf.Module`` whose ``serve`` is ``program.fn`` with a named input and outputs."""
   tf = _tf()
-  from jax.experimental import jax2tf
+  from jax.experimental import jax2tf  # imports tensorflow
   shape = list(program.input_shape)
   poly = None
   if shape[0] is None:

@@ -54,8 +54,8 @@ class HRNetConfig:
   ``scan`` is an execution option, not architecture: run the identical residual blocks of a
   branch and the identical HighResolutionModules of a stage through one ``jax.lax.scan`` each
   (``hrnet_jax.models.hrnet.scan_layers``), for shorter tracing and compilation; parameters, state tree
-  and results are those of the unrolled model. Off by default: on XLA:CPU it compiles hrnet_w18's
-  train step 2.5x faster but runs it ~5x slower (docs/benchmarks.md).
+  and results are those of the unrolled model. Off by default: on XLA:CPU it compiles faster but
+  steps slower (docs/benchmarks.md, "Scan").
   """
 
   stage1: StageConfig

@@ -92,13 +92,13 @@ def model_variables(model: nnx.Module) -> dict[str, nnx.Variable]:
 
 def abstract_arrays(build: Callable[[nnx.Rngs], nnx.Module]) -> dict[str, jax.ShapeDtypeStruct]:
   """Shape and dtype of every Param / BatchStat of the model ``build(rngs)`` returns, by dotted
-  path, without allocating or drawing its weights (about 2 s for hrnet_w64, no memory).
+  path, without allocating or drawing its weights.
 
   The rng key is traced, so every initializer only traces its draw; everything that does not
   depend on it (the rng counter, BatchNorm ones and zeros) is computed eagerly, because a traced
   counter makes ``nnx.eval_shape`` quadratic: ``Variable.set_value`` reads the new count's
-  ``sharding``, whose error message on a tracer scans every equation traced so far (13 s for
-  hrnet_w18 instead of 1.7 s).
+  ``sharding``, whose error message on a tracer scans every equation traced so far
+  (docs/benchmarks.md, "Compile time").
   """
 
   def leaves(key):
@@ -129,8 +129,7 @@ def assign_arrays(model: nnx.Module, arrays: dict[str, Any], *, what: str,
   for k, v in variables.items():
     if k in arrays:
       # Onto the device (and sharding) the variable's init value lives on: a NumPy value would
-      # be copied to the device again by every jitted call (on an H200, 1,631 copies made
-      # hrnet_w18's inference 2.5x slower).
+      # be copied to the device again by every jitted call (docs/benchmarks.md, "GPU bf16").
       init = v.get_value()
       value = np.asarray(arrays[k]).astype(init.dtype)
       v.set_value(jax.device_put(value, init.sharding) if isinstance(init, jax.Array)

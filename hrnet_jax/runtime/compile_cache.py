@@ -20,6 +20,7 @@ compilation cache" guide (``jax_compilation_cache_dir``,
 from __future__ import annotations
 
 import os
+import jax
 
 ENV = 'HRNET_JAX_COMPILATION_CACHE'
 JAX_ENV = 'JAX_COMPILATION_CACHE_DIR'
@@ -59,7 +60,6 @@ def enable(environ: dict | None = None) -> str | None:
     os.makedirs(path, exist_ok=True)
   except OSError:
     return None
-  import jax
   jax.config.update('jax_compilation_cache_dir', path)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', MIN_COMPILE_SECS)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)

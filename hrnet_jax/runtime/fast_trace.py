@@ -5,8 +5,8 @@ In train mode every ``flax.nnx.BatchNorm`` writes its running statistics with
 "full replace" check in ``Variable.set_value``, which reads ``getattr(new, 'sharding', None)``
 from a tracer; JAX answers with an ``AttributeError`` whose message names the value's origin,
 found by walking every equation traced so far (``DynamicJaxprTracer._origin_msg`` ->
-``find_progenitors``). With one write per BatchNorm that is quadratic in the model size: 85 % of
-the 579 s it took to trace hrnet_w18's train step under the profiler (docs/benchmarks.md).
+``find_progenitors``). With one write per BatchNorm that is quadratic in the model size
+(docs/benchmarks.md, "Compile time: where tracing went, and the fix").
 
 :func:`apply` gives the BatchNorm statistics a ``BatchStat`` subclass whose ``x[...] = v`` is the
 plain replacement ``x.set_value(v)`` (what flax's check decides anyway for a same-shape, same-dtype

@@ -5,8 +5,7 @@ with ``s = gamma / sqrt(var + eps)`` (per output channel) and ``b' = (b - mean) 
 Each HRNet BatchNorm directly follows a conv named alike (``conv``/``bn``, ``convN``/``bnN``), so
 the pairs are found by name. The folded model has no BatchNorm left and must not be trained.
 
-Measured (docs/benchmarks.md): hrnet_w18 on CPU 1.07x faster at batch 32 and 1.55x at batch 1,
-with logits equal to the unfolded model's within float32 rounding (tests/models/test_model.py and the
+Its speed-up is in docs/benchmarks.md ("Profile"); its logits equal to the unfolded model's within float32 rounding (tests/models/test_model.py and the
 benchmarks' parity gate).
 """
 

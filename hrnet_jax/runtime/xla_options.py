@@ -16,6 +16,7 @@ that feeds it into YNNPACK). Results stay within float32 rounding of XLA's defau
 """
 
 from __future__ import annotations
+import jax
 
 _YNN_FUSION_TYPE = 'xla_cpu_experimental_ynn_fusion_type'
 _CPU_OPTIONS = {
@@ -34,6 +35,5 @@ def compiler_options(task: str, backend: str | None = None) -> dict[str, str]:
   if task not in _CPU_OPTIONS:
     raise ValueError(f"task must be one of {sorted(_CPU_OPTIONS)}, got {task!r}")
   if backend is None:
-    import jax
     backend = jax.default_backend()
   return dict(_CPU_OPTIONS[task]) if backend == 'cpu' else {}
