@@ -1,4 +1,6 @@
-"""Pretrained-checkpoint folders: an Orbax checkpoint of the model state plus ``config.json``.
+"""Release folders: a model's weights as an Orbax checkpoint of its state plus ``config.json``
+(``config.json``'s entries come from ``hrnet_jax.factory.release_config``). Not to be confused
+with the training checkpoints of a run's workdir (``hrnet_jax.train.checkpointing``).
 
 Layout of a folder written by ``save_pretrained`` (and by ``convert_official_weights``)::
 
@@ -8,15 +10,15 @@ Layout of a folder written by ``save_pretrained`` (and by ``convert_official_wei
       state/        # Orbax PyTree checkpoint (uncompressed): every Param and BatchStat leaf
 
 Loading is strict: a tree with missing, unexpected or mis-shaped leaves is refused as a whole
-(``CheckpointMismatchError`` lists every problem) and nothing is assigned. ``config.json`` records
+(``state.CheckpointMismatchError`` lists every problem) and nothing is assigned. ``config.json`` records
 a SHA-256 of the arrays (``"checksum"``), verified on every read: a folder whose data changed
 after writing (bit rot, a partial copy) or that holds NaN/inf is refused
 (``CheckpointIntegrityError``). Folders written before checksums existed still load, with a note.
 
 Writing is atomic and never deletes what it did not write: the folder is built under a temporary
 name beside ``OUT_DIR`` (``.NAME.tmp-PID-*``) and renamed in; ``overwrite`` only ever replaces a
-folder that is itself a checkpoint folder (``config.json`` + ``state/``, nothing else), which is
-moved aside (``.NAME.old-PID``) and removed last. Leftovers of a killed writer are cleaned up by
+folder that is itself a release folder (``config.json`` + ``state/``, nothing else), which is
+moved aside (``atomic.replace``: ``.NAME.old-PID``) and removed last. Leftovers of a killed writer are cleaned up by
 the next write to the same place (an old folder moved aside and not replaced is put back).
 """
 
