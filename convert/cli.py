@@ -19,11 +19,10 @@ import argparse
 import sys
 
 from hrnet_jax.cli import policy
-from hrnet_jax import errors
 from hrnet_jax.models.configs import MODEL_CONFIGS
 from hrnet_jax.models.dense import DENSE_CONFIGS
-from hrnet_jax.convert.layouts.dense import DENSE_FORMATS
 
+from hrnet_jax.convert.api import convert_checkpoint, to_paddle, to_pytorch
 from hrnet_jax.convert.layouts import FORMATS
 
 PROG = 'convert_official_weights'
@@ -40,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('out', help='output folder (with --to-pytorch: the .pth file)')
   parser.add_argument('--arch', choices=list(MODEL_CONFIGS) + list(DENSE_CONFIGS),
                       help='force the variant (default: inferred from keys and shapes; checked)')
-  parser.add_argument('--format', default='auto', choices=('auto',) + FORMATS + DENSE_FORMATS,
+  parser.add_argument('--format', default='auto', choices=('auto',) + FORMATS,
                       help='key layout of SRC (default: detected)')
   parser.add_argument('--tag', help='pretrained tag whose preprocessing is recorded, e.g. '
                       'hrnet_w18.ms_aug_in1k (default: from the hub id, else <arch>.ms_in1k)')
@@ -70,8 +69,6 @@ def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
 
   def run() -> int:
-    from hrnet_jax.convert.api import convert_checkpoint, to_paddle, to_pytorch
-
     if args.to_pytorch or args.to_paddle:
       out = (to_pytorch if args.to_pytorch else to_paddle)(args.src, args.out)
       if not args.quiet:

@@ -6,7 +6,8 @@ unpickled) and ``.safetensors``. Containers are unwrapped in timm's order
 ``state_dict``, then ``model`` only when it is a dict (an official training checkpoint stores the
 string ``'cls_hrnet'`` there), else the dict itself. ``module.`` (DataParallel/DDP) and
 ``_orig_mod.`` (torch.compile) prefixes are stripped. PaddleClas ``.pdparams`` files are read
-without paddle by ``hrnet_jax.convert.pdparams.load_pdparams`` (a restricted unpickler: NumPy arrays only).
+without paddle by ``hrnet_jax.convert.pdparams.load_pdparams`` (a restricted unpickler: NumPy
+arrays only). Which layout the keys follow is ``hrnet_jax.convert.layouts.detect``'s job.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import urllib.parse
 import numpy as np
 
 from hrnet_jax.errors import BadInputError
+
+from hrnet_jax.convert.pdparams import load_pdparams
 
 HUB_FILES = ('model.safetensors', 'pytorch_model.bin')
 _HUB_ID = re.compile(r'^(?:hf[-_]hub:)?[\w.-]+/[\w.-]+$')
@@ -170,7 +173,6 @@ def _strip_prefixes(key: str) -> str:
 
 
 def _read_pdparams(path: pathlib.Path) -> Source:
-  from hrnet_jax.convert.pdparams import load_pdparams
   try:
     tensors = load_pdparams(path)
   except pickle.UnpicklingError as e:

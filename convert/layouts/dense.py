@@ -1,8 +1,9 @@
 """Key rules between ``DenseHRNet`` parameter paths and the dense checkpoint layouts.
 
-The backbone (``backbone.<path>``) maps by ``hrnet_jax.convert.layouts.official`` (official classification keys,
-which mmseg, mmpose, mmdet, HRNet-Semantic-Segmentation and deep-high-resolution-net all keep)
-under a per-format prefix; the neck and head map by one table per format:
+The backbone (``backbone.<path>``) maps by ``hrnet_jax.convert.layouts.official`` (official
+classification keys, which mmseg, mmpose, mmdet, HRNet-Semantic-Segmentation and
+deep-high-resolution-net all keep) under a per-format prefix; the neck and head map by one table
+per format:
 
 - ``mmseg``: mmseg ``EncoderDecoder`` (``backbone.``, ``decode_head.convs.{i}.conv|bn``,
   ``decode_head.conv_seg``);
@@ -12,6 +13,9 @@ under a per-format prefix; the neck and head map by one table per format:
 - ``hrnet_seg``: HRNet-Semantic-Segmentation ``seg_hrnet.py`` (``last_layer.0`` conv,
   ``last_layer.1`` BN, ``last_layer.3`` classifier; backbone keys unprefixed);
 - ``hrnet_pose``: deep-high-resolution-net ``pose_hrnet.py`` (``final_layer``; unprefixed).
+
+An HRNet-Semantic-Segmentation training checkpoint of its ``FullModel`` (``lib/utils/utils.py``)
+holds the model under ``model.`` and the loss under ``loss.``; ``unwrap_fullmodel`` strips it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ BACKBONE_PREFIX = {'mmseg': 'backbone.', 'mmpose': 'backbone.', 'mmdet': 'backbo
 HEAD_PREFIXES = {'mmseg': ('decode_head.', 'auxiliary_head.'), 'mmpose': ('head.', 'neck.'),
                  'mmdet': ('neck.', 'rpn_head.', 'roi_head.', 'bbox_head.'),
                  'hrnet_seg': ('last_layer.',), 'hrnet_pose': ('final_layer.',)}
+
+# An HRNet-Semantic-Segmentation training FullModel: weights under 'model.', loss under 'loss.'.
+_FULLMODEL_PREFIX = 'model.'
+_FULLMODEL_LOSS = 'loss.'
 
 _W = {'kernel': 'weight', 'bias': 'bias'}
 _BN = {'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean', 'var': 'running_var'}
@@ -78,17 +86,12 @@ def source_key(flax_path: str, fmt: str) -> str:
   raise KeyError(f'the {fmt} layout has no key for {flax_path!r}')
 
 
-def detect_dense_format(source_keys) -> str | None:
-  """The dense layout of a state_dict's keys, or None for a classification layout."""
-  names = set(source_keys)
-  if any(k.startswith('decode_head.') for k in names):
-    return 'mmseg'
-  if any(k.startswith('neck.reduction_conv.') for k in names):
-    return 'mmdet'
-  if any(k.startswith(('head.final_layer.', 'head.conv_layers.')) for k in names):
-    return 'mmpose'
-  if any(k.startswith('last_layer.') for k in names):
-    return 'hrnet_seg'
-  if 'final_layer.weight' in names and not any(k.startswith('incre_modules.') for k in names):
-    return 'hrnet_pose'
-  return None
+def unwrap_fullmodel(tensors: dict) -> tuple[dict, list[str]]:
+  """``tensors`` without the ``model.`` of an HRNet-Semantic-Segmentation ``FullModel`` and its
+  loss entries, and the sorted loss keys; any other state_dict unchanged, with none."""
+  if not any(k.startswith(_FULLMODEL_PREFIX + 'last_layer.') for k in tensors):
+    return tensors, []
+  loss = sorted(k for k in tensors if k.startswith(_FULLMODEL_LOSS))
+  out = {k[len(_FULLMODEL_PREFIX):] if k.startswith(_FULLMODEL_PREFIX) else k: v
+         for k, v in tensors.items() if not k.startswith(_FULLMODEL_LOSS)}
+  return out, loss

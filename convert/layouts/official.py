@@ -1,10 +1,12 @@
 """One rule table between Flax parameter paths and official HRNet state_dict keys.
 
-The Flax tree mirrors the official module tree (``hrnet_jax.models.hrnet``), so a path such as
+The Flax tree mirrors the official module tree (HRNet/HRNet-Image-Classification
+``lib/models/cls_hrnet.py``, as ``hrnet_jax.models.hrnet`` builds it), so a path such as
 ``stage2.0.fuse_layers.1.0.0.conv.kernel`` names the official key
-``stage2.0.fuse_layers.1.0.0.0.weight``. The same rules serve the converter (PyTorch -> Flax)
-and the reverse export (Flax -> PyTorch). Official keys equal timm's (``timm/models/hrnet.py``
-keeps them); mmpretrain keys are renamed to these by ``hrnet_jax.convert.layouts``.
+``stage2.0.fuse_layers.1.0.0.0.weight``. The same rules and one kernel permutation serve the
+converter (PyTorch -> Flax) and the export (Flax -> PyTorch). Official keys equal timm's
+(``timm/models/hrnet.py`` keeps them); the other layouts rename to these
+(``hrnet_jax.convert.layouts``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ _RULES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), t) for p, t i
     (r'^classifier\.bias$', r'classifier.bias'),
 ))
 
+# Axes of a Flax kernel in PyTorch order, by rank: conv HWIO -> OIHW, linear (in, out) -> (out,
+# in); the other direction is its inverse. Every other leaf has the same layout in both.
+_TO_TORCH_AXES = {4: (3, 2, 0, 1), 2: (1, 0)}
+_TO_FLAX_AXES = {ndim: tuple(int(a) for a in np.argsort(axes))
+                 for ndim, axes in _TO_TORCH_AXES.items()}
+
+
 def torch_key(flax_path: str) -> str:
   """Official state_dict key of a Flax leaf path; ``KeyError`` if no rule covers it."""
   for pattern, template in _RULES:
@@ -40,32 +49,23 @@ def torch_key(flax_path: str) -> str:
   raise KeyError(f'no official key for Flax path {flax_path!r}')
 
 
+def _permute(flax_path: str, value: np.ndarray, table: dict) -> np.ndarray:
+  axes = table.get(value.ndim) if flax_path.endswith('kernel') else None
+  return value if axes is None else np.transpose(value, axes)
+
+
 def torch_to_flax(flax_path: str, value: np.ndarray) -> np.ndarray:
-  """PyTorch layout -> Flax layout: conv ``OIHW -> HWIO``, linear ``(out, in) -> (in, out)``."""
-  if flax_path.endswith('kernel'):
-    if value.ndim == 4:
-      return np.transpose(value, (2, 3, 1, 0))
-    if value.ndim == 2:
-      return value.T
-  return value
+  """PyTorch layout -> Flax layout (a view): conv ``OIHW -> HWIO``, linear ``(out, in) -> (in,
+  out)``."""
+  return _permute(flax_path, value, _TO_FLAX_AXES)
 
 
 def flax_to_torch(flax_path: str, value: np.ndarray) -> np.ndarray:
   """Inverse of ``torch_to_flax``."""
-  if flax_path.endswith('kernel'):
-    if value.ndim == 4:
-      return np.transpose(value, (3, 2, 0, 1))
-    if value.ndim == 2:
-      return value.T
-  return value
+  return _permute(flax_path, value, _TO_TORCH_AXES)
 
 
 def torch_shape(flax_path: str, flax_shape: tuple[int, ...]) -> tuple[int, ...]:
   """The PyTorch shape a leaf of ``flax_shape`` must come from."""
-  if flax_path.endswith('kernel'):
-    if len(flax_shape) == 4:
-      h, w, i, o = flax_shape
-      return (o, i, h, w)
-    if len(flax_shape) == 2:
-      return tuple(reversed(flax_shape))
-  return tuple(flax_shape)
+  axes = _TO_TORCH_AXES.get(len(flax_shape)) if flax_path.endswith('kernel') else None
+  return tuple(flax_shape) if axes is None else tuple(flax_shape[a] for a in axes)

@@ -262,7 +262,7 @@ _SIGNAL_STORM = """
 import os, random, signal, sys, threading
 import numpy as np
 from hrnet_jax.pretrained import checkpoint
-from hrnet_jax import errors
+from hrnet_jax import errors, interrupts
 arrays = {f'a{i}': np.full((4,), i, np.float32) for i in range(200)}
 terminated = 0
 for _ in range(int(sys.argv[1])):

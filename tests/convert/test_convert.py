@@ -14,6 +14,7 @@ import torch
 from flax import nnx
 
 import hrnet_jax
+from hrnet_jax.convert import CheckpointMismatchError, convert_checkpoint, sources
 from hrnet_jax.convert.cli import main as convert_main
 from hrnet_jax.pretrained import checkpoint, state
 
@@ -96,8 +97,19 @@ def test_hub_id_downloads_with_huggingface_hub(tmp_path, monkeypatch, state_dict
   assert calls == [('timm/hrnet_w18_small.gluon_in1k', 'model.safetensors')]
   config = _config(tmp_path / 'out')
   assert config['source']['hub_id'] == 'timm/hrnet_w18_small.gluon_in1k'
+  assert config['source']['format'] == 'timm'
   assert config['pretrained_cfg']['interpolation'] == 'bicubic'  # the gluon tag's preprocessing
   _check_logits(tmp_path / 'out', reference, x)
+
+
+def test_hub_id_is_timm_format_whatever_the_file(tmp_path, monkeypatch, state_dict):
+  # The hub serves timm's files: official keys from a hub id are timm's, .bin or .safetensors.
+  torch.save(state_dict, tmp_path / 'pytorch_model.bin')
+  monkeypatch.setattr(sources, 'download_from_hub', lambda hub_id: tmp_path / 'pytorch_model.bin')
+  assert convert_main(['timm/hrnet_w18_small.ms_in1k', str(tmp_path / 'out'), '--quiet']) == 0
+  config = _config(tmp_path / 'out')
+  assert (config['source']['format'], config['source']['hub_id']) == (
+      'timm', 'timm/hrnet_w18_small.ms_in1k')
 
 
 def test_hub_id_offline_is_a_clear_error(tmp_path, monkeypatch, capsys):
@@ -134,6 +146,27 @@ def test_refuses_and_reports_every_problem(tmp_path, capsys, state_dict):
                         'transition2.2.0.0.weight: checkpoint (64, 32, 1, 1) vs hrnet_w18_small '
                         '(64, 32, 3, 3)')
   assert 'nothing was written' in err
+
+
+def test_mismatch_names_the_keys_as_the_file_spells_them(tmp_path, state_dict):
+  # mmpretrain names (backbone. + official, head.fc.) without the neck (HRFuseScales).
+  mm = {(f'head.fc.{k[len("classifier."):]}' if k.startswith('classifier.') else f'backbone.{k}'): v
+        for k, v in state_dict.items()
+        if not k.startswith(('incre_modules.', 'downsamp_modules.', 'final_layer.'))}
+  del mm['backbone.conv1.weight']
+  mm['head.fc.weight'] = torch.zeros(1000, 3)
+  torch.save({'state_dict': mm}, tmp_path / 'mm.pth')
+  with pytest.raises(CheckpointMismatchError) as err:
+    convert_checkpoint(tmp_path / 'mm.pth', tmp_path / 'out')
+  missing = err.value.missing
+  assert {'backbone.conv1.weight', 'neck.0.increase_layers.0.0.conv1.weight',
+          'neck.0.downsample_layers.0.bn.running_var',
+          'neck.0.final_layer.conv.weight'} <= set(missing)
+  assert not any(k.startswith(('conv1.', 'incre_modules.', 'final_layer.')) for k in missing)
+  assert err.value.unexpected == []
+  assert err.value.mismatched == [f'head.fc.weight: checkpoint (1000, 3) vs {NAME} (1000, 2048)']
+  assert str(err.value).startswith(f'{tmp_path / "mm.pth"}: does not match {NAME} (')
+  assert not (tmp_path / 'out').exists()
 
 
 def test_refuses_wrong_forced_arch(tmp_path, capsys, state_dict):

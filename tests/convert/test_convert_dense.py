@@ -10,6 +10,7 @@ import timm
 import torch
 
 import hrnet_jax
+from hrnet_jax.convert import sources
 from hrnet_jax.convert.cli import main as convert_main
 from hrnet_jax.pretrained import checkpoint
 from hrnet_jax.convert.layouts import official as keys
@@ -51,6 +52,24 @@ def test_segmentation_from_classifier(small, tmp_path, capsys):
   model = hrnet_jax.load_pretrained(tmp_path / 'seg')
   out = np.asarray(model(jnp.asarray(inputs(1, 64, 96))))
   assert out.shape == (1, 16, 24, 5) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize('via', ['safetensors', 'hub id'])
+def test_backbone_only_from_timm_files_is_timm_format(small, tmp_path, monkeypatch, via):
+  # The classification path's rule: official keys from a .safetensors file or a hub id are timm's.
+  path, sd = small
+  if via == 'safetensors':
+    from safetensors.torch import save_file
+    src = tmp_path / 'model.safetensors'
+    save_file({k: torch.from_numpy(v) for k, v in sd.items()}, src)
+  else:
+    monkeypatch.setattr(sources, 'download_from_hub', lambda hub_id: path)
+    src = 'timm/hrnet_w18_small_v2.ms_in1k'
+  assert convert_main([str(src), str(tmp_path / 'seg'), '--quiet', '--backbone-only',
+                       '--arch', 'hrnetv2_w18_small_seg']) == 0
+  config = json.loads((tmp_path / 'seg' / 'config.json').read_text())
+  assert config['source']['format'] == 'timm' and config['source']['backbone_only'] is True
+  assert config['source']['hub_id'] == (None if via == 'safetensors' else src)
 
 
 def test_pose_from_classifier_drops_unused_fuse_rows(tmp_path):

@@ -33,9 +33,10 @@ import pytest
 from flax import nnx
 
 import hrnet_jax
-from hrnet_jax.convert import pdparams as paddle_keys
+from hrnet_jax.convert import pdparams
+from hrnet_jax.convert.layouts import paddle as paddle_keys
 from hrnet_jax.convert.cli import main as convert_main
-from hrnet_jax.convert.api import convert_source
+from hrnet_jax.convert.classify import convert_source
 from hrnet_jax.convert.sources import read_source
 from hrnet_jax.pretrained import state
 from hrnet_jax import pretrained
@@ -44,7 +45,7 @@ from hrnet_jax.data.transforms import eval_transform, load_image
 
 from oracles import assert_close, inputs
 
-ORACLE = pathlib.Path(__file__).with_name('paddle_oracle.py')
+ORACLE = pathlib.Path(__file__).parents[1] / 'helpers' / 'paddle_oracle.py'
 WIDTHS = (18, 30, 32, 40, 44, 48, 60, 64)  # every HRNet_W*_C / SE_HRNet_W*_C PaddleClas defines
 # Logits and every features_only map, with their input size (the wide ones smaller, for CI time).
 CHECKED = {'HRNet_W18_C': (18, False, 224), 'SE_HRNet_W18_C': (18, True, 224),
@@ -162,7 +163,7 @@ def test_pdparams_converts_and_matches(name, oracle, converted, parity_log):
   assert (config['pretrained_cfg'] or {}).get('tag') == (tags[0] if tags else None)
 
   # Every PaddleClas key maps to an official one and back (the table is a bijection).
-  names = list(paddle_keys.load_pdparams(src))
+  names = list(pdparams.load_pdparams(src))
   assert [paddle_keys.from_official_key(paddle_keys.to_official_key(k)) for k in names] == names
   if width != 18:  # up to 0.5 GB: free the disk (the W18s are reused)
     src.unlink()
@@ -259,14 +260,14 @@ def test_to_paddle_round_trip_loads_in_paddleclas(oracle, converted, tmp_path):
   back = tmp_path / 'back.pdparams'
   assert convert_main(['--to-paddle', str(converted('SE_HRNet_W18_C')), str(back),
                        '--quiet']) == 0
-  original = paddle_keys.load_pdparams(src)
-  exported = paddle_keys.load_pdparams(back)
+  original = pdparams.load_pdparams(src)
+  exported = pdparams.load_pdparams(back)
   assert sorted(exported) == sorted(original)
   for key, value in original.items():
     assert exported[key].dtype == value.dtype and exported[key].shape == value.shape, key
     np.testing.assert_array_equal(exported[key], value, err_msg=key)
   with open(back, 'rb') as f:
-    assert paddle_keys.PARAM_TABLE_KEY not in pickle.load(f)  # noqa: S301 (our own file)
+    assert pdparams.PARAM_TABLE_KEY not in pickle.load(f)  # noqa: S301 (our own file)
 
   loaded = oracle.result(oracle.send('load', width=18, se=True, pdparams=str(back),
                                      input=str(oracle.out / 'x224.npy'),
