@@ -3,7 +3,7 @@
     python -m benchmarks.compile_time --models hrnet_w18 --scan off,on --batch 32 --steps 3
 
 For each (model, scan, remat) the step is built as ``hrnet-train`` builds it
-(``hrnet_jax.train.train_state.create_model``: ``fast_trace`` and ``config.remat``; ``hrnet_jax.train.step.
+(``hrnet_jax.train.train_state.recipe_model``: ``fast_trace`` and ``config.remat``; ``hrnet_jax.train.step.
 jit_train_step`` on a one-device mesh, SGD Nesterov with weight decay, float32 by default) and
 timed in phases: ``trace_s`` (Python tracing to a jaxpr), ``lower_s`` (to StableHLO),
 ``compile_s`` (XLA, the backend of this process: XLA:CPU here), ``first_step_s`` (the first run
@@ -82,7 +82,7 @@ def measure(model: str, scan: bool, remat: str, batch: int, image_size: int, dty
   config.model, config.dtype, config.remat, config.pretrained = model, dtype, remat, ''
   config.scan = scan
   config.optimizer.schedule = 'cosine'
-  net = ts.create_model(config, 1000)
+  net = ts.recipe_model(config, 1000)
   model_def, params, stats = ts.split_model(net)
   tx = ts.create_optimizer(config, steps_per_epoch=1000)
   mesh = mesh_lib.create_mesh(1, devices=jax.devices()[:1])

@@ -307,7 +307,7 @@ class Compiler:
       config.model, config.dtype, config.remat = model, self.args.dtype, remat
       config.input.image_size = self.args.image_size
       config.pretrained, config.scan = '', scan == 'on'
-      model_def, params, stats = ts.split_model(ts.create_model(config, 1000))
+      model_def, params, stats = ts.split_model(ts.recipe_model(config, 1000))
       tx = ts.create_optimizer(config, steps_per_epoch=1000)
       host = ts.init_state(params, stats, tx)
       shardings = mesh_lib.state_shardings(self.mesh, host)

@@ -1,8 +1,11 @@
-"""SIGINT / SIGTERM for every hrnet-jax command: the one owner of their handlers.
+"""SIGINT / SIGTERM for every hrnet-jax command: the one owner of their handlers (no other
+module calls ``signal.signal``).
 
 ``interrupts_raise()`` makes both raise (``KeyboardInterrupt`` / ``errors.Terminated``) only where
 hrnet-jax's own code runs, never inside a library, so that ``finally`` blocks remove what was
-being written and no library lock is left held.
+being written and no library lock is left held. ``sigterm_polled()`` makes SIGTERM set a flag
+instead, for a loop that stops at a point of its choosing (the trainer saves a training
+checkpoint at its next step boundary).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import functools
 import signal
 import sys
 import threading
+from typing import Iterator
 
 from hrnet_jax.errors import Terminated
 
@@ -54,13 +58,29 @@ def _handlers_see_raise_at(frame) -> bool:
   return not 0 <= offset < len(code) or code[offset] not in _CANNOT_RAISE
 
 
+class SigtermFlag:
+  """What ``sigterm_polled`` yields: ``raised`` turns True on the first SIGTERM in its block."""
+
+  def __init__(self):
+    self.raised = False
+
+  def set(self, signum=None, frame=None) -> None:
+    """Marks a SIGTERM; also the signal handler when no ``interrupts_raise`` block is active."""
+    self.raised = True
+
+
 class _Interrupts:
-  """The SIGINT / SIGTERM handler of ``interrupts_raise``."""
+  """The SIGINT / SIGTERM handler of ``interrupts_raise``; while ``polled`` is set (by
+  ``sigterm_polled``), SIGTERM sets that flag instead of raising."""
 
   def __init__(self):
     self.pending: type[BaseException] | None = None
+    self.polled: SigtermFlag | None = None
 
   def handle(self, signum, frame):
+    if signum == signal.SIGTERM and self.polled is not None:
+      self.polled.set()
+      return
     exc = KeyboardInterrupt if signum == signal.SIGINT else Terminated
     if self.pending is not None:  # a second signal: the user who presses Ctrl-C twice means now
       self.pending = None
@@ -96,6 +116,10 @@ class _Interrupts:
 
 _HANDLE = _Interrupts.handle.__code__
 
+# The handler of the innermost active ``interrupts_raise`` block (main thread only), which
+# ``sigterm_polled`` switches to polling rather than installing a handler over it.
+_active: _Interrupts | None = None
+
 
 @contextlib.contextmanager
 def interrupts_raise():
@@ -107,15 +131,49 @@ def interrupts_raise():
   writing, and cannot hang or lose the signal. The previous handlers come back on exit: the
   CLIs' ``main`` is also called in-process (tests, notebooks). Off the main thread, where Python
   cannot install handlers, it changes nothing."""
+  global _active
   if threading.current_thread() is not threading.main_thread():
     yield
     return
   interrupts = _Interrupts()
   previous = {s: signal.signal(s, interrupts.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+  outer, _active = _active, interrupts
   try:
     yield
   finally:
+    _active = outer
     for s, handler in previous.items():
       signal.signal(s, handler)
     if interrupts.pending is not None:
       interrupts._raise_pending()
+
+
+@contextlib.contextmanager
+def sigterm_polled(enabled: bool = True) -> Iterator[SigtermFlag]:
+  """While active, a SIGTERM sets the yielded ``SigtermFlag`` (``.raised``) instead of raising or
+  killing the process, for a loop that polls it and stops cleanly (the trainer: a training
+  checkpoint of the current step, then exit 143). SIGINT is unchanged.
+
+  Inside an ``interrupts_raise`` block (the CLIs) it switches that block's handler to polling
+  and back; outside one (``train_and_evaluate`` called from a test or a notebook) it installs
+  its own SIGTERM handler and restores the previous one on exit. With ``enabled=False`` (runs of
+  several processes, where JAX's preemption service owns SIGTERM and agrees on a step across
+  processes) and off the main thread, where Python cannot install handlers, it changes nothing
+  and the flag stays False."""
+  flag = SigtermFlag()
+  if not enabled or threading.current_thread() is not threading.main_thread():
+    yield flag
+    return
+  owner = _active
+  if owner is not None and signal.getsignal(signal.SIGTERM) == owner.handle:
+    outer, owner.polled = owner.polled, flag
+    try:
+      yield flag
+    finally:
+      owner.polled = outer
+    return
+  previous = signal.signal(signal.SIGTERM, flag.set)
+  try:
+    yield flag
+  finally:
+    signal.signal(signal.SIGTERM, previous)

@@ -27,5 +27,5 @@ hrnet-predict --checkpoint "$out/$arch" $photos --top-k 3
 
 echo "== 4. hrnet-train on scikit-learn's handwritten digits (embedded, offline), then hrnet-eval"
 rm -rf "$out/digits"
-hrnet-train --config train/recipes/digits.py --workdir "$out/digits"
+hrnet-train --config digits --workdir "$out/digits"
 hrnet-eval --checkpoint "$out/digits" --dataset digits

@@ -1,11 +1,26 @@
 """Sharded training and evaluation of hrnet-jax models (``hrnet-train``, ``hrnet-eval``).
 
-Modules, one job each: ``configs/`` (ml_collections recipes), ``input_pipeline`` (the input
-interface and the in-memory digits input), ``digits`` (the embedded dataset), ``tf_input``
-(tf.data over TFDS and image folders), ``mesh`` (device mesh and shardings), ``train_state``
-(model + optimizer state as one pytree, schedules), ``step`` (jitted train and eval steps),
-``evaluate`` (exact top-1/top-5 over a split), ``checkpointing`` (Orbax manager; unreadable
-checkpoints moved aside), ``workdir`` (the run's lock, atomic small files), ``distributed`` (multi-host start-up), ``observe`` (progress bar, TensorBoard, metrics.jsonl),
-``trainer`` (the loop), ``main`` / ``eval_main`` / ``cli`` (the command lines).
+Subpackages:
+
+* ``recipes/``: the training recipes (``ml_collections`` configs; ``base`` documents every
+  field), found by name (``--config digits``).
+* ``data/``: the input; ``create_input`` picks the source. ``data.base``: the batch format, the
+  ``Input`` protocol and shard arithmetic; ``data.arrays``: in-memory arrays and the embedded
+  digits; ``data.tfdata``: tf.data over TFDS datasets and image folders.
+
+Modules:
+
+* ``mesh``: the device mesh and the shardings of batches and state.
+* ``train_state``: model + optimizer state as one pytree; learning-rate schedules.
+* ``step``: the jitted train and eval steps.
+* ``evaluate``: exact top-1 / top-5 over a split.
+* ``checkpointing``: the training checkpoints (Orbax manager; unreadable ones moved aside).
+* ``workdir``: the run's lock and its atomic small files.
+* ``distributed``: multi-host start-up.
+* ``observe``: progress bar, TensorBoard, ``metrics.jsonl``.
+* ``trainer``: the loop; writes the release folder ``WORKDIR/model`` at the end.
+* ``main`` / ``eval_main``: the ``hrnet-train`` / ``hrnet-eval`` command lines.
+* ``cli``: what both share: flag parsing, recipe names, ``--help``.
+
 See docs/training.md.
 """

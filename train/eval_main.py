@@ -4,16 +4,17 @@
     hrnet-eval --checkpoint converted/hrnet_w18 --dataset imagenet2012 --data_dir ~/tfds
     hrnet-eval --checkpoint RUN/model --dataset folder:/data/flowers --split val
 
-``--checkpoint`` is either a training workdir (``hrnet-train --workdir``; its best checkpoint by
-eval top-1, else the latest, or ``--step``) or a hrnet_jax checkpoint folder
-(``convert_official_weights`` output, ``save_pretrained``, ``WORKDIR/model``). Preprocessing
-(size, crop, interpolation, mean/std) is the run's config or the folder's ``pretrained_cfg``;
-``--image_size`` / ``--crop_pct`` override it. ``--dataset`` is ``digits``,
-``folder:PATH`` (``PATH/<split>/<class>/<image>``) or a TFDS name.
+``--checkpoint`` is either a training workdir (``hrnet-train --workdir``; its best training
+checkpoint by eval top-1, else the latest, or ``--step``) or a release folder (``config.json`` +
+``state/``: ``convert_official_weights`` output, ``save_pretrained``, ``WORKDIR/model``).
+Preprocessing (size, crop, interpolation, mean/std) is the run's config or the folder's
+``pretrained_cfg``; ``--image_size`` / ``--crop_pct`` override it. ``--dataset`` is ``digits``,
+``folder:PATH`` (``PATH/<split>/<class>/<image>``) or a TFDS name. (No ``--config``: the recipe
+is the run's own, saved in its workdir.)
 
-Exit status (``hrnet_jax.errors``): 0 done; 1 runtime failure; 2 bad input (bad flag, missing
-or damaged checkpoint, a checksum mismatch, a ``--step`` the workdir does not have, an unknown
-dataset). Errors are one ``hrnet-eval: error:`` line (``--verbose`` adds the traceback).
+Exit status (``hrnet_jax.errors``): 0 done (and ``--help``); 1 runtime failure; 2 bad input (bad
+flag, missing or damaged checkpoint, a checksum mismatch, a ``--step`` the workdir does not have,
+an unknown dataset). Errors are one ``hrnet-eval: error:`` line (``--verbose`` adds the traceback).
 """
 
 from __future__ import annotations
@@ -22,14 +23,23 @@ import json
 import logging
 import os
 
+import jax
+import ml_collections
 from absl import app, flags
 
-from hrnet_jax.cli import policy
+import hrnet_jax
 from hrnet_jax import errors
+from hrnet_jax.cli import policy
+from hrnet_jax.data import transforms
+from hrnet_jax.runtime import compile_cache
+from hrnet_jax.train import checkpointing, cli, data as input_pipeline, evaluate
+from hrnet_jax.train import mesh as mesh_lib, step as step_lib, train_state as ts, trainer
+from hrnet_jax.train.recipes import base
 
 PROG = 'hrnet-eval'
 FLAGS = flags.FLAGS
-flags.DEFINE_string('checkpoint', None, 'Training workdir or hrnet_jax checkpoint folder.')
+flags.DEFINE_string('checkpoint', None, 'Training workdir or release folder (config.json + '
+                    'state/).')
 flags.DEFINE_string('dataset', None, "'digits', 'folder:PATH' or a TFDS dataset name.")
 flags.DEFINE_string('split', 'validation', 'Split to evaluate (TFDS syntax, or a subfolder).')
 flags.DEFINE_string('data_dir', '', 'TFDS data_dir.')
@@ -60,15 +70,12 @@ def _dataset_config(config, dataset: str, split: str, data_dir: str, batch_size:
 
 
 def _from_workdir(workdir: str, mesh, step: int | None):
-  """-> (model_def, params, batch_stats, config) of a training run's checkpoint."""
-  import ml_collections
-  from hrnet_jax.train import checkpointing, mesh as mesh_lib, trainer, train_state as ts
-
+  """-> (model_def, params, batch_stats, config) of a training checkpoint of a run."""
   with open(os.path.join(workdir, trainer.CONFIG_FILE)) as f:
     saved = json.load(f)
   config = ml_collections.ConfigDict(saved['config'])
   config.pretrained = ''  # the architecture is all we need; the weights come from the checkpoint
-  model_def, params, stats = ts.split_model(ts.create_model(config, saved['num_classes']))
+  model_def, params, stats = ts.split_model(ts.recipe_model(config, saved['num_classes']))
   host_state = ts.init_state(params, stats, ts.create_optimizer(config, steps_per_epoch=1))
   shardings = mesh_lib.state_shardings(mesh, host_state)
   ckpts = checkpointing.Checkpoints(workdir, read_only=True)
@@ -90,12 +97,7 @@ def _from_workdir(workdir: str, mesh, step: int | None):
 
 
 def _from_folder(folder: str):
-  """-> (model_def, params, batch_stats, config) of a hrnet_jax checkpoint folder."""
-  import hrnet_jax
-  from hrnet_jax.data import transforms
-  from hrnet_jax.train import train_state as ts
-  from hrnet_jax.train.recipes import base
-
+  """-> (model_def, params, batch_stats, config) of a release folder."""
   model = hrnet_jax.load_pretrained(folder)
   config = base.get_config()
   config.model = model.arch
@@ -111,15 +113,12 @@ def _from_folder(folder: str):
 def evaluate_checkpoint(checkpoint: str, *, dataset: str, split: str = 'validation',
                         data_dir: str = '', batch_size: int = 128, step: int | None = None,
                         image_size: int | None = None, crop_pct: float | None = None) -> dict:
-  """Top-1 / top-5 of ``checkpoint`` (a training workdir or a hrnet_jax checkpoint folder) on
+  """Top-1 / top-5 of ``checkpoint`` (a training workdir or a release folder) on
   ``split`` of ``dataset`` (``'digits'``, ``'folder:PATH'`` or a TFDS name); the arguments are
   the CLI flags'. Returns ``{'top1', 'top5'}`` (fractions) and ``'count'`` (images).
 
   Raises ``FileNotFoundError`` / ``ValueError`` naming a bad checkpoint, dataset or batch size.
   """
-  import jax
-  from hrnet_jax.train import evaluate, data as input_pipeline, mesh as mesh_lib, step as step_lib
-
   mesh = mesh_lib.create_mesh()
   if not os.path.isdir(checkpoint):
     raise FileNotFoundError(f'--checkpoint={checkpoint}: no such folder')
@@ -128,7 +127,6 @@ def evaluate_checkpoint(checkpoint: str, *, dataset: str, split: str = 'validati
     shardings = mesh_lib.state_shardings(mesh, (params, stats))
     params, stats = mesh_lib.put_replicated_or_sharded((params, stats), shardings)
   else:
-    from hrnet_jax.train import trainer
     if not os.path.exists(os.path.join(checkpoint, trainer.CONFIG_FILE)):
       raise FileNotFoundError(f'--checkpoint={checkpoint}: neither a training workdir '
                               f'({trainer.CONFIG_FILE}) nor a checkpoint folder (config.json)')
@@ -153,7 +151,6 @@ def _main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.getLogger().setLevel(logging.INFO)
   logging.getLogger('absl').setLevel(logging.WARNING)
-  from hrnet_jax.runtime import compile_cache
   compile_cache.enable()  # HRNET_JAX_COMPILATION_CACHE
   return policy.run_cli(PROG, _evaluate_and_print, verbose=FLAGS.verbose)
 
@@ -174,7 +171,6 @@ def _evaluate_and_print() -> int:
 
 def main():
   """Console entry point."""
-  from hrnet_jax.train import cli
   cli.run(_main, __doc__, [
       'checkpoint', 'dataset', 'split', 'data_dir', 'batch_size', 'step', 'image_size',
       'crop_pct', 'json'], PROG)

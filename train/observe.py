@@ -10,6 +10,8 @@ import time
 
 from tqdm import tqdm
 
+from hrnet_jax.train import workdir
+
 
 class Observer:
   """Progress bar over ``[start_step, total_steps)``, a TensorBoard writer in ``logdir`` and
@@ -36,8 +38,8 @@ class Observer:
     self.timed_steps = 0
     self._writer = self._bar = self._jsonl = None
     if active:
-      from tensorboardX import SummaryWriter
-      from hrnet_jax.train import workdir
+      from tensorboardX import SummaryWriter  # imports torch where it is installed
+
       os.makedirs(logdir, exist_ok=True)
       self._writer = SummaryWriter(logdir, purge_step=start_step + 1 if start_step else None)
       workdir.truncate_jsonl(jsonl_path, start_step)

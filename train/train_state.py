@@ -56,10 +56,10 @@ def parse_dtype(name: str):
     raise ValueError(f'config.dtype={name!r}; valid: {", ".join(DTYPES)}') from None
 
 
-def create_model(config, num_classes: int) -> hrnet_jax.HighResolutionNet:
-  """``hrnet_jax.create_model`` for ``config`` (``model``, ``pretrained``, ``dtype``, ``seed``),
-  with float32 parameters, ``config.remat`` and ``config.scan`` (``hrnet_jax.runtime.configure``,
-  with fast tracing); ``ValueError`` if
+def recipe_model(config, num_classes: int) -> hrnet_jax.HighResolutionNet:
+  """``hrnet_jax.create_model`` for a recipe's ``config`` (``model``, ``pretrained``: a release
+  folder or '', ``dtype``, ``seed``), with float32 parameters, ``config.remat`` and
+  ``config.scan`` (``hrnet_jax.runtime.configure``, with fast tracing); ``ValueError`` if
   ``config.pretrained`` is required but unset or ``config.remat`` is not a level."""
   if config.pretrained is None:
     raise ValueError('this config needs pretrained weights: pass --config.pretrained=DIR '
@@ -114,9 +114,9 @@ def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformati
 
 
 def export_pretrained_cfg(config, base_cfg: dict | None, num_classes: int) -> dict:
-  """The ``pretrained_cfg`` of a model trained with ``config``: ``base_cfg`` (the start
-  checkpoint's, if any) with this run's eval preprocessing, so that ``hrnet-eval`` /
-  ``hrnet-predict`` preprocess as the training evaluation did."""
+  """The ``pretrained_cfg`` of a model trained with ``config``: ``base_cfg`` (that of the
+  release folder it was fine-tuned from, if any) with this run's eval preprocessing, so that
+  ``hrnet-eval`` / ``hrnet-predict`` preprocess as the training evaluation did."""
   size = config.input.image_size
   return {**(base_cfg or {}), 'num_classes': num_classes, 'input_size': [3, size, size],
           'crop_pct': config.input.crop_pct,

@@ -1,13 +1,21 @@
-"""The training loop: ``train_and_evaluate(config, workdir)``.
+"""The training loop: ``train_and_evaluate(config, workdir)``, ``config`` a recipe's
+``get_config()`` (``train/recipes/``) with any overrides.
 
-Order of start-up (as big_vision): a checkpoint in ``workdir`` (resume) -> ``config.pretrained``
-(fine-tuning) -> random init. A resumed run continues with exactly the batches an uninterrupted
-run would have read, so its parameters after step T are the same (bit-exact on CPU).
+Order of start-up (as big_vision): a training checkpoint in ``workdir`` (resume) ->
+``config.pretrained``, a release folder (fine-tuning) -> random init. A resumed run continues
+with exactly the batches an uninterrupted run would have read, so its parameters after step T are
+the same (bit-exact on CPU).
 
-Outputs in ``workdir``: ``checkpoints/`` (Orbax), ``tensorboard/``, ``metrics.jsonl`` (the
-same scalars, one JSON object per line), ``train_config.json`` and,
-at the end, ``model/``: the final weights as a ``hrnet_jax`` checkpoint folder (for
-``hrnet-eval``, ``hrnet-predict``, ``create_model(pretrained=...)``).
+Outputs in ``workdir``: ``checkpoints/`` (the training checkpoints, Orbax), ``tensorboard/``,
+``metrics.jsonl`` (the same scalars, one JSON object per line), ``train_config.json`` (the
+resolved config) and, at the end, ``model/``: the final weights as a release folder
+(``config.json`` + ``state/``, for ``hrnet-eval``, ``hrnet-predict``,
+``create_model(pretrained=...)``).
+
+SIGTERM is polled at step boundaries: in a single process a flag it sets
+(``hrnet_jax.interrupts.sigterm_polled``), with several JAX's preemption service, which agrees on
+one step for all (``Checkpoints.reached_preemption``). That step is saved as a training
+checkpoint, then ``Preempted`` (exit 143).
 """
 
 from __future__ import annotations
@@ -17,7 +25,6 @@ import json
 import logging
 import math
 import os
-import signal
 import time
 from typing import Iterator
 
@@ -25,16 +32,16 @@ import jax
 from jax.experimental import multihost_utils
 
 import hrnet_jax
-from hrnet_jax import errors
-from hrnet_jax.train import checkpointing, evaluate, data as input_pipeline, mesh as mesh_lib, observe
-from hrnet_jax.train import step as step_lib, train_state as ts, workdir as workdir_lib
+from hrnet_jax import errors, interrupts
+from hrnet_jax.train import checkpointing, data as input_pipeline, evaluate, mesh as mesh_lib
+from hrnet_jax.train import observe, step as step_lib, train_state as ts, workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = 'train_config.json'
 METRICS_FILE = 'metrics.jsonl'
 MODEL_DIR = 'model'
-PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a SIGTERM'd process
+PREEMPTED_EXIT_CODE = errors.EXIT_PREEMPTED  # 128 + SIGTERM, what a shell reports for it
 
 
 class NonFiniteLossError(errors.EnvironmentFailure, FloatingPointError):
@@ -42,7 +49,7 @@ class NonFiniteLossError(errors.EnvironmentFailure, FloatingPointError):
 
 
 class Preempted(SystemExit):
-  """SIGTERM received; a checkpoint of the current step was saved. Exit status 143."""
+  """SIGTERM received; a training checkpoint of the current step was saved. Exit status 143."""
 
   def __init__(self):
     super().__init__(PREEMPTED_EXIT_CODE)
@@ -69,25 +76,6 @@ def _prefetch(batches: Iterator[dict], sharding, size: int) -> Iterator[dict]:
       yield queue.popleft()
 
 
-class _SigtermFlag:
-  """Turns SIGTERM into a flag the loop polls, for single-process runs. (With several processes
-  JAX's preemption service catches the signal and ``Checkpoints.reached_preemption`` agrees on
-  a step across processes.)"""
-
-  def __init__(self):
-    self.raised = False
-    self._previous = None
-    if jax.process_count() == 1:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    self.raised = True
-
-  def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
 def _write_config(config, workdir: str, num_classes: int) -> None:
   """Writes ``train_config.json`` (``{"config": ..., "num_classes": ...}``, read by
   ``hrnet-eval``) atomically; warns if a resumed run's config changed (it is then not an exact
@@ -105,8 +93,7 @@ def _write_config(config, workdir: str, num_classes: int) -> None:
 
 
 def _export(model_def: ts.ModelDef, state: ts.TrainState, out_dir: str, pretrained_cfg) -> None:
-  """Writes the final weights as a hrnet_jax checkpoint folder (all processes gather, process 0
-  writes)."""
+  """Writes the final weights as a release folder (all processes gather, process 0 writes)."""
   params, stats = multihost_utils.process_allgather((state.params, state.batch_stats),
                                                     tiled=True)
   if jax.process_index() == 0:
@@ -115,8 +102,9 @@ def _export(model_def: ts.ModelDef, state: ts.TrainState, out_dir: str, pretrain
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains ``config`` (see ``train/recipes/base.py``) in ``workdir``, resuming from its latest
-  readable checkpoint. Every process of a multi-host run calls it.
+  """Trains ``config`` (a recipe's config; fields in ``train/recipes/base.py``) in ``workdir``,
+  resuming from its latest readable training checkpoint. Every process of a multi-host run calls
+  it.
 
   Returns the summary: ``steps``, ``epochs``, ``seconds``, ``img_per_sec``, ``top1``, ``top5``
   (last evaluation, fractions), ``best_top1``, ``best_step``, ``workdir``.
@@ -125,7 +113,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   ``hrnet_jax.errors.BadInputError`` for a workdir that is a file, unwritable or in use by
   another run, ``NonFiniteLossError`` on a NaN/inf loss (after committing pending checkpoints),
   ``OSError`` when a save fails (disk full; the previous checkpoint stays), and ``Preempted``
-  (a ``SystemExit``, status 143) after saving on SIGTERM.
+  (a ``SystemExit``, status 143) after saving on SIGTERM (handled inside and outside an
+  ``interrupts_raise`` block alike).
   """
   t_start = time.time()
   workdir = workdir_lib.check_workdir(workdir)
@@ -143,7 +132,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   total = total_steps(config, spe)
   evals = eval_steps(config, spe, total)
   # Handed over in a list so that _train holds the only reference and can free the host copy.
-  built = [ts.create_model(config, data.info.num_classes)]
+  built = [ts.recipe_model(config, data.info.num_classes)]
 
   lock = workdir_lib.WorkdirLock(workdir).acquire() if main_process else None
   try:
@@ -192,7 +181,6 @@ def _train(config, workdir: str, data, mesh, built: list, total: int, evals: set
                               os.path.join(workdir, METRICS_FILE), start_step=start,
                               total_steps=total, batch_size=config.batch_size,
                               log_every=config.log_every_steps, active=main_process)
-  sigterm = _SigtermFlag()
   pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet read on the host
   last_saved = max(ckpts.steps(), default=None)
   results = None
@@ -217,40 +205,42 @@ def _train(config, workdir: str, data, mesh, built: list, total: int, evals: set
     ckpts.save(step, state, metrics)
     last_saved = step
 
-  try:
-    batches = _prefetch(data.train_batches(start), batch_sharding, config.input.prefetch)
-    for step in range(start + 1, total + 1):
-      state, metrics = train_fn(state, next(batches))
-      pending.append((step, metrics))
-      flush(1)  # read the previous step's metrics while this one runs
-      if step in evals:
-        flush(0)
-        observer.pause()
-        results = evaluate.evaluate(eval_fn, state.params, state.batch_stats,
-                                    data.eval_batches(), batch_sharding,
-                                    num_batches=data.num_eval_batches, progress=main_process)
-        observer.eval(step, results)
-        save(step, {'top1': results['top1'], 'top5': results['top5']})
-      elif step % config.checkpoint.every_steps == 0:
-        save(step)
-      if sigterm.raised or ckpts.reached_preemption(step):
-        save(step)
-        ckpts.wait()
-        log.warning('preempted: saved checkpoint %d in %s; run again with the same --workdir '
-                    'to resume', step, ckpts.directory)
-        raise Preempted()
-    flush(0)
-    observer.pause()
-    if results is None:  # resumed at the end: evaluate the restored state
-      results = evaluate.evaluate(eval_fn, state.params, state.batch_stats, data.eval_batches(),
-                                  batch_sharding, num_batches=data.num_eval_batches)
-    ckpts.wait()  # a failed save stops the run before the export
-    _export(model_def, state, os.path.join(workdir, MODEL_DIR), pretrained_cfg)
-    best_step, best_top1 = ckpts.best() or (total, results['top1'])
-  finally:
-    sigterm.restore()
-    observer.close()
-    ckpts.close()
+  # SIGTERM becomes a flag polled at step boundaries, so the current step is saved; several
+  # processes are left to JAX's preemption service (reached_preemption: one step for all).
+  with interrupts.sigterm_polled(enabled=jax.process_count() == 1) as sigterm:
+    try:
+      batches = _prefetch(data.train_batches(start), batch_sharding, config.input.prefetch)
+      for step in range(start + 1, total + 1):
+        state, metrics = train_fn(state, next(batches))
+        pending.append((step, metrics))
+        flush(1)  # read the previous step's metrics while this one runs
+        if step in evals:
+          flush(0)
+          observer.pause()
+          results = evaluate.evaluate(eval_fn, state.params, state.batch_stats,
+                                      data.eval_batches(), batch_sharding,
+                                      num_batches=data.num_eval_batches, progress=main_process)
+          observer.eval(step, results)
+          save(step, {'top1': results['top1'], 'top5': results['top5']})
+        elif step % config.checkpoint.every_steps == 0:
+          save(step)
+        if sigterm.raised or ckpts.reached_preemption(step):
+          save(step)
+          ckpts.wait()
+          log.warning('preempted: saved checkpoint %d in %s; run again with the same --workdir '
+                      'to resume', step, ckpts.directory)
+          raise Preempted()
+      flush(0)
+      observer.pause()
+      if results is None:  # resumed at the end: evaluate the restored state
+        results = evaluate.evaluate(eval_fn, state.params, state.batch_stats, data.eval_batches(),
+                                    batch_sharding, num_batches=data.num_eval_batches)
+      ckpts.wait()  # a failed save stops the run before the export
+      _export(model_def, state, os.path.join(workdir, MODEL_DIR), pretrained_cfg)
+      best_step, best_top1 = ckpts.best() or (total, results['top1'])
+    finally:
+      observer.close()
+      ckpts.close()
 
   seconds = time.time() - t_start
   summary = {

@@ -136,5 +136,5 @@ def test_trainer_config_turns_scan_on():
   config = digits.get_config()
   assert config.scan is False
   config.scan = True
-  model = train_state.create_model(config, num_classes=10)
+  model = train_state.recipe_model(config, num_classes=10)
   assert model.cfg.scan and all(m.scan for s in (2, 3, 4) for m in getattr(model, f'stage{s}'))

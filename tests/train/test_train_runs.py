@@ -2,6 +2,8 @@
 
 * killed at a random step (SIGTERM, then SIGKILL, then a damaged latest checkpoint) and
   restarted, a run ends with exactly the parameters of an uninterrupted run;
+* ``train_and_evaluate`` called directly (no CLI around it) saves on SIGTERM, exits 143 and gives
+  the SIGTERM handler back;
 * a NaN loss stops the run with a clear message and keeps the last good checkpoint;
 * the digits config trains ``hrnet_w18_small`` to >= 95% validation top-1, and ``hrnet-eval``
   on the workdir reports the same number.
@@ -162,6 +164,39 @@ def test_killed_runs_resume_bit_exact(tmp_path, env, reference):
   bad = [k for k in arrays if not np.array_equal(arrays[k], ref_arrays[k])]
   assert not bad, f'seed {seed}: {len(bad)} arrays differ, e.g. {bad[:3]}'
   assert _summary_top1(proc.stdout) == ref_top1
+
+
+# train_and_evaluate called directly (as a notebook does): no CLI, so no interrupts_raise around
+# it; the TINY run of the digits recipe, then whether the SIGTERM handler was given back.
+DIRECT = """
+import signal, sys
+from hrnet_jax.train import trainer
+from hrnet_jax.train.recipes import digits
+config = digits.get_config()
+config.max_steps, config.checkpoint.every_steps, config.checkpoint.keep = 12, 2, 10
+config.eval_every_epochs, config.log_every_steps = 0, 1
+before = signal.getsignal(signal.SIGTERM)
+try:
+  trainer.train_and_evaluate(config, sys.argv[1])
+finally:
+  print('handler restored:', signal.getsignal(signal.SIGTERM) == before, flush=True)
+"""
+
+
+def test_sigterm_to_train_and_evaluate_called_directly_saves_and_exits_143(tmp_path, env,
+                                                                           reference):
+  """(``reference`` first: its compiled programs are in the shared cache.)"""
+  workdir = tmp_path / 'direct'
+  log = tmp_path / 'direct.log'
+  proc = _start([sys.executable, '-c', DIRECT, str(workdir)], env, log)
+  _wait_for_checkpoint_after(workdir, 0, proc, log)
+  proc.send_signal(signal.SIGTERM)
+  proc.wait(timeout=300)
+  out = log.read_text()
+  assert proc.returncode == 143, out[-3000:]
+  preempted = int(out.split('preempted: saved checkpoint ')[1].split()[0])
+  assert max(_steps(workdir)) == preempted < 12
+  assert 'handler restored: True' in out
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, env):

@@ -39,6 +39,7 @@ PRELUDE = textwrap.dedent('''
     import hrnet_jax
     from hrnet_jax.train import checkpointing, evaluate, data as input_pipeline, mesh as mesh_lib
     from hrnet_jax.train import step as step_lib, train_state as ts
+    from hrnet_jax.train.data import arrays
     from hrnet_jax.train.recipes import digits
 
     cfg = digits.get_config()
@@ -101,7 +102,7 @@ EIGHT_DEVICES = 'import sys\nPID, NPROC, OUT = 0, 1, sys.argv[1]\n' + PRELUDE + 
     out['eval'] = sharded_eval(ref8, mesh8, shardings8)
     model = md.merge(*jax.device_get((ref.params, ref.batch_stats)), train=False)
     forward = jax.jit(lambda x: model(step_lib.normalize(x, **norm)))
-    _, (images, labels), _ = __import__('hrnet_jax.train.data.arrays', fromlist=['x']).load(32)
+    _, (images, labels), _ = arrays.load_digits(32)
     correct1 = correct5 = 0
     for x, y in zip(images, labels):  # the one-by-one loop
       logits = np.asarray(forward(x[None]))[0]

@@ -150,6 +150,7 @@ def folder_eval_covers_every_example_once(folder, tmp):
 
 def _eval_covers_every_example_once(folder, pc):
   from hrnet_jax.train import data as input_pipeline
+  from hrnet_jax.train.data import base
   config = _config(folder)
   ids, counts = [], set()
   for pi in range(pc):
@@ -161,7 +162,7 @@ def _eval_covers_every_example_once(folder, pc):
       real = _identify(b['image'][b['mask']])
       assert ((real - 3 * N_TRAIN) // N_EVAL == b['label'][b['mask']]).all()
       ids.extend(real)
-  assert counts == {input_pipeline.num_eval_batches(21, pc, 6 // pc)}
+  assert counts == {base.num_eval_batches(21, pc, 6 // pc)}
   assert sorted(ids) == list(range(30, 51))
 
 

@@ -12,6 +12,7 @@ import ml_collections  # noqa: F401  (the train extra; a missing install must fa
 
 from hrnet_jax.train import checkpointing, distributed, data as input_pipeline, mesh as mesh_lib  # noqa: E402
 from hrnet_jax.train import train_state as ts  # noqa: E402
+from hrnet_jax.train.data import arrays  # noqa: E402
 from hrnet_jax.train.recipes import base, digits, finetune, imagenet_cosine, imagenet_official  # noqa: E402
 
 
@@ -93,7 +94,7 @@ def test_bad_config_values_name_the_field():
     input_pipeline.create_input(c, process_index=0, process_count=4)
   c = finetune.get_config()
   with pytest.raises(ValueError, match='--config.pretrained'):
-    ts.create_model(c, 10)
+    ts.recipe_model(c, 10)
 
 
 # ------------------------------------------------------------------------------- digits input
@@ -156,7 +157,7 @@ def test_digits_eval_counts_each_example_once(digits_config, pc):
     batches.add(n)
   assert len(batches) == 1  # every process runs the same number of batches
   assert len(seen) == 360
-  _, (images, _), _ = __import__('hrnet_jax.train.data.arrays', fromlist=['load']).load(32)
+  _, (images, _), _ = arrays.load_digits(32)
   assert sorted(seen) == sorted(map(bytes, images))
 
 
@@ -249,7 +250,7 @@ def test_bf16_step_keeps_float32_state():
   from hrnet_jax.train import step as step_lib
   c = digits.get_config()
   c.dtype = 'bfloat16'
-  model_def, params, stats = ts.split_model(ts.create_model(c, 10))
+  model_def, params, stats = ts.split_model(ts.recipe_model(c, 10))
   tx = ts.create_optimizer(c, 10)
   state = ts.init_state(params, stats, tx)
   batch = {'image': jax.ShapeDtypeStruct((4, 32, 32, 3), jnp.uint8),

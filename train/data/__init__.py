@@ -1,134 +1,14 @@
-"""Host-local input: every process yields its own slice of each global batch, as NumPy arrays.
+"""The input of a training recipe: ``create_input``, the one place that knows every source.
 
-A batch is a dict of ``'image'``: uint8 ``[b, H, W, 3]`` RGB pixels (not normalized: the step
-normalizes on the device, which moves 4x fewer bytes), ``'label'``: int32 ``[b]``, and for
-evaluation ``'mask'``: bool ``[b]`` (False on padding). ``b`` is the global batch size divided by
-``jax.process_count()``.
-
-Order. Training batches are a pure function of ``(seed, epoch, step)``, so a run restarted at step
-T reads the same remaining batches in the same order. For the in-memory digits the order does not
-depend on the number of processes either (each epoch is one global permutation and process ``p``
-takes rows ``[p*b, (p+1)*b)`` of every global batch). TFDS and folder inputs read a per-process
-shard of the split (``tfds.even_splits``), shuffled from ``(seed, epoch)``.
-
-Evaluation covers every example of the split exactly once: each process pads its shard to the
-same number of batches and marks the padding with ``mask=False``.
+Sources: ``arrays`` (in-memory arrays: the embedded digits), ``tfdata`` (tf.data over TFDS
+datasets and image folders). ``base`` holds what they share: the batch format (see there), the
+``Input`` protocol and ``DatasetInfo``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from typing import Iterator, Protocol
-
-import numpy as np
-
-Batch = dict[str, np.ndarray]
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """Sizes of a dataset: ``num_train`` / ``num_eval`` examples in the configured splits (all
-  processes together), ``num_classes`` labels ``0..num_classes-1`` and their names if known."""
-
-  num_classes: int
-  num_train: int
-  num_eval: int
-  class_names: tuple[str, ...] | None = None
-
-
-class Input(Protocol):
-  """What the trainer and evaluator read."""
-
-  info: DatasetInfo
-  steps_per_epoch: int  # full global batches per epoch (the remainder is dropped)
-  num_eval_batches: int  # the same on every process
-
-  def train_batches(self, start_step: int = 0) -> Iterator[Batch]:
-    """Endless host-local training batches, from global step ``start_step`` on."""
-
-  def eval_batches(self) -> Iterator[Batch]:
-    """``num_eval_batches`` host-local batches of the eval split, padded, with ``'mask'``."""
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-  """A 31-bit seed for one epoch, mixed so that nearby (seed, epoch) pairs are unrelated."""
-  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] >> 1)
-
-
-def local_batch_size(global_batch: int, process_count: int, what: str = 'batch_size') -> int:
-  """``global_batch // process_count``; ``ValueError`` naming ``what`` if it does not divide."""
-  if global_batch < 1 or global_batch % process_count:
-    raise ValueError(f'config.{what}={global_batch} must be a positive multiple of the number of '
-                     f'processes ({process_count})')
-  return global_batch // process_count
-
-
-def num_eval_batches(num_examples: int, process_count: int, local_batch: int) -> int:
-  """Batches each process runs so that the largest eval shard (``ceil(n / processes)``) fits."""
-  return max(1, math.ceil(math.ceil(num_examples / process_count) / local_batch))
-
-
-def eval_shard(num_examples: int, process_index: int, process_count: int) -> range:
-  """Contiguous indices of process ``process_index``'s eval shard (sizes differ by at most one,
-  as ``tfds.even_splits``)."""
-  bounds = np.linspace(0, num_examples, process_count + 1).round().astype(int)
-  return range(bounds[process_index], bounds[process_index + 1])
-
-
-def pad_batch(batch: Batch, size: int) -> Batch:
-  """Pads ``batch`` with zeros to ``size`` rows and adds ``'mask'`` (True on real rows)."""
-  n = len(batch['label'])
-  out = {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)])
-         for k, v in batch.items()}
-  out['mask'] = np.arange(size) < n
-  return out
-
-
-class ArrayInput:
-  """Batches from in-memory arrays: ``images`` uint8 ``[N, H, W, 3]``, ``labels`` int ``[N]``.
-
-  Epoch ``e`` is the permutation ``default_rng(epoch_seed(seed, e))`` of the whole train split, so
-  the stream is the same for any number of processes.
-  """
-
-  def __init__(self, train: tuple[np.ndarray, np.ndarray], evaluation: tuple[np.ndarray,
-                                                                              np.ndarray],
-               *, info: DatasetInfo, batch_size: int, eval_batch_size: int, seed: int,
-               process_index: int, process_count: int):
-    self.info = info
-    self._train, self._eval = train, evaluation
-    self._seed = seed
-    self._pi, self._pc = process_index, process_count
-    self._batch = batch_size
-    self._local = local_batch_size(batch_size, process_count)
-    self._local_eval = local_batch_size(eval_batch_size, process_count, 'eval_batch_size')
-    self.steps_per_epoch = info.num_train // batch_size
-    if self.steps_per_epoch == 0:
-      raise ValueError(f'config.batch_size={batch_size} exceeds the {info.num_train} training '
-                       'examples')
-    self.num_eval_batches = num_eval_batches(info.num_eval, process_count, self._local_eval)
-
-  def train_batches(self, start_step: int = 0) -> Iterator[Batch]:
-    images, labels = self._train
-    step, epoch, order = start_step, None, None
-    while True:
-      e, i = divmod(step, self.steps_per_epoch)
-      if e != epoch:
-        epoch = e
-        order = np.random.default_rng(epoch_seed(self._seed, e)).permutation(len(labels))
-      start = i * self._batch + self._pi * self._local
-      idx = order[start:start + self._local]
-      yield {'image': images[idx], 'label': labels[idx].astype(np.int32)}
-      step += 1
-
-  def eval_batches(self) -> Iterator[Batch]:
-    images, labels = self._eval
-    shard = eval_shard(len(labels), self._pi, self._pc)
-    for b in range(self.num_eval_batches):
-      idx = np.asarray(shard[b * self._local_eval:(b + 1) * self._local_eval], dtype=np.int64)
-      yield pad_batch({'image': images[idx], 'label': labels[idx].astype(np.int32)},
-                      self._local_eval)
+from hrnet_jax.train.data import arrays, tfdata
+from hrnet_jax.train.data.base import Input
 
 
 def create_input(config, *, process_index: int, process_count: int, train: bool = True
@@ -143,13 +23,11 @@ def create_input(config, *, process_index: int, process_count: int, train: bool 
             seed=config.seed, process_index=process_index, process_count=process_count)
   name = config.dataset.name
   if name == 'digits':
-    from hrnet_jax.train.data import arrays as digits
     if config.input.train_augment != 'resize':
       raise ValueError("the digits dataset supports only config.input.train_augment='resize'")
-    train_arrays, eval_arrays, info = digits.load(config.input.image_size)
-    return ArrayInput(train_arrays, eval_arrays, info=info, **kw)
-  from hrnet_jax.train.data import tfdata as tf_input
-  source = (tf_input.FolderSource(config.dataset) if name == 'folder'
-            else tf_input.TFDSSource(config.dataset, process_count=process_count))
-  return tf_input.TFInput(source, config.input, train_split=config.dataset.train_split if train
-                          else '', eval_split=config.dataset.eval_split, **kw)
+    train_arrays, eval_arrays, info = arrays.load_digits(config.input.image_size)
+    return arrays.ArrayInput(train_arrays, eval_arrays, info=info, **kw)
+  source = (tfdata.FolderSource(config.dataset) if name == 'folder'
+            else tfdata.TFDSSource(config.dataset, process_count=process_count))
+  return tfdata.TFInput(source, config.input, train_split=config.dataset.train_split if train
+                        else '', eval_split=config.dataset.eval_split, **kw)

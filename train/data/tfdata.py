@@ -21,14 +21,15 @@ from typing import Iterator
 
 import numpy as np
 
-from hrnet_jax.train.data import (Batch, DatasetInfo, epoch_seed, local_batch_size,
-                                  num_eval_batches)
+from hrnet_jax.train.data.base import (Batch, DatasetInfo, epoch_seed, local_batch_size,
+                                       num_eval_batches)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 
 
 @functools.cache
 def _tf():
+  # Imported on first use: TensorFlow is heavy, and only TFDS / folder inputs need it.
   import tensorflow as tf
   tf.config.set_visible_devices([], 'GPU')  # TF is only the input pipeline: keep it off GPUs
   return tf
@@ -42,7 +43,7 @@ class TFDSSource:
   """
 
   def __init__(self, dataset_config, *, process_count: int):
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # imports TensorFlow: on first use, as _tf()
     _tf()
     self._tfds = tfds
     cfg = dataset_config
@@ -257,7 +258,7 @@ def eval_preprocess(data, label, input_config):
 
 
 class TFInput:
-  """``hrnet_jax.train.data.Input`` over a ``TFDSSource`` / ``FolderSource``; an empty
+  """``hrnet_jax.train.data.base.Input`` over a ``TFDSSource`` / ``FolderSource``; an empty
   ``train_split`` builds an eval-only input."""
 
   AUGMENTATIONS = ('random_resized_crop', 'resize')

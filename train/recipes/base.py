@@ -1,4 +1,5 @@
-"""Every field of a training config, with the defaults the recipes start from.
+"""The base recipe: every field of a training config, with the defaults the other recipes start
+from (the official ImageNet recipe's values; ``imagenet_official`` restates its data fields).
 
 Units: batch sizes are global (all hosts together) in images; epochs are passes over the
 training split; steps are optimizer updates.
@@ -6,25 +7,25 @@ training split; steps are optimizer updates.
 
 import ml_collections
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from hrnet_jax.pretrained import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
-  # Model: a name from hrnet_jax.list_models(); `pretrained` is a folder written by
+  # Model: a name from hrnet_jax.list_models(); `pretrained` is a release folder written by
   # convert_official_weights / hrnet_jax.save_pretrained ('' trains from scratch). The number of
   # classes comes from the dataset; a checkpoint with another number gets a fresh classifier.
   config.model = 'hrnet_w18'
   config.pretrained = ''
   config.dtype = 'float32'  # computation dtype; 'bfloat16' keeps float32 params/BN/loss/optimizer
-  # Rematerialization (hrnet_jax.runtime.remat): 'none', 'block' (recompute each residual block in the
-  # backward pass) or 'module' (each HR module): less activation memory for up to one more forward pass of FLOPs.
+  # Rematerialization (hrnet_jax.runtime.remat): 'none', 'block' (recompute each residual block
+  # in the backward pass) or 'module' (each HR module): less activation memory for up to one
+  # more forward pass of FLOPs.
   config.remat = 'none'
-  # hrnet_jax.runtime.configure(scan=...): identical blocks / modules as one jax.lax.scan. Off: on XLA:CPU it
-  # compiles 2.5x faster but steps 5x slower, on TPU it saved 14% of compile time for +34%
-  # memory (docs/benchmarks.md, "Scan"); the persistent compilation cache covers restarts.
+  # hrnet_jax.runtime.configure(scan=...): identical blocks / modules as one jax.lax.scan. Off:
+  # slower XLA:CPU steps and more TPU memory for a faster compile (docs/benchmarks.md, "Scan");
+  # the persistent compilation cache covers restarts.
   config.scan = False
 
   # Data. `name`: 'digits' (embedded scikit-learn digits), 'folder' (`folder`/<split>/<class>/*)
@@ -48,8 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.input.train_augment = 'random_resized_crop'
   config.input.crop_pct = 0.875
   config.input.interpolation = 'bilinear'  # or 'bicubic': resizing of the eval (and train) images
-  config.input.mean = IMAGENET_MEAN  # of [0, 1] RGB pixels; applied on device
-  config.input.std = IMAGENET_STD
+  config.input.mean = IMAGENET_DEFAULT_MEAN  # of [0, 1] RGB pixels; applied on device
+  config.input.std = IMAGENET_DEFAULT_STD
   config.input.shuffle_buffer = 16_384  # TFDS / folder only; the digits are fully shuffled
   config.input.prefetch = 2  # global batches placed on the devices ahead of the step
 
@@ -84,8 +85,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.mesh = ml_collections.ConfigDict()
   config.mesh.fsdp = 1
 
-  # Checkpoints in WORKDIR/checkpoints: every `every_steps`, at each evaluation, at the end and on
-  # SIGTERM; the latest `keep` plus the best by eval top-1 are kept.
+  # Training checkpoints in WORKDIR/checkpoints: every `every_steps`, at each evaluation, at the
+  # end and on SIGTERM; the latest `keep` plus the best by eval top-1 are kept.
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = 1000
   config.checkpoint.keep = 3

@@ -1,9 +1,11 @@
-"""The embedded default: ``hrnet_w18_small`` on scikit-learn's digits at 32x32, on CPU in minutes.
+"""The embedded default recipe: ``hrnet_w18_small`` on scikit-learn's digits at 32x32, on CPU in
+minutes.
 
-    hrnet-train --config train/recipes/digits.py --workdir /tmp/hrnet_digits
+    hrnet-train --config digits --workdir /tmp/hrnet_digits
     hrnet-eval --checkpoint /tmp/hrnet_digits --dataset digits
 
-1437 training / 360 validation images (fixed split, see ``train/digits.py``); no augmentation.
+1437 training / 360 validation images (fixed split, see ``train/data/arrays.py``); no
+augmentation.
 """
 
 from hrnet_jax.train.recipes import base

@@ -1,10 +1,10 @@
-"""Fine-tuning converted weights on any dataset, with a new classifier.
+"""The fine-tuning recipe: converted weights on any dataset, with a new classifier.
 
     convert_official_weights timm/hrnet_w18_small.ms_in1k converted/hrnet_w18_small
-    hrnet-train --config train/recipes/finetune.py --workdir DIR \
+    hrnet-train --config finetune --workdir DIR \
       --config.pretrained=converted/hrnet_w18_small --config.dataset.name=tf_flowers
 
-`pretrained` is required; `model` must be the checkpoint's arch. The head gets one output per
+`pretrained` (a release folder) is required; `model` must be its arch. The head gets one output per
 class of the dataset. Defaults: TFDS tf_flowers (train split only: 90/10 split), 10 epochs of
 SGD Nesterov with warmup + cosine at lr 0.01 per 128 images.
 """

@@ -1,7 +1,11 @@
 """ImageNet with a modern schedule: the official recipe plus 5 warmup epochs and cosine decay,
 label smoothing 0.1, bf16 computation (float32 params, BN statistics, loss and optimizer state)
 and weight decay on kernels only. Sized for one TPU v5e host or 8 GPUs (global batch 1024,
-lr 0.4 by the linear rule)."""
+lr 0.4 by the linear rule).
+
+    hrnet-train --config imagenet_cosine --workdir DIR \
+      --config.dataset.data_dir=~/tensorflow_datasets
+"""
 
 from hrnet_jax.train.recipes import imagenet_official
 

@@ -1,11 +1,12 @@
-"""The official HRNet-C ImageNet recipe (HRNet-Image-Classification, experiments/cls_hrnet_*.yaml).
+"""The official HRNet-C ImageNet recipe (HRNet-Image-Classification,
+experiments/cls_hrnet_*.yaml).
 
 SGD Nesterov, momentum 0.9, lr 0.05 per 128 images (scaled linearly with the global batch),
 weight decay 1e-4 on all parameters (BN and biases included), 100 epochs, x0.1 at epochs
 30/60/90, no warmup, no label smoothing, float32. Train: RandomResizedCrop(224) + flip; eval:
 resize 256 + center crop 224.
 
-    hrnet-train --config train/recipes/imagenet_official.py --workdir DIR \
+    hrnet-train --config imagenet_official --workdir DIR \
       --config.dataset.data_dir=~/tensorflow_datasets --config.dataset.manual_dir=~/imagenet_tars
 
 The official script steps its PyTorch scheduler at the start of each epoch, which lands the
