@@ -23,15 +23,48 @@ RESULT_TAG = 'BENCH_RESULT '
 # other processes used during the measurement; export_s / artifact_mb: exported-artifact rows
 # (framework 'export'), time to export (s) and artifact size (MiB).
 COLUMNS = [
-    'model', 'framework', 'mode', 'layout', 'compiled', 'dtype', 'device', 'device_name',
-    'infer_samples_per_sec', 'infer_step_time', 'infer_step_time_p90', 'infer_batch_size',
-    'infer_img_size', 'infer_compile_s', 'infer_peak_mem_mb', 'infer_foreign_cpu_pct',
-    'infer_steps', 'infer_warmup', 'infer_repeats',
-    'train_samples_per_sec', 'train_step_time', 'train_step_time_p90', 'train_batch_size',
-    'train_img_size', 'train_compile_s', 'train_peak_mem_mb', 'train_foreign_cpu_pct',
-    'train_steps', 'train_warmup', 'train_repeats',
-    'param_count', 'export_s', 'artifact_mb', 'peak_mem_kind', 'num_threads', 'nproc',
-    'cpu_model', 'load_avg_1m', 'versions', 'git_commit', 'timestamp', 'note',
+  'model',
+  'framework',
+  'mode',
+  'layout',
+  'compiled',
+  'dtype',
+  'device',
+  'device_name',
+  'infer_samples_per_sec',
+  'infer_step_time',
+  'infer_step_time_p90',
+  'infer_batch_size',
+  'infer_img_size',
+  'infer_compile_s',
+  'infer_peak_mem_mb',
+  'infer_foreign_cpu_pct',
+  'infer_steps',
+  'infer_warmup',
+  'infer_repeats',
+  'train_samples_per_sec',
+  'train_step_time',
+  'train_step_time_p90',
+  'train_batch_size',
+  'train_img_size',
+  'train_compile_s',
+  'train_peak_mem_mb',
+  'train_foreign_cpu_pct',
+  'train_steps',
+  'train_warmup',
+  'train_repeats',
+  'param_count',
+  'export_s',
+  'artifact_mb',
+  'peak_mem_kind',
+  'num_threads',
+  'nproc',
+  'cpu_model',
+  'load_avg_1m',
+  'versions',
+  'git_commit',
+  'timestamp',
+  'note',
 ]
 
 
@@ -93,6 +126,7 @@ def time_steps(step: Callable[[], Any], sync: Callable[[Any], Any], spec: Spec) 
   time, ms), ``step_time_p90`` (90th percentile of all timed steps, ms), ``repeat_ms`` and the
   ``steps`` / ``warmup`` / ``repeats`` actually run.
   """
+
   def timed() -> float:
     t = time.perf_counter()
     sync(step())
@@ -112,9 +146,15 @@ def time_steps(step: Callable[[], Any], sync: Callable[[Any], Any], spec: Spec) 
     times = [timed() for _ in range(steps)]
     means.append(1e3 * sum(times) / len(times))
     all_steps.extend(1e3 * t for t in times)
-  return dict(compile_s=compile_s, step_time=statistics.median(means),
-              step_time_p90=float(np.percentile(all_steps, 90)), repeat_ms=means, steps=steps,
-              warmup=warmup, repeats=spec.repeats)
+  return dict(
+    compile_s=compile_s,
+    step_time=statistics.median(means),
+    step_time_p90=float(np.percentile(all_steps, 90)),
+    repeat_ms=means,
+    steps=steps,
+    warmup=warmup,
+    repeats=spec.repeats,
+  )
 
 
 def peak_rss_mb() -> float:
@@ -146,8 +186,9 @@ def cpu_model() -> str:
 
 def git_commit() -> str:
   try:
-    return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
-                          text=True, check=True).stdout.strip()
+    return subprocess.run(
+      ['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True, check=True
+    ).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return ''
 
@@ -155,6 +196,7 @@ def git_commit() -> str:
 def versions(*names: str) -> str:
   """``name=version;...`` of the given installed distributions (plus python)."""
   from importlib import metadata
+
   parts = [f'python={platform.python_version()}']
   for name in names:
     try:
@@ -166,22 +208,35 @@ def versions(*names: str) -> str:
 
 def base_row(spec: Spec) -> dict:
   """The columns every worker fills the same way."""
-  return dict(model=spec.model, framework=spec.framework, mode=spec.mode, dtype=spec.dtype,
-              device=spec.device, nproc=os.cpu_count(), cpu_model=cpu_model(),
-              load_avg_1m=round(os.getloadavg()[0], 2), git_commit=git_commit(),
-              timestamp=time.strftime('%Y-%m-%dT%H:%M:%S'))
+  return dict(
+    model=spec.model,
+    framework=spec.framework,
+    mode=spec.mode,
+    dtype=spec.dtype,
+    device=spec.device,
+    nproc=os.cpu_count(),
+    cpu_model=cpu_model(),
+    load_avg_1m=round(os.getloadavg()[0], 2),
+    git_commit=git_commit(),
+    timestamp=time.strftime('%Y-%m-%dT%H:%M:%S'),
+  )
 
 
 def task_columns(spec: Spec, timing: dict, peak_mem_mb: float) -> dict:
   """The ``infer_*`` or ``train_*`` columns of one timed task."""
   p = spec.task
-  return {f'{p}_samples_per_sec': round(1e3 * spec.batch / timing['step_time'], 3),
-          f'{p}_step_time': round(timing['step_time'], 3),
-          f'{p}_step_time_p90': round(timing['step_time_p90'], 3),
-          f'{p}_batch_size': spec.batch, f'{p}_img_size': spec.img_size,
-          f'{p}_compile_s': round(timing['compile_s'], 3),
-          f'{p}_peak_mem_mb': round(peak_mem_mb, 1), f'{p}_steps': timing['steps'],
-          f'{p}_warmup': timing['warmup'], f'{p}_repeats': timing['repeats']}
+  return {
+    f'{p}_samples_per_sec': round(1e3 * spec.batch / timing['step_time'], 3),
+    f'{p}_step_time': round(timing['step_time'], 3),
+    f'{p}_step_time_p90': round(timing['step_time_p90'], 3),
+    f'{p}_batch_size': spec.batch,
+    f'{p}_img_size': spec.img_size,
+    f'{p}_compile_s': round(timing['compile_s'], 3),
+    f'{p}_peak_mem_mb': round(peak_mem_mb, 1),
+    f'{p}_steps': timing['steps'],
+    f'{p}_warmup': timing['warmup'],
+    f'{p}_repeats': timing['repeats'],
+  }
 
 
 def worker_main(run: Callable[[Spec], dict]) -> None:
@@ -194,5 +249,5 @@ def worker_main(run: Callable[[Spec], dict]) -> None:
 def parse_result(stdout: str) -> dict | None:
   for line in reversed(stdout.splitlines()):
     if line.startswith(RESULT_TAG):
-      return json.loads(line[len(RESULT_TAG):])
+      return json.loads(line[len(RESULT_TAG) :])
   return None

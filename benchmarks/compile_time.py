@@ -31,9 +31,26 @@ from hrnet_jax.errors import BadInputError
 
 PROG = 'python -m benchmarks.compile_time'
 COLUMNS = [
-    'model', 'task', 'scan', 'remat', 'batch', 'image_size', 'dtype', 'backend', 'trace_s',
-    'lower_s', 'compile_s', 'first_step_s', 'step_s', 'step_p90_s', 'steps', 'load_avg_before',
-    'load_avg_after', 'versions', 'git_commit', 'timestamp',
+  'model',
+  'task',
+  'scan',
+  'remat',
+  'batch',
+  'image_size',
+  'dtype',
+  'backend',
+  'trace_s',
+  'lower_s',
+  'compile_s',
+  'first_step_s',
+  'step_s',
+  'step_p90_s',
+  'steps',
+  'load_avg_before',
+  'load_avg_after',
+  'versions',
+  'git_commit',
+  'timestamp',
 ]
 SCAN = {'off': False, 'on': True}
 
@@ -63,18 +80,32 @@ def _split(flag: str, text: str, valid: Sequence[str]) -> list[str]:
 def _env() -> dict:
   import jax
   import jaxlib
-  return {'versions': f'jax={jax.__version__};jaxlib={jaxlib.__version__}',
-          'git_commit': common.git_commit(),
-          'timestamp': datetime.datetime.now().isoformat(timespec='seconds'),
-          'backend': jax.default_backend()}
+
+  return {
+    'versions': f'jax={jax.__version__};jaxlib={jaxlib.__version__}',
+    'git_commit': common.git_commit(),
+    'timestamp': datetime.datetime.now().isoformat(timespec='seconds'),
+    'backend': jax.default_backend(),
+  }
 
 
-def measure(model: str, scan: bool, remat: str, batch: int, image_size: int, dtype: str,
-            steps: int, lower_only: bool = False) -> dict:
+def measure(
+  model: str,
+  scan: bool,
+  remat: str,
+  batch: int,
+  image_size: int,
+  dtype: str,
+  steps: int,
+  lower_only: bool = False,
+) -> dict:
   """One row of ``COLUMNS`` for the train step of ``model``."""
   import jax
   import numpy as np
-  from hrnet_jax.train import mesh as mesh_lib, step as step_lib, train_state as ts
+
+  from hrnet_jax.train import mesh as mesh_lib
+  from hrnet_jax.train import step as step_lib
+  from hrnet_jax.train import train_state as ts
   from hrnet_jax.train.recipes import base
 
   load_before = os.getloadavg()[0]
@@ -89,13 +120,22 @@ def measure(model: str, scan: bool, remat: str, batch: int, image_size: int, dty
   host = ts.init_state(params, stats, tx)
   shardings = mesh_lib.state_shardings(mesh, host)
   bs, rep = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
-  fn = step_lib.jit_train_step(shardings, bs, rep, model_def=model_def, tx=tx,
-                               lr_fn=ts.learning_rate_schedule(config, 1000),
-                               mean=tuple(config.input.mean), std=tuple(config.input.std),
-                               label_smoothing=config.label_smoothing)
+  fn = step_lib.jit_train_step(
+    shardings,
+    bs,
+    rep,
+    model_def=model_def,
+    tx=tx,
+    lr_fn=ts.learning_rate_schedule(config, 1000),
+    mean=tuple(config.input.mean),
+    std=tuple(config.input.std),
+    label_smoothing=config.label_smoothing,
+  )
   rng = np.random.default_rng(0)
-  batch_np = {'image': rng.integers(0, 256, (batch, image_size, image_size, 3), np.uint8),
-              'label': rng.integers(0, 1000, (batch,), np.int32)}
+  batch_np = {
+    'image': rng.integers(0, 256, (batch, image_size, image_size, 3), np.uint8),
+    'label': rng.integers(0, 1000, (batch,), np.int32),
+  }
   state = mesh_lib.put_replicated_or_sharded(host, shardings)
   data = mesh_lib.global_batch(batch_np, bs)
 
@@ -104,9 +144,20 @@ def measure(model: str, scan: bool, remat: str, batch: int, image_size: int, dty
   t1 = time.perf_counter()
   lowered = traced.lower()
   t2 = time.perf_counter()
-  row = {'model': model, 'task': 'train', 'scan': 'on' if scan else 'off', 'remat': remat,
-         'batch': batch, 'image_size': image_size, 'dtype': dtype, 'trace_s': t1 - t0,
-         'lower_s': t2 - t1, 'steps': 0, 'load_avg_before': load_before, **_env()}
+  row = {
+    'model': model,
+    'task': 'train',
+    'scan': 'on' if scan else 'off',
+    'remat': remat,
+    'batch': batch,
+    'image_size': image_size,
+    'dtype': dtype,
+    'trace_s': t1 - t0,
+    'lower_s': t2 - t1,
+    'steps': 0,
+    'load_avg_before': load_before,
+    **_env(),
+  }
   if lower_only:
     return {**row, 'load_avg_after': os.getloadavg()[0]}
   compiled = lowered.compile()
@@ -120,8 +171,9 @@ def measure(model: str, scan: bool, remat: str, batch: int, image_size: int, dty
     state, metrics = compiled(state, data)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - s)
-  row.update(compile_s=t3 - t2, first_step_s=t4 - t3, steps=steps,
-             load_avg_after=os.getloadavg()[0])
+  row.update(
+    compile_s=t3 - t2, first_step_s=t4 - t3, steps=steps, load_avg_after=os.getloadavg()[0]
+  )
   if times:
     row['step_s'] = statistics.median(times)
     row['step_p90_s'] = float(np.percentile(times, 90))
@@ -131,6 +183,7 @@ def measure(model: str, scan: bool, remat: str, batch: int, image_size: int, dty
 def run(ns: argparse.Namespace) -> int:
   import hrnet_jax
   from hrnet_jax.runtime import remat
+
   models = _split('--models', ns.models, hrnet_jax.list_models())
   scans = _split('--scan', ns.scan, tuple(SCAN))
   remats = _split('--remat', ns.remat, remat.LEVELS)
@@ -139,8 +192,9 @@ def run(ns: argparse.Namespace) -> int:
   for model in models:
     for r in remats:
       for scan in scans:
-        row = measure(model, SCAN[scan], r, ns.batch, ns.image_size, ns.dtype, ns.steps,
-                      ns.lower_only)
+        row = measure(
+          model, SCAN[scan], r, ns.batch, ns.image_size, ns.dtype, ns.steps, ns.lower_only
+        )
         tpu_aot.append_rows(ns.out, [row], COLUMNS)
         print(' '.join(f'{k}={_show(row.get(k))}' for k in COLUMNS[:16]), flush=True)
   return 0

@@ -24,14 +24,24 @@ from benchmarks.common import RESULT_TAG, parse_result, peak_rss_mb
 def _child(src: str, out: str) -> int:
   t0 = time.perf_counter()
   from hrnet_jax.convert.cli import main
+
   imported = time.perf_counter()
   rss_after_import = peak_rss_mb()
   rc = main([src, out, '--quiet', '--overwrite'])
   done = time.perf_counter()
-  print(RESULT_TAG + json.dumps(dict(
-      rc=rc, import_s=round(imported - t0, 3), convert_s=round(done - imported, 3),
-      rss_after_import_mb=round(rss_after_import, 1), peak_rss_mb=round(peak_rss_mb(), 1))),
-        flush=True)
+  print(
+    RESULT_TAG
+    + json.dumps(
+      dict(
+        rc=rc,
+        import_s=round(imported - t0, 3),
+        convert_s=round(done - imported, 3),
+        rss_after_import_mb=round(rss_after_import, 1),
+        peak_rss_mb=round(peak_rss_mb(), 1),
+      )
+    ),
+    flush=True,
+  )
   return rc
 
 
@@ -43,24 +53,34 @@ def measure(model: str, work_dir: str | pathlib.Path) -> dict:
   if not src.exists():
     import timm
     import torch
+
     torch.save(timm.create_model(model, pretrained=False).state_dict(), src)
   out = work / f'{model}_jax'
   shutil.rmtree(out, ignore_errors=True)
   t0 = time.perf_counter()
-  proc = subprocess.run([sys.executable, '-m', 'benchmarks.converter', '--child', str(src),
-                         str(out)], capture_output=True, text=True)
+  proc = subprocess.run(
+    [sys.executable, '-m', 'benchmarks.converter', '--child', str(src), str(out)],
+    capture_output=True,
+    text=True,
+  )
   wall = time.perf_counter() - t0
   child = parse_result(proc.stdout)
   if proc.returncode != 0 or child is None:
     raise RuntimeError(f'converter failed ({proc.returncode}):\n{proc.stderr[-3000:]}')
   size_mb = src.stat().st_size / 2**20
-  return dict(model=model, checkpoint_mb=round(size_mb, 1), wall_s=round(wall, 3),
-              import_s=child['import_s'], convert_s=child['convert_s'],
-              rss_after_import_mb=child['rss_after_import_mb'],
-              peak_rss_mb=child['peak_rss_mb'],
-              peak_rss_over_checkpoint=round(child['peak_rss_mb'] / size_mb, 2),
-              nproc=os.cpu_count(), load_avg_1m=round(os.getloadavg()[0], 2),
-              timestamp=time.strftime('%Y-%m-%dT%H:%M:%S'))
+  return dict(
+    model=model,
+    checkpoint_mb=round(size_mb, 1),
+    wall_s=round(wall, 3),
+    import_s=child['import_s'],
+    convert_s=child['convert_s'],
+    rss_after_import_mb=child['rss_after_import_mb'],
+    peak_rss_mb=child['peak_rss_mb'],
+    peak_rss_over_checkpoint=round(child['peak_rss_mb'] / size_mb, 2),
+    nproc=os.cpu_count(),
+    load_avg_1m=round(os.getloadavg()[0], 2),
+    timestamp=time.strftime('%Y-%m-%dT%H:%M:%S'),
+  )
 
 
 def main(argv=None) -> int:

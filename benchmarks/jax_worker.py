@@ -11,8 +11,16 @@ from __future__ import annotations
 import functools
 import os
 
-from benchmarks.common import (Spec, base_row, peak_rss_mb, synthetic_batch, task_columns,
-                               time_steps, versions, worker_main)
+from benchmarks.common import (
+  Spec,
+  base_row,
+  peak_rss_mb,
+  synthetic_batch,
+  task_columns,
+  time_steps,
+  versions,
+  worker_main,
+)
 
 LR, MOMENTUM, WEIGHT_DECAY = 1e-4, 0.9, 1e-4
 # 'xla': jitted as the library's command-line tools jit (hrnet_jax.runtime.compiler_options).
@@ -20,8 +28,16 @@ LR, MOMENTUM, WEIGHT_DECAY = 1e-4, 0.9, 1e-4
 # folded into the convs, inference only, hrnet_jax.fold_batchnorm), '+dot1x1' (1x1 convs as matrix
 # products, benchmarks/pointwise.py), '+dp' (the batch sharded over all devices; on a CPU host
 # each core becomes one XLA device, see run.worker_env).
-MODES = ('xla', 'xla+stockflags', 'xla+dot1x1', 'xla+foldbn', 'xla+foldbn+stockflags',
-         'xla+foldbn+dot1x1', 'xla+dp', 'xla+foldbn+dp')
+MODES = (
+  'xla',
+  'xla+stockflags',
+  'xla+dot1x1',
+  'xla+foldbn',
+  'xla+foldbn+stockflags',
+  'xla+foldbn+dot1x1',
+  'xla+dp',
+  'xla+foldbn+dp',
+)
 # Experiments that change the process (flags, devices), not the model's arithmetic.
 _RUNTIME_ONLY = ('+dp', '+stockflags')
 
@@ -36,13 +52,14 @@ def numerics_mode(mode: str) -> str:
 def jit_options(spec: Spec) -> dict[str, str]:
   """The ``compiler_options`` of ``spec``'s jitted step."""
   from hrnet_jax import runtime
+
   return {} if '+stockflags' in spec.mode else runtime.compiler_options(spec.task)
 
 
 def apply_mode(model, mode: str) -> None:
   """Applies the experiments named in ``mode`` to ``model`` in place (eval mode for foldbn)."""
-  from hrnet_jax import fold_batchnorm
   from benchmarks.pointwise import use_dot_for_pointwise
+  from hrnet_jax import fold_batchnorm
 
   if mode not in MODES:
     raise ValueError(f'JAX mode must be one of {MODES}, got {mode!r}')
@@ -68,7 +85,6 @@ def build_step(spec: Spec):
   import jax.numpy as jnp
   import optax
   from flax import nnx
-
   from jax.sharding import NamedSharding, PartitionSpec
 
   import hrnet_jax
@@ -106,8 +122,9 @@ def build_step(spec: Spec):
   apply_mode(model, spec.mode)
   model.train()
   graphdef, params, stats = nnx.split(model, nnx.Param, ...)
-  tx = optax.chain(optax.add_decayed_weights(WEIGHT_DECAY),
-                   optax.sgd(LR, momentum=MOMENTUM, nesterov=True))
+  tx = optax.chain(
+    optax.add_decayed_weights(WEIGHT_DECAY), optax.sgd(LR, momentum=MOMENTUM, nesterov=True)
+  )
   opt_state = tx.init(params)
   params, stats, opt_state = place_state((params, stats, opt_state))
 
@@ -147,12 +164,18 @@ def run(spec: Spec) -> dict:
   peak, kind = _peak_mem_mb(device)
   row = base_row(spec)
   row.update(task_columns(spec, timing, peak))
-  row.update(layout='NHWC', compiled=True, device_name=device.device_kind,
-             param_count=round(param_count / 1e6, 3), peak_mem_kind=kind,
-             num_threads=os.cpu_count(),
-             versions=versions('jax', 'jaxlib', 'flax', 'optax'),
-             note=' '.join([os.environ.get('XLA_FLAGS', '')]
-                           + [f'{k}={v}' for k, v in jit_options(spec).items()]).strip())
+  row.update(
+    layout='NHWC',
+    compiled=True,
+    device_name=device.device_kind,
+    param_count=round(param_count / 1e6, 3),
+    peak_mem_kind=kind,
+    num_threads=os.cpu_count(),
+    versions=versions('jax', 'jaxlib', 'flax', 'optax'),
+    note=' '.join(
+      [os.environ.get('XLA_FLAGS', '')] + [f'{k}={v}' for k, v in jit_options(spec).items()]
+    ).strip(),
+  )
   return row
 
 

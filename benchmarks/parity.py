@@ -28,20 +28,26 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / 'tests' 
 from oracles import inputs, timm_model, tolerance, torch_forward  # noqa: E402
 
 
-def gate(model_name: str, work_dir: str | pathlib.Path, *, batch: int = 2, img_size: int = 224,
-         seed: int = 0) -> dict:
+def gate(
+  model_name: str,
+  work_dir: str | pathlib.Path,
+  *,
+  batch: int = 2,
+  img_size: int = 224,
+  seed: int = 0,
+) -> dict:
   """Writes the shared weights and returns the comparison: ``max_abs_diff[MODE]``,
   ``passed[MODE]`` per JAX mode, ``tolerance``; ``passed`` is the library's ('xla')."""
   import jax
+
   jax.config.update('jax_default_matmul_precision', 'highest')
   import jax.numpy as jnp
   import torch
-
   from flax import nnx
 
   import hrnet_jax
-  from hrnet_jax import runtime
   from benchmarks.jax_worker import MODES, apply_mode, numerics_mode
+  from hrnet_jax import runtime
   from hrnet_jax.convert import convert_checkpoint
 
   out = pathlib.Path(work_dir) / model_name
@@ -55,17 +61,24 @@ def gate(model_name: str, work_dir: str | pathlib.Path, *, batch: int = 2, img_s
   x = inputs(batch, img_size, img_size, seed)
   ref = torch_forward(reference, x)
   tol = tolerance(ref)
-  result = dict(model=model_name, batch=batch, img_size=img_size,
-                max_abs_logit=float(np.abs(ref).max()), tolerance=tol,
-                convert_s=round(convert_s, 2), timm_weights=str(out / 'timm.pth'),
-                jax_weights=str(out / 'jax'))
+  result = dict(
+    model=model_name,
+    batch=batch,
+    img_size=img_size,
+    max_abs_logit=float(np.abs(ref).max()),
+    tolerance=tol,
+    convert_s=round(convert_s, 2),
+    timm_weights=str(out / 'timm.pth'),
+    jax_weights=str(out / 'jax'),
+  )
   for mode in dict.fromkeys(map(numerics_mode, MODES)):  # the library ('xla'), each experiment
     model = hrnet_jax.load_pretrained(out / 'jax')
     apply_mode(model, mode)
     # Jitted as the 'xla' rows are timed: with the library's compiler options.
     graphdef, state = nnx.split(model)
-    forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x),
-                      compiler_options=runtime.compiler_options('infer'))
+    forward = jax.jit(
+      lambda s, x: nnx.merge(graphdef, s)(x), compiler_options=runtime.compiler_options('infer')
+    )
     logits = np.asarray(forward(state, jnp.asarray(x)))
     diff = float(np.abs(logits - ref).max())
     result[f'max_abs_diff[{mode}]'] = diff

@@ -14,13 +14,28 @@ import jax
 from flax import nnx
 
 
-def pointwise_conv(inputs, kernel, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                   dimension_numbers=None, feature_group_count=1, precision=None,
-                   preferred_element_type=None, **_):
+def pointwise_conv(
+  inputs,
+  kernel,
+  window_strides,
+  padding,
+  lhs_dilation=None,
+  rhs_dilation=None,
+  dimension_numbers=None,
+  feature_group_count=1,
+  precision=None,
+  preferred_element_type=None,
+  **_,
+):
   """Drop-in for ``lax.conv_general_dilated`` on NHWC input and an HWIO ``[1, 1, I, O]``
   kernel with unit strides, no padding and no grouping (what ``use_dot_for_pointwise`` picks)."""
-  return jax.lax.dot_general(inputs, kernel[0, 0], (((inputs.ndim - 1,), (0,)), ((), ())),
-                             precision=precision, preferred_element_type=preferred_element_type)
+  return jax.lax.dot_general(
+    inputs,
+    kernel[0, 0],
+    (((inputs.ndim - 1,), (0,)), ((), ())),
+    precision=precision,
+    preferred_element_type=preferred_element_type,
+  )
 
 
 def use_dot_for_pointwise(model: nnx.Module) -> int:
@@ -31,9 +46,12 @@ def use_dot_for_pointwise(model: nnx.Module) -> int:
     if not isinstance(module, nnx.Conv):
       continue
     strides = module.strides if isinstance(module.strides, (tuple, list)) else (module.strides,)
-    if (tuple(module.kernel_size) == (1, 1) and all(s in (None, 1) for s in strides)
-        and module.feature_group_count == 1
-        and all(tuple(p) == (0, 0) for p in module.padding)):
+    if (
+      tuple(module.kernel_size) == (1, 1)
+      and all(s in (None, 1) for s in strides)
+      and module.feature_group_count == 1
+      and all(tuple(p) == (0, 0) for p in module.padding)
+    ):
       module.conv_general_dilated = pointwise_conv
       count += 1
   return count

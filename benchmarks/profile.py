@@ -22,8 +22,14 @@ import time
 
 from benchmarks.common import Spec, synthetic_batch, worker_main
 
-CATEGORIES = ('convolution', 'reduction (BN statistics, pooling)', 'layout (transpose, copy)',
-              'elementwise (BN apply, ReLU, add, upsample)', 'optimizer', 'other')
+CATEGORIES = (
+  'convolution',
+  'reduction (BN statistics, pooling)',
+  'layout (transpose, copy)',
+  'elementwise (BN apply, ReLU, add, upsample)',
+  'optimizer',
+  'other',
+)
 
 
 def _hlo_categories(hlo_text: str) -> dict[str, str]:
@@ -66,6 +72,7 @@ def _jax_profile(spec: Spec) -> tuple[dict, float]:
   from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
   from benchmarks import jax_worker
+
   step, compiled_text, _, _ = jax_worker.build_step(spec)
   for _ in range(1 + spec.warmup):
     jax.block_until_ready(step())
@@ -113,6 +120,7 @@ def _torch_profile(spec: Spec) -> tuple[dict, float]:
   from torch.profiler import ProfilerActivity, profile
 
   from benchmarks import torch_worker
+
   step, sync, _ = torch_worker.build_step(spec)
   for _ in range(1 + spec.warmup):
     sync(step())
@@ -132,13 +140,24 @@ def _torch_profile(spec: Spec) -> tuple[dict, float]:
 def run(spec: Spec) -> dict:
   totals, wall_ms = (_jax_profile if spec.framework == 'jax' else _torch_profile)(spec)
   op_ms = sum(totals.values())
-  rows = {c: dict(ms_per_step=round(totals.get(c, 0.0) / spec.steps, 2),
-                  share=round(totals.get(c, 0.0) / op_ms, 3) if op_ms else 0.0)
-          for c in CATEGORIES}
-  return dict(model=spec.model, framework=spec.framework, mode=spec.mode, task=spec.task,
-              batch=spec.batch, wall_ms_per_step=round(wall_ms, 1),
-              op_ms_per_step=round(op_ms / spec.steps, 1), categories=rows,
-              load_avg_1m=round(os.getloadavg()[0], 2))
+  rows = {
+    c: dict(
+      ms_per_step=round(totals.get(c, 0.0) / spec.steps, 2),
+      share=round(totals.get(c, 0.0) / op_ms, 3) if op_ms else 0.0,
+    )
+    for c in CATEGORIES
+  }
+  return dict(
+    model=spec.model,
+    framework=spec.framework,
+    mode=spec.mode,
+    task=spec.task,
+    batch=spec.batch,
+    wall_ms_per_step=round(wall_ms, 1),
+    op_ms_per_step=round(op_ms / spec.steps, 1),
+    categories=rows,
+    load_avg_1m=round(os.getloadavg()[0], 2),
+  )
 
 
 if __name__ == '__main__':

@@ -64,11 +64,13 @@ def _speed(row, task) -> float | None:
 
 
 def speed_table(rows: list[dict]) -> list[str]:
-  out = ['| model | batch | framework | mode | layout | infer img/s | infer ms/step (p90) | '
-         'train img/s | train ms/step (p90) | first call s (infer / train) | '
-         'peak mem MiB (infer / train) | timed steps x repeats (infer / train) '
-         '| vs timm eager (infer / train) | note |',
-         '|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|']
+  out = [
+    '| model | batch | framework | mode | layout | infer img/s | infer ms/step (p90) | '
+    'train img/s | train ms/step (p90) | first call s (infer / train) | '
+    'peak mem MiB (infer / train) | timed steps x repeats (infer / train) '
+    '| vs timm eager (infer / train) | note |',
+    '|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+  ]
   for r in rows:
     base = _find(rows, r['model'], _batch(r), 'timm', 'eager')
     ratios = []
@@ -77,19 +79,25 @@ def speed_table(rows: list[dict]) -> list[str]:
       ratios.append(f'{mine / ref:.2f}x' if mine and ref else '–')
     notes = [r.get('note', '')] if r.get('note') and 'failed' in r.get('note', '') else []
     if _busy(r):
-      notes.append('measured under load (other processes: '
-                   f"{_pair(r.get('infer_foreign_cpu_pct'), r.get('train_foreign_cpu_pct'), 0)}"
-                   ' % CPU)')
-    ms = lambda t: (f"{_fmt(r.get(f'{t}_step_time'))} ({_fmt(r.get(f'{t}_step_time_p90'))})"
-                    if r.get(f'{t}_step_time') else '')
+      notes.append(
+        'measured under load (other processes: '
+        f'{_pair(r.get("infer_foreign_cpu_pct"), r.get("train_foreign_cpu_pct"), 0)}'
+        ' % CPU)'
+      )
+    ms = lambda t: (
+      f'{_fmt(r.get(f"{t}_step_time"))} ({_fmt(r.get(f"{t}_step_time_p90"))})'
+      if r.get(f'{t}_step_time')
+      else ''
+    )
     out.append(
-        f"| {r['model']} | {_batch(r)} | {r['framework']} | {r['mode']} | {r.get('layout', '')} "
-        f"| {_fmt(r.get('infer_samples_per_sec'))} | {ms('infer')} "
-        f"| {_fmt(r.get('train_samples_per_sec'))} | {ms('train')} "
-        f"| {_pair(r.get('infer_compile_s'), r.get('train_compile_s'))} "
-        f"| {_pair(r.get('infer_peak_mem_mb'), r.get('train_peak_mem_mb'), 0)} "
-        f"| {' / '.join(_protocol(r, t) for t in ('infer', 'train'))} "
-        f"| {' / '.join(ratios)} | {'; '.join(notes)} |")
+      f'| {r["model"]} | {_batch(r)} | {r["framework"]} | {r["mode"]} | {r.get("layout", "")} '
+      f'| {_fmt(r.get("infer_samples_per_sec"))} | {ms("infer")} '
+      f'| {_fmt(r.get("train_samples_per_sec"))} | {ms("train")} '
+      f'| {_pair(r.get("infer_compile_s"), r.get("train_compile_s"))} '
+      f'| {_pair(r.get("infer_peak_mem_mb"), r.get("train_peak_mem_mb"), 0)} '
+      f'| {" / ".join(_protocol(r, t) for t in ("infer", "train"))} '
+      f'| {" / ".join(ratios)} | {"; ".join(notes)} |'
+    )
   return out
 
 
@@ -101,23 +109,30 @@ def export_table(rows: list[dict]) -> list[str]:
     if r['framework'] != 'export' or not r.get('export_s') or key in seen:
       continue
     seen.add(key)
-    out.append(f"| {r['model']} | {r['mode']} | {_fmt(r['export_s'])} | "
-               f"{_fmt(r.get('artifact_mb'))} | {r.get('note', '')} |")
+    out.append(
+      f'| {r["model"]} | {r["mode"]} | {_fmt(r["export_s"])} | '
+      f'{_fmt(r.get("artifact_mb"))} | {r.get("note", "")} |'
+    )
   if out:
-    out = ['| model | format | export s | artifact MiB | verification |',
-           '|---|---|---:|---:|---|'] + out
+    out = [
+      '| model | format | export s | artifact MiB | verification |',
+      '|---|---|---:|---:|---|',
+    ] + out
   return out
 
 
 def _protocol(row: dict, task: str) -> str:
   if not row.get(f'{task}_steps'):
     return '–'
-  return f"{row[f'{task}_steps']}x{row[f'{task}_repeats']}"
+  return f'{row[f"{task}_steps"]}x{row[f"{task}_repeats"]}'
 
 
 def _best_jax(rows, model, batch, task):
-  cands = [(r, _speed(r, task)) for r in rows if r['model'] == model and _batch(r) == batch
-           and r['framework'] == 'jax' and _speed(r, task)]
+  cands = [
+    (r, _speed(r, task))
+    for r in rows
+    if r['model'] == model and _batch(r) == batch and r['framework'] == 'jax' and _speed(r, task)
+  ]
   return max(cands, key=lambda c: c[1]) if cands else (None, None)
 
 
@@ -133,18 +148,27 @@ def target_rows(rows: list[dict], gpu: bool) -> list[str]:
         if not mine or not ref:
           continue
         ratio = mine / ref
-        out.append(f"| {'GPU' if gpu else 'CPU'} {rows[0]['dtype']} b{batch} {task} {model} "
-                   f"| jax {row['mode']} {mine:,.1f} img/s vs timm {ref_mode} {ref:,.1f} "
-                   f"| {ratio:.2f}x | >= {goal}x | {'met' if ratio >= goal else 'missed'} |")
+        out.append(
+          f'| {"GPU" if gpu else "CPU"} {rows[0]["dtype"]} b{batch} {task} {model} '
+          f'| jax {row["mode"]} {mine:,.1f} img/s vs timm {ref_mode} {ref:,.1f} '
+          f'| {ratio:.2f}x | >= {goal}x | {"met" if ratio >= goal else "missed"} |'
+        )
   if gpu:
     for task, goal in H100_W18:
-      best = [(_speed(r, task), r) for r in rows if r['model'] == 'hrnet_w18'
-              and r['framework'] == 'jax' and 'H100' in r.get('device_name', '')
-              and _speed(r, task)]
+      best = [
+        (_speed(r, task), r)
+        for r in rows
+        if r['model'] == 'hrnet_w18'
+        and r['framework'] == 'jax'
+        and 'H100' in r.get('device_name', '')
+        and _speed(r, task)
+      ]
       if best:
         v, r = max(best, key=lambda b: b[0])
-        out.append(f'| H100 W18 {task} (absolute) | jax {r["mode"]} b{_batch(r)} {v:,.0f} img/s '
-                   f'| – | >= {goal:,.0f} img/s | {"met" if v >= goal else "missed"} |')
+        out.append(
+          f'| H100 W18 {task} (absolute) | jax {r["mode"]} b{_batch(r)} {v:,.0f} img/s '
+          f'| – | >= {goal:,.0f} img/s | {"met" if v >= goal else "missed"} |'
+        )
   return out
 
 
@@ -152,34 +176,48 @@ def converter_rows(records: list[dict]) -> list[str]:
   out = []
   for c in records:
     wall, ratio = float(c['wall_s']), float(c['peak_rss_over_checkpoint'])
-    out.append(f"| converter {c['model']} time | {wall:.1f} s (imports {float(c['import_s']):.1f}"
-               f" s, conversion {float(c['convert_s']):.1f} s) | – | <= 10 s | "
-               f"{'met' if wall <= 10 else 'missed'} |")
-    out.append(f"| converter {c['model']} peak RSS | {float(c['peak_rss_mb']):,.0f} MiB for a "
-               f"{float(c['checkpoint_mb']):,.0f} MiB checkpoint (after imports: "
-               f"{float(c['rss_after_import_mb']):,.0f} MiB) | {ratio:.2f}x | <= 3x | "
-               f"{'met' if ratio <= 3 else 'missed'} |")
+    out.append(
+      f'| converter {c["model"]} time | {wall:.1f} s (imports {float(c["import_s"]):.1f}'
+      f' s, conversion {float(c["convert_s"]):.1f} s) | – | <= 10 s | '
+      f'{"met" if wall <= 10 else "missed"} |'
+    )
+    out.append(
+      f'| converter {c["model"]} peak RSS | {float(c["peak_rss_mb"]):,.0f} MiB for a '
+      f'{float(c["checkpoint_mb"]):,.0f} MiB checkpoint (after imports: '
+      f'{float(c["rss_after_import_mb"]):,.0f} MiB) | {ratio:.2f}x | <= 3x | '
+      f'{"met" if ratio <= 3 else "missed"} |'
+    )
   return out
 
 
 def parity_table(records: list[dict]) -> list[str]:
-  modes = [k[len('max_abs_diff['):-1] for k in records[0] if k.startswith('max_abs_diff[')]
-  out = ['| model | input | max abs logit | tolerance | '
-         + ' | '.join(f'max abs diff, {m}' for m in modes) + ' | top-1 agrees | gate |',
-         '|---|---|---:|---:|' + '---:|' * len(modes) + '---|---|']
+  modes = [k[len('max_abs_diff[') : -1] for k in records[0] if k.startswith('max_abs_diff[')]
+  out = [
+    '| model | input | max abs logit | tolerance | '
+    + ' | '.join(f'max abs diff, {m}' for m in modes)
+    + ' | top-1 agrees | gate |',
+    '|---|---|---:|---:|' + '---:|' * len(modes) + '---|---|',
+  ]
   for g in records:
-    diffs = ' | '.join(f"{float(g[f'max_abs_diff[{m}]']):.3g}"
-                       + ('' if g[f'passed[{m}]'] == 'True' else ' (over)') for m in modes)
-    out.append(f"| {g['model']} | {g['batch']}x{g['img_size']}x{g['img_size']} "
-               f"| {float(g['max_abs_logit']):.3g} | {float(g['tolerance']):.3g} | {diffs} "
-               f"| {g['top1_agree']} | {'pass' if g['passed'] == 'True' else 'FAIL'} |")
+    diffs = ' | '.join(
+      f'{float(g[f"max_abs_diff[{m}]"]):.3g}' + ('' if g[f'passed[{m}]'] == 'True' else ' (over)')
+      for m in modes
+    )
+    out.append(
+      f'| {g["model"]} | {g["batch"]}x{g["img_size"]}x{g["img_size"]} '
+      f'| {float(g["max_abs_logit"]):.3g} | {float(g["tolerance"]):.3g} | {diffs} '
+      f'| {g["top1_agree"]} | {"pass" if g["passed"] == "True" else "FAIL"} |'
+    )
   return out
 
 
 def render(results_dir: pathlib.Path) -> str:
   lines = []
-  speed = sorted(p for p in results_dir.glob('*.csv') if p.stem.startswith(('cpu_', 'gpu_'))
-                 and not p.stem.endswith(('_parity', '_converter')))
+  speed = sorted(
+    p
+    for p in results_dir.glob('*.csv')
+    if p.stem.startswith(('cpu_', 'gpu_')) and not p.stem.endswith(('_parity', '_converter'))
+  )
   targets = []
   for path in speed:
     rows = read_csv(path)
@@ -187,18 +225,26 @@ def render(results_dir: pathlib.Path) -> str:
       continue
     gpu = rows[0]['device'] == 'gpu'
     r0 = rows[0]
-    lines += [f"### {'GPU' if gpu else 'CPU'} {r0['dtype']} (`{path.name}`)", '',
-              f"Device: {r0['device_name']}; {r0['nproc']} CPU cores ({r0['cpu_model']}); input "
-              f"{r0.get('infer_img_size') or r0.get('train_img_size')} px; commit "
-              f"{r0['git_commit']}, {r0['timestamp'][:10]}. Step times are the median over "
-              'repeats of the mean step time (p90 over all timed steps).', '',
-              'Versions: ' + '; '.join(dict.fromkeys(
-                  f"`{r['versions']}`" for r in rows if r.get('versions'))), '']
+    lines += [
+      f'### {"GPU" if gpu else "CPU"} {r0["dtype"]} (`{path.name}`)',
+      '',
+      f'Device: {r0["device_name"]}; {r0["nproc"]} CPU cores ({r0["cpu_model"]}); input '
+      f'{r0.get("infer_img_size") or r0.get("train_img_size")} px; commit '
+      f'{r0["git_commit"]}, {r0["timestamp"][:10]}. Step times are the median over '
+      'repeats of the mean step time (p90 over all timed steps).',
+      '',
+      'Versions: '
+      + '; '.join(dict.fromkeys(f'`{r["versions"]}`' for r in rows if r.get('versions'))),
+      '',
+    ]
     lines += speed_table(rows) + ['']
     exports = export_table(rows)
     if exports:
-      lines += ['Exported artifacts (framework `export`; timm-onnx: timm\'s own '
-                '`torch.onnx.export`):', ''] + exports + ['']
+      lines += (
+        ["Exported artifacts (framework `export`; timm-onnx: timm's own `torch.onnx.export`):", '']
+        + exports
+        + ['']
+      )
     if path.stem.count('_') == 1:  # the preset's matrix; a part (e.g. _export) sets no target
       targets += target_rows(rows, gpu)
     conv = path.with_name(path.stem + '_converter.csv')
@@ -206,16 +252,30 @@ def render(results_dir: pathlib.Path) -> str:
       targets += converter_rows(read_csv(conv))
     parity = path.with_name(path.stem + '_parity.csv')
     if parity.exists():
-      lines += [f'Parity gate (run before the timings above, float32, full matmul precision; '
-                f'tolerance 1e-5 x max(max abs logit, 10)):', ''] + parity_table(
-                    read_csv(parity)) + ['']
+      lines += (
+        [
+          f'Parity gate (run before the timings above, float32, full matmul precision; '
+          f'tolerance 1e-5 x max(max abs logit, 10)):',
+          '',
+        ]
+        + parity_table(read_csv(parity))
+        + ['']
+      )
   if not any(read_csv(p) and read_csv(p)[0]['device'] == 'gpu' for p in speed):
-    lines += ['### GPU bf16', '',
-              'Not measured yet: no GPU was available to the session that produced these '
-              'tables. Run `python -m benchmarks.run --preset gpu` on a CUDA machine to add '
-              '`benchmarks/results/gpu_bf16.csv` and these rows.', '']
-  head = ['### Targets (ratios within one run)', '',
-          '| target | measured | ratio | goal | status |', '|---|---|---:|---|---|']
+    lines += [
+      '### GPU bf16',
+      '',
+      'Not measured yet: no GPU was available to the session that produced these '
+      'tables. Run `python -m benchmarks.run --preset gpu` on a CUDA machine to add '
+      '`benchmarks/results/gpu_bf16.csv` and these rows.',
+      '',
+    ]
+  head = [
+    '### Targets (ratios within one run)',
+    '',
+    '| target | measured | ratio | goal | status |',
+    '|---|---|---:|---|---|',
+  ]
   return '\n'.join(head + targets + [''] + lines).rstrip() + '\n'
 
 

@@ -12,8 +12,17 @@ from __future__ import annotations
 import contextlib
 import os
 
-from benchmarks.common import (Spec, base_row, cpu_model, peak_rss_mb, synthetic_batch,
-                               task_columns, time_steps, versions, worker_main)
+from benchmarks.common import (
+  Spec,
+  base_row,
+  cpu_model,
+  peak_rss_mb,
+  synthetic_batch,
+  task_columns,
+  time_steps,
+  versions,
+  worker_main,
+)
 
 LR, MOMENTUM, WEIGHT_DECAY = 1e-4, 0.9, 1e-4
 MODES = ('eager', 'channels_last', 'compile')
@@ -22,8 +31,8 @@ MODES = ('eager', 'channels_last', 'compile')
 def build_step(spec: Spec):
   """The step of ``spec`` on its input: ``(step, sync, param_count)``; ``sync(step())`` waits
   for the device."""
-  import torch
   import timm
+  import torch
 
   if spec.mode not in MODES:
     raise ValueError(f'timm mode must be one of {MODES}, got {spec.mode!r}')
@@ -45,8 +54,11 @@ def build_step(spec: Spec):
     model = model.to(memory_format=torch.channels_last)
     x = x.contiguous(memory_format=torch.channels_last)
   fwd = torch.compile(model) if spec.mode == 'compile' else model
-  amp = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if spec.dtype == 'bf16'
-         else contextlib.nullcontext)
+  amp = (
+    (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+    if spec.dtype == 'bf16'
+    else contextlib.nullcontext
+  )
   sync = (lambda _: torch.cuda.synchronize()) if cuda else (lambda _: None)
 
   if spec.task == 'infer':
@@ -57,8 +69,9 @@ def build_step(spec: Spec):
         return fwd(x)
   else:
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, nesterov=True,
-                          weight_decay=WEIGHT_DECAY)
+    opt = torch.optim.SGD(
+      model.parameters(), lr=LR, momentum=MOMENTUM, nesterov=True, weight_decay=WEIGHT_DECAY
+    )
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def step():
@@ -84,10 +97,16 @@ def run(spec: Spec) -> dict:
   channels_last = spec.mode in ('channels_last', 'compile')
   row = base_row(spec)
   row.update(task_columns(spec, timing, peak))
-  row.update(layout='NHWC' if channels_last else 'NCHW', compiled=spec.mode == 'compile',
-             device_name=torch.cuda.get_device_name() if cuda else cpu_model(),
-             param_count=round(param_count / 1e6, 3), peak_mem_kind='device' if cuda else 'rss',
-             num_threads=torch.get_num_threads(), versions=versions('torch', 'timm'), note='')
+  row.update(
+    layout='NHWC' if channels_last else 'NCHW',
+    compiled=spec.mode == 'compile',
+    device_name=torch.cuda.get_device_name() if cuda else cpu_model(),
+    param_count=round(param_count / 1e6, 3),
+    peak_mem_kind='device' if cuda else 'rss',
+    num_threads=torch.get_num_threads(),
+    versions=versions('torch', 'timm'),
+    note='',
+  )
   return row
 
 

@@ -35,7 +35,7 @@ from hrnet_jax.cli.policy import run_cli
 from hrnet_jax.errors import BadInputError, EnvironmentFailure
 
 PROG = 'python -m benchmarks.tpu_aot'
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,20 +51,55 @@ class Chip:
 
 
 CHIPS = {
-    'v5e': Chip('TPU v5e', 16, 197, 819, 'https://cloud.google.com/tpu/docs/v5e'),
-    'v5p': Chip('TPU v5p', 95, 459, 2765, 'https://cloud.google.com/tpu/docs/v5p'),
-    'v6e': Chip('TPU v6e', 32, 918, 1640, 'https://cloud.google.com/tpu/docs/v6e'),
-    'h100': Chip('NVIDIA H100 SXM', 80, 989, 3350,
-                 'https://www.nvidia.com/en-us/data-center/h100/ (datasheet, SXM)', 'cuda'),
+  'v5e': Chip('TPU v5e', 16, 197, 819, 'https://cloud.google.com/tpu/docs/v5e'),
+  'v5p': Chip('TPU v5p', 95, 459, 2765, 'https://cloud.google.com/tpu/docs/v5p'),
+  'v6e': Chip('TPU v6e', 32, 918, 1640, 'https://cloud.google.com/tpu/docs/v6e'),
+  'h100': Chip(
+    'NVIDIA H100 SXM',
+    80,
+    989,
+    3350,
+    'https://www.nvidia.com/en-us/data-center/h100/ (datasheet, SXM)',
+    'cuda',
+  ),
 }
 MEGACORE = {'v4', 'v3', 'v2'}  # two TensorCores per chip exposed as separate or fused devices
 
 COLUMNS = [
-    'model', 'task', 'topology', 'chip', 'chips', 'mesh', 'batch_per_chip', 'global_batch',
-    'image_size', 'dtype', 'remat', 'scan', 'status', 'fits', 'lower_s', 'compile_s',
-    'argument_gib', 'output_gib', 'alias_gib', 'temp_gib', 'total_gib', 'hbm_gib',
-    'flops_per_chip', 'bytes_per_chip', 'gflop_per_image', 'est_step_ms', 'est_img_s_per_chip',
-    'est_bound', 'flops_source', 'error', 'load_avg_1m', 'versions', 'git_commit', 'timestamp',
+  'model',
+  'task',
+  'topology',
+  'chip',
+  'chips',
+  'mesh',
+  'batch_per_chip',
+  'global_batch',
+  'image_size',
+  'dtype',
+  'remat',
+  'scan',
+  'status',
+  'fits',
+  'lower_s',
+  'compile_s',
+  'argument_gib',
+  'output_gib',
+  'alias_gib',
+  'temp_gib',
+  'total_gib',
+  'hbm_gib',
+  'flops_per_chip',
+  'bytes_per_chip',
+  'gflop_per_image',
+  'est_step_ms',
+  'est_img_s_per_chip',
+  'est_bound',
+  'flops_source',
+  'error',
+  'load_avg_1m',
+  'versions',
+  'git_commit',
+  'timestamp',
 ]
 
 
@@ -92,12 +127,16 @@ def parse_topology(name: str) -> tuple[str, Chip]:
   """``'v5e:2x2'`` -> ``('v5e', CHIPS['v5e'])``; ``'h100'`` for the CUDA target."""
   gen = name.split(':')[0].lower()
   if gen in MEGACORE:
-    raise BadInputError(f'--topology={name!r}: {gen} is a megacore generation (two TensorCores '
-                        'per chip, which jax.make_mesh cannot lay out as one device per chip); '
-                        'use v5e, v5p or v6e')
+    raise BadInputError(
+      f'--topology={name!r}: {gen} is a megacore generation (two TensorCores '
+      'per chip, which jax.make_mesh cannot lay out as one device per chip); '
+      'use v5e, v5p or v6e'
+    )
   if gen not in CHIPS:
-    raise BadInputError(f'--topology={name!r}: unknown generation {gen!r}; valid: '
-                        f'{", ".join(k + ":AxB" if k != "h100" else k for k in CHIPS)}')
+    raise BadInputError(
+      f'--topology={name!r}: unknown generation {gen!r}; valid: '
+      f'{", ".join(k + ":AxB" if k != "h100" else k for k in CHIPS)}'
+    )
   if gen != 'h100' and ':' not in name:
     raise BadInputError(f'--topology={name!r}: give the slice shape, e.g. {gen}:2x2')
   return gen, CHIPS[gen]
@@ -105,23 +144,33 @@ def parse_topology(name: str) -> tuple[str, Chip]:
 
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0])
-  p.add_argument('--topology', required=True,
-                 help="TPU slice, e.g. v5e:1x1, v5e:2x2, v5e:4x4, v5p:2x2x1, v6e:2x2; or 'h100'")
+  p.add_argument(
+    '--topology',
+    required=True,
+    help="TPU slice, e.g. v5e:1x1, v5e:2x2, v5e:4x4, v5p:2x2x1, v6e:2x2; or 'h100'",
+  )
   p.add_argument('--models', default='hrnet_w18_small', help='comma-separated variant names')
   p.add_argument('--batch-per-chip', default='128', help='comma-separated batch sizes per chip')
-  p.add_argument('--search', default=None, metavar='LO:HI',
-                 help='instead: binary-search the largest batch per chip in [LO, HI] (multiples '
-                      'of --search-step) whose train step fits the chip HBM')
+  p.add_argument(
+    '--search',
+    default=None,
+    metavar='LO:HI',
+    help='instead: binary-search the largest batch per chip in [LO, HI] (multiples '
+    'of --search-step) whose train step fits the chip HBM',
+  )
   p.add_argument('--search-step', type=int, default=8)
   p.add_argument('--tasks', default='train,eval', help='train and/or eval')
   p.add_argument('--dtype', default='bfloat16', choices=('bfloat16', 'float32'))
   p.add_argument('--image-size', type=int, default=224)
   p.add_argument('--fsdp', type=int, default=1, help="size of the mesh's fsdp axis")
   p.add_argument('--remat', default='none', help='comma-separated: none, block, module')
-  p.add_argument('--scan', default='off', help="comma-separated: off, on (HRNetConfig.scan)")
+  p.add_argument('--scan', default='off', help='comma-separated: off, on (HRNetConfig.scan)')
   p.add_argument('--out', default='benchmarks/results/tpu_aot.csv')
-  p.add_argument('--markdown', default='docs/benchmarks.md',
-                 help="page whose tpu_aot section is re-rendered from --out ('' to skip)")
+  p.add_argument(
+    '--markdown',
+    default='docs/benchmarks.md',
+    help="page whose tpu_aot section is re-rendered from --out ('' to skip)",
+  )
   p.add_argument('--verbose', action='store_true', help='tracebacks for errors')
   return p
 
@@ -149,12 +198,15 @@ def check_args(ns: argparse.Namespace) -> Args:
   """Validates everything that needs no device; ``BadInputError`` naming the flag."""
   import hrnet_jax
   from hrnet_jax.runtime import remat
+
   gen, chip = parse_topology(ns.topology)
   models = [m.strip() for m in ns.models.split(',') if m.strip()]
   unknown = [m for m in models if m not in hrnet_jax.list_models()]
   if not models or unknown:
-    raise BadInputError(f'--models: unknown {", ".join(unknown) or "(none given)"}; valid: '
-                        f'{", ".join(hrnet_jax.list_models())}')
+    raise BadInputError(
+      f'--models: unknown {", ".join(unknown) or "(none given)"}; valid: '
+      f'{", ".join(hrnet_jax.list_models())}'
+    )
   tasks = [t.strip() for t in ns.tasks.split(',') if t.strip()]
   if not tasks or set(tasks) - {'train', 'eval'}:
     raise BadInputError(f'--tasks={ns.tasks!r}: valid: train, eval')
@@ -170,9 +222,23 @@ def check_args(ns: argparse.Namespace) -> Args:
     raise BadInputError(f'--fsdp={ns.fsdp}: must be >= 1')
   if ns.search_step < 1:
     raise BadInputError(f'--search-step={ns.search_step}: must be >= 1')
-  return Args(ns.topology, gen, chip, models, parse_ints('--batch-per-chip', ns.batch_per_chip),
-              parse_search(ns.search) if ns.search else None, ns.search_step, tasks, ns.dtype,
-              ns.image_size, ns.fsdp, remats, ns.out, ns.markdown, scans)
+  return Args(
+    ns.topology,
+    gen,
+    chip,
+    models,
+    parse_ints('--batch-per-chip', ns.batch_per_chip),
+    parse_search(ns.search) if ns.search else None,
+    ns.search_step,
+    tasks,
+    ns.dtype,
+    ns.image_size,
+    ns.fsdp,
+    remats,
+    ns.out,
+    ns.markdown,
+    scans,
+  )
 
 
 # An H100 SXM as XLA's GPU compiler sees it: the GpuTargetConfig text proto of XLA's
@@ -221,20 +287,26 @@ def host_bounds(topology: str) -> dict:
 def devices(args: Args) -> list:
   """Compile-only devices of the target; ``EnvironmentFailure`` if its plugin is missing."""
   from jax.experimental import topologies
+
   try:
     if args.gen == 'h100':
       os.environ.setdefault('JAX_SKIP_CUDA_CONSTRAINTS_CHECK', '1')
-      topo = topologies.get_topology_desc(platform='cuda', topology_name='h100',
-                                          target_config=H100_TARGET_CONFIG, topology='1x1x1')
+      topo = topologies.get_topology_desc(
+        platform='cuda', topology_name='h100', target_config=H100_TARGET_CONFIG, topology='1x1x1'
+      )
     else:
       # A second process with libtpu loaded (e.g. a notebook next to this tool) is allowed.
       os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
       topo = topologies.get_topology_desc(args.topology, 'tpu', **host_bounds(args.topology))
   except Exception as e:  # noqa: BLE001 - plugins raise RuntimeError/XlaRuntimeError/ValueError
-    extra = ('pip install "hrnet-jax[tpu-aot]" (libtpu)' if args.gen != 'h100' else
-             'pip install jax-cuda12-plugin==<jax version> jax-cuda12-pjrt==<jax version>')
-    raise EnvironmentFailure(f'--topology={args.topology}: no compile-only devices ({e}); '
-                             f'needs {extra}') from e
+    extra = (
+      'pip install "hrnet-jax[tpu-aot]" (libtpu)'
+      if args.gen != 'h100'
+      else 'pip install jax-cuda12-plugin==<jax version> jax-cuda12-pjrt==<jax version>'
+    )
+    raise EnvironmentFailure(
+      f'--topology={args.topology}: no compile-only devices ({e}); needs {extra}'
+    ) from e
   return list(topo.devices)
 
 
@@ -245,8 +317,13 @@ def _memory(compiled) -> dict:
   arg, out = m.argument_size_in_bytes, m.output_size_in_bytes
   alias, temp = m.alias_size_in_bytes, m.temp_size_in_bytes
   total = arg + out - alias + temp + m.generated_code_size_in_bytes
-  return {'argument_gib': arg / GIB, 'output_gib': out / GIB, 'alias_gib': alias / GIB,
-          'temp_gib': temp / GIB, 'total_gib': total / GIB}
+  return {
+    'argument_gib': arg / GIB,
+    'output_gib': out / GIB,
+    'alias_gib': alias / GIB,
+    'temp_gib': temp / GIB,
+    'total_gib': total / GIB,
+  }
 
 
 def _cost(compiled) -> dict:
@@ -267,8 +344,11 @@ def roofline(chip: Chip, flops: float | None, nbytes: float | None, batch: int) 
   t_flops = flops / (chip.bf16_tflops * 1e12)
   t_bytes = nbytes / (chip.hbm_gbps * 1e9)
   t = max(t_flops, t_bytes)
-  return {'est_step_ms': 1e3 * t, 'est_img_s_per_chip': batch / t,
-          'est_bound': 'compute' if t_flops >= t_bytes else 'memory'}
+  return {
+    'est_step_ms': 1e3 * t,
+    'est_img_s_per_chip': batch / t,
+    'est_bound': 'compute' if t_flops >= t_bytes else 'memory',
+  }
 
 
 def _is_oom(e: Exception) -> bool:
@@ -281,10 +361,12 @@ class Compiler:
 
   def __init__(self, args: Args, devs: list):
     from hrnet_jax.train import mesh as mesh_lib
+
     self.args, self.devs = args, devs
     if len(devs) % args.fsdp:
-      raise BadInputError(f'--fsdp={args.fsdp} must divide the {len(devs)} chips of '
-                          f'{args.topology}')
+      raise BadInputError(
+        f'--fsdp={args.fsdp} must divide the {len(devs)} chips of {args.topology}'
+      )
     self.mesh = mesh_lib.create_mesh(args.fsdp, devices=devs)
     self._models = {}
 
@@ -292,6 +374,7 @@ class Compiler:
   def _cpu_compiler(self) -> 'Compiler':
     """The same steps on one CPU device (built once: a batch search lowers every probe)."""
     import jax
+
     return Compiler(dataclasses.replace(self.args, fsdp=1), jax.devices('cpu')[:1])
 
   def _model(self, model: str, remat: str, batch: int, scan: str = 'off'):
@@ -299,8 +382,11 @@ class Compiler:
     scan)."""
     import jax
     import numpy as np
-    from hrnet_jax.train import mesh as mesh_lib, train_state as ts
+
+    from hrnet_jax.train import mesh as mesh_lib
+    from hrnet_jax.train import train_state as ts
     from hrnet_jax.train.recipes import imagenet_cosine
+
     key = (model, remat, scan)
     if key not in self._models:
       config = imagenet_cosine.get_config()
@@ -312,8 +398,10 @@ class Compiler:
       host = ts.init_state(params, stats, tx)
       shardings = mesh_lib.state_shardings(self.mesh, host)
       abstract = jax.tree.map(
-          lambda x, s: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=s), host,
-          shardings)
+        lambda x, s: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=s),
+        host,
+        shardings,
+      )
       self._models[key] = (config, model_def, tx, abstract, shardings)
     return self._models[key]
 
@@ -321,51 +409,84 @@ class Compiler:
     """The train or eval step of ``model`` on this mesh, lowered for abstract inputs."""
     import jax
     import jax.numpy as jnp
-    from hrnet_jax.train import mesh as mesh_lib, step as step_lib, train_state as ts
+
+    from hrnet_jax.train import mesh as mesh_lib
+    from hrnet_jax.train import step as step_lib
+    from hrnet_jax.train import train_state as ts
+
     args = self.args
     config, model_def, tx, abstract, shardings = self._model(model, remat, batch_per_chip, scan)
     n = len(self.devs)
     b = batch_per_chip * n
     bs, rep = mesh_lib.batch_sharding(self.mesh), mesh_lib.replicated(self.mesh)
     sds = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=bs)
-    batch = {'image': sds((b, args.image_size, args.image_size, 3), jnp.uint8),
-             'label': sds((b,), jnp.int32)}
+    batch = {
+      'image': sds((b, args.image_size, args.image_size, 3), jnp.uint8),
+      'label': sds((b,), jnp.int32),
+    }
     norm = dict(mean=tuple(config.input.mean), std=tuple(config.input.std))
     if task == 'train':
-      fn = step_lib.jit_train_step(shardings, bs, rep, model_def=model_def, tx=tx,
-                                   lr_fn=ts.learning_rate_schedule(config, 1000),
-                                   label_smoothing=config.label_smoothing, **norm)
+      fn = step_lib.jit_train_step(
+        shardings,
+        bs,
+        rep,
+        model_def=model_def,
+        tx=tx,
+        lr_fn=ts.learning_rate_schedule(config, 1000),
+        label_smoothing=config.label_smoothing,
+        **norm,
+      )
       call = (abstract, batch)
     else:
       batch['mask'] = sds((b,), jnp.bool_)
-      fn = step_lib.jit_eval_step(shardings.params, shardings.batch_stats, bs, rep,
-                                  model_def=model_def, **norm)
+      fn = step_lib.jit_eval_step(
+        shardings.params, shardings.batch_stats, bs, rep, model_def=model_def, **norm
+      )
       call = (abstract.params, abstract.batch_stats, batch)
     return fn.lower(*call)
 
-  def compile(self, model: str, task: str, remat: str, batch_per_chip: int,
-              scan: str = 'off') -> dict:
+  def compile(
+    self, model: str, task: str, remat: str, batch_per_chip: int, scan: str = 'off'
+  ) -> dict:
     """One row (see ``COLUMNS``): status 'ok', 'oom' (the compiler could not fit the chip) or
     'error' (message in ``error``)."""
     import jax
+
     args, n = self.args, len(self.devs)
     b = batch_per_chip * n
-    row = {'model': model, 'task': task, 'topology': args.topology, 'chip': args.chip.name,
-           'chips': n, 'mesh': f'{n // args.fsdp}x{args.fsdp}', 'batch_per_chip': batch_per_chip,
-           'global_batch': b, 'image_size': args.image_size, 'dtype': args.dtype,
-           'remat': remat if task == 'train' else 'none', 'scan': scan,
-           'hbm_gib': args.chip.hbm_gib}
+    row = {
+      'model': model,
+      'task': task,
+      'topology': args.topology,
+      'chip': args.chip.name,
+      'chips': n,
+      'mesh': f'{n // args.fsdp}x{args.fsdp}',
+      'batch_per_chip': batch_per_chip,
+      'global_batch': b,
+      'image_size': args.image_size,
+      'dtype': args.dtype,
+      'remat': remat if task == 'train' else 'none',
+      'scan': scan,
+      'hbm_gib': args.chip.hbm_gib,
+    }
     t0 = time.perf_counter()
     lowered = self.lower(model, task, remat, batch_per_chip, scan)
     t1 = time.perf_counter()
     row['lower_s'] = t1 - t0
     try:
       # XLA:CPU options of hrnet_jax.runtime are not the target's: compile with the defaults.
-      compiled = lowered.compile(compiler_options={}) if jax.default_backend() == 'cpu' \
-          else lowered.compile()
+      compiled = (
+        lowered.compile(compiler_options={})
+        if jax.default_backend() == 'cpu'
+        else lowered.compile()
+      )
     except Exception as e:  # noqa: BLE001 - XlaRuntimeError is the compiler's only error type
-      row.update(status='oom' if _is_oom(e) else 'error', fits=False,
-                 compile_s=time.perf_counter() - t1, error=str(e).splitlines()[0][:300])
+      row.update(
+        status='oom' if _is_oom(e) else 'error',
+        fits=False,
+        compile_s=time.perf_counter() - t1,
+        error=str(e).splitlines()[0][:300],
+      )
       return row
     row['compile_s'] = time.perf_counter() - t1
     row.update(_memory(compiled))
@@ -381,8 +502,9 @@ class Compiler:
       row.update(flops_per_chip=flops, flops_source='cpu lowering')
     if row.get('flops_per_chip'):
       row['gflop_per_image'] = row['flops_per_chip'] / batch_per_chip / 1e9
-    row.update(roofline(args.chip, row.get('flops_per_chip'), row.get('bytes_per_chip'),
-                        batch_per_chip))
+    row.update(
+      roofline(args.chip, row.get('flops_per_chip'), row.get('bytes_per_chip'), batch_per_chip)
+    )
     row['fits'] = row.get('total_gib', 0) <= args.chip.hbm_gib
     row['status'] = 'ok'
     return row
@@ -434,24 +556,45 @@ def markdown_table(rows: Sequence[dict]) -> list[str]:
   """The latest row of each configuration as a table (estimates marked *est.*)."""
   latest = {}
   for r in rows:
-    key = tuple(r.get(k) for k in ('model', 'task', 'topology', 'mesh', 'batch_per_chip',
-                                   'image_size', 'dtype', 'remat'))
+    key = tuple(
+      r.get(k)
+      for k in (
+        'model',
+        'task',
+        'topology',
+        'mesh',
+        'batch_per_chip',
+        'image_size',
+        'dtype',
+        'remat',
+      )
+    )
     latest[key + (r.get('scan') or 'off',)] = r  # rows from before the scan column: off
-  lines = ['| model | task | target | mesh | batch/chip | size | dtype | remat (+ scan) | status | per-chip memory '
-           'GiB (temp) / HBM | fits | lower s | compile s (load) | GFLOP/img | est. step ms | est. '
-           'img/s/chip |', '|' + '---|' * 16]
-  order = lambda r: (r['model'], r['topology'], r['task'], r['remat'], r.get('scan') or '',
-                     int(r['batch_per_chip']))
+  lines = [
+    '| model | task | target | mesh | batch/chip | size | dtype | remat (+ scan) | status | per-chip memory '
+    'GiB (temp) / HBM | fits | lower s | compile s (load) | GFLOP/img | est. step ms | est. '
+    'img/s/chip |',
+    '|' + '---|' * 16,
+  ]
+  order = lambda r: (
+    r['model'],
+    r['topology'],
+    r['task'],
+    r['remat'],
+    r.get('scan') or '',
+    int(r['batch_per_chip']),
+  )
   for r in sorted(latest.values(), key=order):
     f = lambda k, d=1: f'{float(r[k]):.{d}f}' if r.get(k) not in (None, '') else '–'
     cpu_flops = ' (CPU HLO)' if r.get('flops_source') == 'cpu lowering' else ''
     mem = f'{f("total_gib", 2)} ({f("temp_gib", 2)}) / {r["hbm_gib"]}'
     scan = ' + scan' if r.get('scan') == 'on' else ''
     lines.append(
-        f'| {r["model"]} | {r["task"]} | {r["topology"]} | {r["mesh"]} | {r["batch_per_chip"]} '
-        f'| {r["image_size"]} | {r["dtype"]} | {r["remat"]}{scan} | {r["status"]} | {mem} | {r["fits"]} | '
-        f'{f("lower_s")} | {f("compile_s")} ({f("load_avg_1m")}) | {f("gflop_per_image", 2)}{cpu_flops} | '
-        f'{f("est_step_ms", 2)} | {f("est_img_s_per_chip", 0)} |')
+      f'| {r["model"]} | {r["task"]} | {r["topology"]} | {r["mesh"]} | {r["batch_per_chip"]} '
+      f'| {r["image_size"]} | {r["dtype"]} | {r["remat"]}{scan} | {r["status"]} | {mem} | {r["fits"]} | '
+      f'{f("lower_s")} | {f("compile_s")} ({f("load_avg_1m")}) | {f("gflop_per_image", 2)}{cpu_flops} | '
+      f'{f("est_step_ms", 2)} | {f("est_img_s_per_chip", 0)} |'
+    )
   return lines
 
 
@@ -474,15 +617,21 @@ def update_markdown(markdown: str, csv_path: str) -> None:
 def _env_columns() -> dict:
   import jax
   import jaxlib
+
   from benchmarks.common import git_commit
+
   try:
     import importlib.metadata as md
+
     tpu = md.version('libtpu')
   except Exception:  # noqa: BLE001 - not installed
     tpu = ''
-  return {'load_avg_1m': os.getloadavg()[0], 'git_commit': git_commit(),
-          'versions': f'jax={jax.__version__};jaxlib={jaxlib.__version__};libtpu={tpu}',
-          'timestamp': datetime.datetime.now().isoformat(timespec='seconds')}
+  return {
+    'load_avg_1m': os.getloadavg()[0],
+    'git_commit': git_commit(),
+    'versions': f'jax={jax.__version__};jaxlib={jaxlib.__version__};libtpu={tpu}',
+    'timestamp': datetime.datetime.now().isoformat(timespec='seconds'),
+  }
 
 
 def run(args: Args) -> int:
@@ -494,10 +643,28 @@ def run(args: Args) -> int:
     row.update(_env_columns())
     rows.append(row)
     append_rows(args.out, [row])
-    print(' '.join(f'{k}={_fmt(row.get(k))}' for k in (
-        'model', 'task', 'remat', 'scan', 'batch_per_chip', 'status', 'total_gib', 'fits', 'lower_s',
-        'compile_s', 'gflop_per_image', 'est_img_s_per_chip', 'error') if row.get(k) not in
-        (None, '')), flush=True)
+    print(
+      ' '.join(
+        f'{k}={_fmt(row.get(k))}'
+        for k in (
+          'model',
+          'task',
+          'remat',
+          'scan',
+          'batch_per_chip',
+          'status',
+          'total_gib',
+          'fits',
+          'lower_s',
+          'compile_s',
+          'gflop_per_image',
+          'est_img_s_per_chip',
+          'error',
+        )
+        if row.get(k) not in (None, '')
+      ),
+      flush=True,
+    )
     return row
 
   for model in args.models:
@@ -509,9 +676,12 @@ def run(args: Args) -> int:
           if args.search:
             fits = lambda b: record(compiler.compile(model, task, remat, b, scan))['fits']
             best, probed = search_batch(fits, *args.search, args.search_step)
-            print(f'{model} {task} remat={remat} scan={scan}: largest batch/chip that fits '
-                  f'{args.chip.name} in [{args.search[0]}, {args.search[1]}]: {best} '
-                  f'(probed {probed})', flush=True)
+            print(
+              f'{model} {task} remat={remat} scan={scan}: largest batch/chip that fits '
+              f'{args.chip.name} in [{args.search[0]}, {args.search[1]}]: {best} '
+              f'(probed {probed})',
+              flush=True,
+            )
           else:
             for b in args.batches:
               record(compiler.compile(model, task, remat, b, scan))

@@ -19,11 +19,16 @@ CLI: ``convert_official_weights`` (``hrnet_jax.convert.cli``). Python: ``convert
 - ``pdparams``: the restricted ``.pdparams`` reader and the writer.
 """
 
-from hrnet_jax.pretrained.state import CheckpointMismatchError
-
 from hrnet_jax.convert.api import convert_checkpoint, to_pytorch
 from hrnet_jax.convert.mapping import ConversionResult
 from hrnet_jax.convert.sources import ConversionError, read_source
+from hrnet_jax.pretrained.state import CheckpointMismatchError
 
-__all__ = ['CheckpointMismatchError', 'ConversionError', 'ConversionResult', 'convert_checkpoint',
-           'read_source', 'to_pytorch']
+__all__ = [
+  'CheckpointMismatchError',
+  'ConversionError',
+  'ConversionResult',
+  'convert_checkpoint',
+  'read_source',
+  'to_pytorch',
+]

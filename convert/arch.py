@@ -32,27 +32,29 @@ def signature(tensors: dict[str, np.ndarray]) -> dict[str, object]:
   """Stage grid and widths read from official keys; a field is None when its keys are absent."""
   keys = list(tensors)
   sig: dict[str, object] = {
-      'layer1.blocks': _count(keys, r'^layer1\.(\d+)\.'),
-      'layer1.planes': _width(tensors, 'layer1.0.conv1.weight'),
-      'se': any('.se.fc_squeeze.' in k for k in keys),
+    'layer1.blocks': _count(keys, r'^layer1\.(\d+)\.'),
+    'layer1.planes': _width(tensors, 'layer1.0.conv1.weight'),
+    'se': any('.se.fc_squeeze.' in k for k in keys),
   }
   for s in (2, 3, 4):
     sig[f'stage{s}.modules'] = _count(keys, rf'^stage{s}\.(\d+)\.')
     branches = _count(keys, rf'^stage{s}\.0\.branches\.(\d+)\.') or 0
-    sig[f'stage{s}.blocks'] = tuple(
-        _count(keys, rf'^stage{s}\.0\.branches\.{b}\.(\d+)\.') for b in range(branches)) or None
-    sig[f'stage{s}.channels'] = tuple(
-        _width(tensors, f'stage{s}.0.branches.{b}.0.conv1.weight') for b in range(branches)
-    ) or None
+    sig[f'stage{s}.blocks'] = (
+      tuple(_count(keys, rf'^stage{s}\.0\.branches\.{b}\.(\d+)\.') for b in range(branches)) or None
+    )
+    sig[f'stage{s}.channels'] = (
+      tuple(_width(tensors, f'stage{s}.0.branches.{b}.0.conv1.weight') for b in range(branches))
+      or None
+    )
   return sig
 
 
 def config_signature(cfg: HRNetConfig) -> dict[str, object]:
   """The same fields computed from an architecture config."""
   sig: dict[str, object] = {
-      'layer1.blocks': cfg.stage1.num_blocks[0],
-      'layer1.planes': cfg.stage1.num_channels[0],
-      'se': cfg.se,
+    'layer1.blocks': cfg.stage1.num_blocks[0],
+    'layer1.planes': cfg.stage1.num_channels[0],
+    'se': cfg.se,
   }
   for s, stage in zip((2, 3, 4), cfg.stages):
     sig[f'stage{s}.modules'] = stage.num_modules
@@ -63,8 +65,9 @@ def config_signature(cfg: HRNetConfig) -> dict[str, object]:
 
 def looks_like_hrnet(tensors: dict[str, np.ndarray]) -> bool:
   """Official-layout keys of an HRNet: a ``transition1`` and a ``stage2`` module."""
-  return (any(k.startswith('transition1.') for k in tensors)
-          and any(k.startswith('stage2.') for k in tensors))
+  return any(k.startswith('transition1.') for k in tensors) and any(
+    k.startswith('stage2.') for k in tensors
+  )
 
 
 def infer_arch(tensors: dict[str, np.ndarray]) -> tuple[str, bool, bool]:
@@ -77,7 +80,8 @@ def infer_arch(tensors: dict[str, np.ndarray]) -> tuple[str, bool, bool]:
   head_bias = HEAD_BIAS_KEY in tensors
   sig = signature(tensors)
   base_archs = [a for a in MODEL_CONFIGS if not a.endswith('_ssld')]
-  scores = {a: sum(sig[k] == v for k, v in config_signature(MODEL_CONFIGS[a]).items())
-            for a in base_archs}
+  scores = {
+    a: sum(sig[k] == v for k, v in config_signature(MODEL_CONFIGS[a]).items()) for a in base_archs
+  }
   arch = max(base_archs, key=lambda a: scores[a])
   return arch, head_bias, scores[arch] == len(sig)

@@ -13,22 +13,20 @@ from __future__ import annotations
 import numpy as np
 
 from hrnet_jax import pretrained
-from hrnet_jax.factory import create_model
-from hrnet_jax.models.configs import MODEL_CONFIGS, get_config
-from hrnet_jax.pretrained import checkpoint, state
-
 from hrnet_jax.convert import layouts, mapping
 from hrnet_jax.convert.arch import infer_arch, looks_like_hrnet
 from hrnet_jax.convert.layouts import official
 from hrnet_jax.convert.sources import ConversionError, Source
+from hrnet_jax.factory import create_model
+from hrnet_jax.models.configs import MODEL_CONFIGS, get_config
+from hrnet_jax.pretrained import checkpoint, state
 
 # Formats whose every variant has bias-free head convs: they keep the base name with
 # head_conv_bias=False.
 _NO_HEAD_BIAS_FORMATS = ('mmpretrain', 'paddle')
 
 
-def _resolve_arch(tensors: dict[str, np.ndarray], fmt: str, arch: str | None
-                  ) -> tuple[str, bool]:
+def _resolve_arch(tensors: dict[str, np.ndarray], fmt: str, arch: str | None) -> tuple[str, bool]:
   base, head_bias, _ = infer_arch(tensors)
   if arch is None:
     # Bias-free timm/official files are the PaddleClas ssld weights as timm converted them.
@@ -71,22 +69,31 @@ def _progress(items, total: int, enabled: bool, desc: str):
   if not enabled:
     return items
   from tqdm import tqdm
+
   return tqdm(items, total=total, desc=desc, unit='tensor', leave=False, disable=None)
 
 
-def _expected_leaves(arch: str, num_classes: int, head_conv_bias: bool
-                     ) -> dict[str, tuple[str, tuple[int, ...], np.dtype]]:
+def _expected_leaves(
+  arch: str, num_classes: int, head_conv_bias: bool
+) -> dict[str, tuple[str, tuple[int, ...], np.dtype]]:
   """Flax path -> (official key, Flax shape, dtype) of every leaf of ``arch``, read off an
   abstract build of the model: no weights are drawn or allocated."""
-  leaves = state.abstract_arrays(lambda rngs: create_model(
-      arch, num_classes=num_classes, head_conv_bias=head_conv_bias, rngs=rngs))
-  return {path: (official.torch_key(path), leaf.shape, leaf.dtype)
-          for path, leaf in leaves.items()}
+  leaves = state.abstract_arrays(
+    lambda rngs: create_model(
+      arch, num_classes=num_classes, head_conv_bias=head_conv_bias, rngs=rngs
+    )
+  )
+  return {path: (official.torch_key(path), leaf.shape, leaf.dtype) for path, leaf in leaves.items()}
 
 
-def convert_source(source: Source, *, arch: str | None = None, fmt: str = 'auto',
-                   allow_non_finite: bool = False, progress: bool = False
-                   ) -> tuple[str, bool, int, str, dict[str, np.ndarray]]:
+def convert_source(
+  source: Source,
+  *,
+  arch: str | None = None,
+  fmt: str = 'auto',
+  allow_non_finite: bool = False,
+  progress: bool = False,
+) -> tuple[str, bool, int, str, dict[str, np.ndarray]]:
   """Maps the tensors of ``source`` (a classification layout ``fmt``; ``'auto'`` detects it)
   onto a Flax HRNet.
 
@@ -101,25 +108,32 @@ def convert_source(source: Source, *, arch: str | None = None, fmt: str = 'auto'
     fmt = layouts.detect(source.tensors, path=source.path, hub_id=source.hub_id)
   source_keys = [k for k in source.tensors if not layouts.is_bn_counter(k)]
   original = {layouts.to_official_key(k, fmt): k for k in source_keys}
-  tensors = {new: layouts.to_official_value(new, source.tensors[old], fmt)
-             for new, old in original.items()}
+  tensors = {
+    new: layouts.to_official_value(new, source.tensors[old], fmt) for new, old in original.items()
+  }
   if not looks_like_hrnet(tensors):
     examples = ', '.join(source_keys[:5])
-    raise ConversionError(f'{source.path}: not an HRNet checkpoint (no stage2 / transition1 '
-                          f'keys; {len(source_keys)} keys such as {examples})')
+    raise ConversionError(
+      f'{source.path}: not an HRNet checkpoint (no stage2 / transition1 '
+      f'keys; {len(source_keys)} keys such as {examples})'
+    )
 
   arch, head_conv_bias = _resolve_arch(tensors, fmt, arch)
   classifier = tensors.get('classifier.weight')
-  num_classes = int(classifier.shape[0]) if classifier is not None and classifier.ndim == 2 else 1000
+  num_classes = (
+    int(classifier.shape[0]) if classifier is not None and classifier.ndim == 2 else 1000
+  )
   expected = _expected_leaves(arch, num_classes, head_conv_bias)
 
   named = {original[k]: v for k, v in tensors.items()}  # under the source's names
-  wanted = {p: (mapping.source_name(k, original, fmt), shape)
-            for p, (k, shape, _) in expected.items()}
+  wanted = {
+    p: (mapping.source_name(k, original, fmt), shape) for p, (k, shape, _) in expected.items()
+  }
   mapping.check_mapping(source.path, arch, wanted, named)
   if not allow_non_finite:
-    checkpoint.refuse_non_finite(named, str(source.path),
-                                 ' (--allow-non-finite keeps them); nothing was written')
+    checkpoint.refuse_non_finite(
+      named, str(source.path), ' (--allow-non-finite keeps them); nothing was written'
+    )
 
   source.tensors.clear()
   del named  # ``tensors`` now holds the only references: each is freed once converted

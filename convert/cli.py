@@ -19,49 +19,76 @@ import argparse
 import sys
 
 from hrnet_jax.cli import policy
-from hrnet_jax.models.configs import MODEL_CONFIGS
-from hrnet_jax.models.dense import DENSE_CONFIGS
-
 from hrnet_jax.convert.api import convert_checkpoint, to_paddle, to_pytorch
 from hrnet_jax.convert.layouts import FORMATS
+from hrnet_jax.models.configs import MODEL_CONFIGS
+from hrnet_jax.models.dense import DENSE_CONFIGS
 
 PROG = 'convert_official_weights'
 
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog=PROG,
-      description='Convert an official / timm / mmpretrain / PaddleClas / mmseg / mmpose / mmdet '
-                  'HRNet checkpoint (.pth, .pth.tar, .bin, .safetensors, .pdparams, or a hub id '
-                  'such as timm/hrnet_w18.ms_aug_in1k) into an hrnet-jax checkpoint folder (Orbax '
-                  'state + config.json), or back with --to-pytorch / --to-paddle.')
+    prog=PROG,
+    description='Convert an official / timm / mmpretrain / PaddleClas / mmseg / mmpose / mmdet '
+    'HRNet checkpoint (.pth, .pth.tar, .bin, .safetensors, .pdparams, or a hub id '
+    'such as timm/hrnet_w18.ms_aug_in1k) into an hrnet-jax checkpoint folder (Orbax '
+    'state + config.json), or back with --to-pytorch / --to-paddle.',
+  )
   parser.add_argument('src', help='checkpoint file or hub id (with --to-pytorch: a folder)')
   parser.add_argument('out', help='output folder (with --to-pytorch: the .pth file)')
-  parser.add_argument('--arch', choices=list(MODEL_CONFIGS) + list(DENSE_CONFIGS),
-                      help='force the variant (default: inferred from keys and shapes; checked)')
-  parser.add_argument('--format', default='auto', choices=('auto',) + FORMATS,
-                      help='key layout of SRC (default: detected)')
-  parser.add_argument('--tag', help='pretrained tag whose preprocessing is recorded, e.g. '
-                      'hrnet_w18.ms_aug_in1k (default: from the hub id, else <arch>.ms_in1k)')
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace OUT if it is an existing hrnet-jax checkpoint folder '
-                      '(config.json + state/ and nothing else); any other folder is refused')
-  parser.add_argument('--allow-non-finite', action='store_true',
-                      help='keep NaN/inf weights instead of refusing them (recorded in '
-                      'config.json)')
+  parser.add_argument(
+    '--arch',
+    choices=list(MODEL_CONFIGS) + list(DENSE_CONFIGS),
+    help='force the variant (default: inferred from keys and shapes; checked)',
+  )
+  parser.add_argument(
+    '--format',
+    default='auto',
+    choices=('auto',) + FORMATS,
+    help='key layout of SRC (default: detected)',
+  )
+  parser.add_argument(
+    '--tag',
+    help='pretrained tag whose preprocessing is recorded, e.g. '
+    'hrnet_w18.ms_aug_in1k (default: from the hub id, else <arch>.ms_in1k)',
+  )
+  parser.add_argument(
+    '--overwrite',
+    action='store_true',
+    help='replace OUT if it is an existing hrnet-jax checkpoint folder '
+    '(config.json + state/ and nothing else); any other folder is refused',
+  )
+  parser.add_argument(
+    '--allow-non-finite',
+    action='store_true',
+    help='keep NaN/inf weights instead of refusing them (recorded in config.json)',
+  )
   parser.add_argument('--quiet', action='store_true', help='no progress bar or summary')
-  parser.add_argument('--verbose', action='store_true',
-                      help='full key lists and tracebacks on errors')
-  parser.add_argument('--backbone-only', action='store_true',
-                      help='start the dense model --arch from the backbone of SRC (any layout); '
-                      'its neck/head keep their initialisation, the dropped keys are listed')
-  parser.add_argument('--num-outputs', type=int, metavar='N',
-                      help='with --backbone-only: classes (segmentation) or keypoints (pose)')
+  parser.add_argument(
+    '--verbose', action='store_true', help='full key lists and tracebacks on errors'
+  )
+  parser.add_argument(
+    '--backbone-only',
+    action='store_true',
+    help='start the dense model --arch from the backbone of SRC (any layout); '
+    'its neck/head keep their initialisation, the dropped keys are listed',
+  )
+  parser.add_argument(
+    '--num-outputs',
+    type=int,
+    metavar='N',
+    help='with --backbone-only: classes (segmentation) or keypoints (pose)',
+  )
   export = parser.add_mutually_exclusive_group()
-  export.add_argument('--to-pytorch', action='store_true',
-                      help='export the folder SRC as an official-format state_dict OUT')
-  export.add_argument('--to-paddle', action='store_true',
-                      help='export the folder SRC as a PaddleClas .pdparams OUT')
+  export.add_argument(
+    '--to-pytorch',
+    action='store_true',
+    help='export the folder SRC as an official-format state_dict OUT',
+  )
+  export.add_argument(
+    '--to-paddle', action='store_true', help='export the folder SRC as a PaddleClas .pdparams OUT'
+  )
   return parser
 
 
@@ -74,14 +101,22 @@ def main(argv=None) -> int:
       if not args.quiet:
         print(f'wrote {out}')
       return 0
-    result = convert_checkpoint(args.src, args.out, arch=args.arch, fmt=args.format,
-                                tag=args.tag, overwrite=args.overwrite,
-                                allow_non_finite=args.allow_non_finite,
-                                progress=not args.quiet, backbone_only=args.backbone_only,
-                                num_outputs=args.num_outputs)
+    result = convert_checkpoint(
+      args.src,
+      args.out,
+      arch=args.arch,
+      fmt=args.format,
+      tag=args.tag,
+      overwrite=args.overwrite,
+      allow_non_finite=args.allow_non_finite,
+      progress=not args.quiet,
+      backbone_only=args.backbone_only,
+      num_outputs=args.num_outputs,
+    )
     if not args.quiet:
-      print(f'{result.arch} ({result.format} format, {result.num_tensors} tensors) -> '
-            f'{result.out_dir}')
+      print(
+        f'{result.arch} ({result.format} format, {result.num_tensors} tensors) -> {result.out_dir}'
+      )
       for title in ('dropped', 'initialized'):  # dense conversions: every key not carried over
         names = result.config['source'].get(title, [])
         if names:

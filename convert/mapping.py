@@ -17,11 +17,10 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from hrnet_jax.pretrained import state
-
 from hrnet_jax.convert import layouts
 from hrnet_jax.convert.layouts import official
 from hrnet_jax.convert.sources import Source
+from hrnet_jax.pretrained import state
 
 
 @dataclasses.dataclass
@@ -41,16 +40,25 @@ def source_name(key: str, original: Mapping[str, str], fmt: str) -> str:
   return original.get(key) or layouts.from_official_key(key, fmt)
 
 
-def check_mapping(what: str | os.PathLike, arch: str,
-                  expected: Mapping[str, tuple[str, tuple[int, ...]]],
-                  found: Mapping[str, np.ndarray], *, allow_unexpected: Iterable[str] = ()
-                  ) -> None:
+def check_mapping(
+  what: str | os.PathLike,
+  arch: str,
+  expected: Mapping[str, tuple[str, tuple[int, ...]]],
+  found: Mapping[str, np.ndarray],
+  *,
+  allow_unexpected: Iterable[str] = (),
+) -> None:
   """Raises ``CheckpointMismatchError`` naming ``what`` unless ``found`` (source key -> tensor)
   holds every key of ``expected`` (Flax path -> (source key, Flax shape)) in its PyTorch shape,
   and nothing else but ``allow_unexpected``."""
   shapes = {k: official.torch_shape(p, shape) for p, (k, shape) in expected.items()}
-  state.check_keys(str(what), shapes, {k: v.shape for k, v in found.items()},
-                   allow_unexpected=allow_unexpected, against=arch)
+  state.check_keys(
+    str(what),
+    shapes,
+    {k: v.shape for k, v in found.items()},
+    allow_unexpected=allow_unexpected,
+    against=arch,
+  )
 
 
 def flax_array(flax_path: str, value: np.ndarray, dtype) -> np.ndarray:
@@ -63,11 +71,11 @@ def source_record(source: Source, fmt: str, **details) -> dict:
   """``config.json``'s ``source``: the file, its sha256, its layout and container, and
   ``details`` (a dense conversion's ``backbone_only``, ``dropped``, ``initialized``)."""
   return {
-      'file': source.path.name,
-      'sha256': source.sha256(),
-      'format': fmt,
-      'container': source.container,
-      'hub_id': source.hub_id,
-      'training_checkpoint': source.training_checkpoint,
-      **details,
+    'file': source.path.name,
+    'sha256': source.sha256(),
+    'format': fmt,
+    'container': source.container,
+    'hub_id': source.hub_id,
+    'training_checkpoint': source.training_checkpoint,
+    **details,
   }

@@ -29,16 +29,17 @@ class RestrictedUnpickler(pickle.Unpickler):
   """
 
   _ALLOWED = {
-      ('numpy._core.multiarray', '_reconstruct'),  # numpy >= 2
-      ('numpy.core.multiarray', '_reconstruct'),  # numpy 1.x (older .pdparams)
-      ('numpy', 'ndarray'),
-      ('numpy', 'dtype'),
+    ('numpy._core.multiarray', '_reconstruct'),  # numpy >= 2
+    ('numpy.core.multiarray', '_reconstruct'),  # numpy 1.x (older .pdparams)
+    ('numpy', 'ndarray'),
+    ('numpy', 'dtype'),
   }
 
   def find_class(self, module: str, name: str):
     if (module, name) not in self._ALLOWED:
-      raise pickle.UnpicklingError(f'refused to load global {module}.{name} (only NumPy arrays '
-                                   'may be unpickled)')
+      raise pickle.UnpicklingError(
+        f'refused to load global {module}.{name} (only NumPy arrays may be unpickled)'
+      )
     if name == '_reconstruct':
       return np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's own _reconstruct, either numpy
     return getattr(np, name)
@@ -61,9 +62,11 @@ def load_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not isinstance(key, str):
       raise ValueError(f'state_dict key {key!r} is not a string')
     if not isinstance(value, np.ndarray) or value.dtype.kind not in 'fiub':
-      raise ValueError(f'entry {key!r} is a {type(value).__name__}'
-                       f'{f" of {value.dtype}" if isinstance(value, np.ndarray) else ""}, '
-                       'not a numeric array')
+      raise ValueError(
+        f'entry {key!r} is a {type(value).__name__}'
+        f'{f" of {value.dtype}" if isinstance(value, np.ndarray) else ""}, '
+        'not a numeric array'
+      )
     tensors[key] = value
   return tensors
 
@@ -71,6 +74,7 @@ def load_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
 def save_pdparams(tensors: dict[str, np.ndarray], path: str | os.PathLike) -> pathlib.Path:
   """Writes ``tensors`` (PaddleClas names and layout) as ``paddle.save`` does (pickle protocol
   4 of a dict of arrays), readable by ``paddle.load`` + ``set_state_dict``. Atomic."""
+
   def write(tmp: str) -> None:
     with open(tmp, 'wb') as f:
       pickle.dump(dict(tensors), f, protocol=4)

@@ -23,15 +23,24 @@ import urllib.parse
 
 import numpy as np
 
-from hrnet_jax.errors import BadInputError
-
 from hrnet_jax.convert.pdparams import load_pdparams
+from hrnet_jax.errors import BadInputError
 
 HUB_FILES = ('model.safetensors', 'pytorch_model.bin')
 _HUB_ID = re.compile(r'^(?:hf[-_]hub:)?[\w.-]+/[\w.-]+$')
 # A path with one of these endings is a file, never a hub id (``timm/hrnet_w18.ms_in1k`` is one).
-CHECKPOINT_SUFFIXES = ('.pth', '.pt', '.tar', '.bin', '.safetensors', '.ckpt', '.pkl',
-                       '.pdparams', '.npz', '.h5')
+CHECKPOINT_SUFFIXES = (
+  '.pth',
+  '.pt',
+  '.tar',
+  '.bin',
+  '.safetensors',
+  '.ckpt',
+  '.pkl',
+  '.pdparams',
+  '.npz',
+  '.h5',
+)
 _CONTAINER_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model')
 _PREFIXES = ('module.', '_orig_mod.')
 HUB_TIMEOUT_S = 10  # per request: offline, fail within seconds instead of retrying for a minute
@@ -63,8 +72,11 @@ class Source:
 def is_hub_id(src: str) -> bool:
   """``org/name`` (optionally ``hf-hub:``-prefixed) naming no existing path and with no
   checkpoint file extension: ``models/hrnet.pth`` is a (missing) file, not a repository."""
-  return (not os.path.exists(src) and bool(_HUB_ID.match(src))
-          and not src.lower().endswith(CHECKPOINT_SUFFIXES))
+  return (
+    not os.path.exists(src)
+    and bool(_HUB_ID.match(src))
+    and not src.lower().endswith(CHECKPOINT_SUFFIXES)
+  )
 
 
 def _reachable(url: str) -> bool:
@@ -84,8 +96,10 @@ def download_from_hub(hub_id: str) -> pathlib.Path:
   try:
     from huggingface_hub import hf_hub_download
   except ImportError:
-    raise ConversionError(f'{hub_id}: huggingface_hub is needed to download from the hub '
-                          '(pip install "hrnet-jax[convert]")') from None
+    raise ConversionError(
+      f'{hub_id}: huggingface_hub is needed to download from the hub '
+      '(pip install "hrnet-jax[convert]")'
+    ) from None
   from huggingface_hub import constants
   from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
@@ -96,22 +110,28 @@ def download_from_hub(hub_id: str) -> pathlib.Path:
   reasons = []
   for filename in HUB_FILES:
     try:
-      return pathlib.Path(hf_hub_download(repo_id, filename, library_name='hrnet-jax',
-                                          etag_timeout=HUB_TIMEOUT_S,
-                                          local_files_only=local_only))
+      return pathlib.Path(
+        hf_hub_download(
+          repo_id,
+          filename,
+          library_name='hrnet-jax',
+          etag_timeout=HUB_TIMEOUT_S,
+          local_files_only=local_only,
+        )
+      )
     except EntryNotFoundError as e:
       reasons.append(f'{filename}: {type(e).__name__}')
       if not isinstance(e, LocalEntryNotFoundError):  # the repo has the other file name
         continue
       break  # offline: the next file fares no better
     except Exception as e:  # offline, no such repo, no access: the next file fares no better
-      reasons.append(f'{filename}: {type(e).__name__}: '
-                     f'{str(e).splitlines()[0] if str(e) else ""}')
+      reasons.append(f'{filename}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}')
       break
   raise ConversionError(
-      f'{hub_id}: not a local file, and hrnet-jax could not download it from the Hugging Face '
-      f'hub (offline, or no such repo) [{"; ".join(reasons)}]. Download the checkpoint elsewhere and pass the '
-      'path of the file instead.')
+    f'{hub_id}: not a local file, and hrnet-jax could not download it from the Hugging Face '
+    f'hub (offline, or no such repo) [{"; ".join(reasons)}]. Download the checkpoint elsewhere and pass the '
+    'path of the file instead.'
+  )
 
 
 def _to_numpy(key: str, value, path) -> np.ndarray:
@@ -130,8 +150,10 @@ def _to_numpy(key: str, value, path) -> np.ndarray:
 def _load_raw(path: pathlib.Path) -> dict:
   if path.suffix == '.safetensors':
     from safetensors.torch import load_file
+
     return load_file(str(path))
   import torch
+
   # Not mmap=True: a mapped file's pages stay resident until its last tensor is freed, next to
   # the transposed copy every kernel needs; read into memory, each tensor is freed once
   # converted (``convert_source``), so the checkpoint is held about once, not twice.
@@ -144,15 +166,18 @@ def _unreadable(path: pathlib.Path, e: Exception) -> ConversionError:
     # torch's own advice (weights_only=False) would run the file's code: not passed on.
     if 'Unsupported global' in text:
       return ConversionError(
-          f'{path}: not a plain tensor checkpoint: it holds Python objects that would have to '
-          'be unpickled, which can run code, so hrnet-jax does not load it. Save '
-          'model.state_dict() with torch.save and convert that file.')
+        f'{path}: not a plain tensor checkpoint: it holds Python objects that would have to '
+        'be unpickled, which can run code, so hrnet-jax does not load it. Save '
+        'model.state_dict() with torch.save and convert that file.'
+      )
     detail = re.search(r'WeightsUnpickler error:\s*(.+)', text)
     first = detail.group(1).strip() if detail else 'not a tensor pickle'
   else:
     first = text.splitlines()[0] if text else ''
-  return ConversionError(f'{path}: cannot read as a PyTorch checkpoint, the file is truncated, '
-                         f'corrupt or not a checkpoint ({type(e).__name__}: {first})')
+  return ConversionError(
+    f'{path}: cannot read as a PyTorch checkpoint, the file is truncated, '
+    f'corrupt or not a checkpoint ({type(e).__name__}: {first})'
+  )
 
 
 def _unwrap(obj: dict) -> tuple[dict, str]:
@@ -168,7 +193,7 @@ def _strip_prefixes(key: str) -> str:
     changed = False
     for prefix in _PREFIXES:
       if key.startswith(prefix):
-        key, changed = key[len(prefix):], True
+        key, changed = key[len(prefix) :], True
   return key
 
 
@@ -178,13 +203,17 @@ def _read_pdparams(path: pathlib.Path) -> Source:
   except pickle.UnpicklingError as e:
     if 'refused' in str(e):
       raise ConversionError(f'{path}: {e}; nothing was executed') from None
-    raise ConversionError(f'{path}: cannot read as a PaddlePaddle .pdparams file, the file is '
-                          f'truncated or corrupt ({e})') from None
+    raise ConversionError(
+      f'{path}: cannot read as a PaddlePaddle .pdparams file, the file is '
+      f'truncated or corrupt ({e})'
+    ) from None
   except ValueError as e:
     raise ConversionError(f'{path}: {e}') from None
   except Exception as e:  # pickle raises many types for a damaged file
-    raise ConversionError(f'{path}: cannot read as a PaddlePaddle .pdparams file, the file is '
-                          f'truncated or corrupt ({type(e).__name__}: {e})') from None
+    raise ConversionError(
+      f'{path}: cannot read as a PaddlePaddle .pdparams file, the file is '
+      f'truncated or corrupt ({type(e).__name__}: {e})'
+    ) from None
   if not tensors:
     raise ConversionError(f'{path}: the state_dict is empty')
   return Source(path=path, tensors=tensors, container='raw')
@@ -203,8 +232,9 @@ def read_source(src: str | os.PathLike) -> Source:
   else:
     path = pathlib.Path(src)
     if not path.exists():
-      raise ConversionError(f'{path}: no such file (a hub id has the form org/name, e.g. '
-                            'timm/hrnet_w18.ms_in1k)')
+      raise ConversionError(
+        f'{path}: no such file (a hub id has the form org/name, e.g. timm/hrnet_w18.ms_in1k)'
+      )
     if not path.is_file():
       raise ConversionError(f'{path}: not a file')
     if path.suffix == '.pdparams':
@@ -228,5 +258,6 @@ def read_source(src: str | os.PathLike) -> Source:
     tensors[_strip_prefixes(key)] = _to_numpy(key, value, path)
   if not tensors:
     raise ConversionError(f'{path}: the state_dict is empty')
-  return Source(path=path, tensors=tensors, container=container, hub_id=hub_id,
-                training_checkpoint=training)
+  return Source(
+    path=path, tensors=tensors, container=container, hub_id=hub_id, training_checkpoint=training
+  )

@@ -8,17 +8,39 @@ Public API in timm's terms::
     logits = model(x)                 # x: [B, H, W, 3] float32 -> [B, 1000]
 """
 
-from hrnet_jax.pretrained.state import CheckpointMismatchError
+from hrnet_jax.factory import (
+  create_model,
+  list_dense_models,
+  list_models,
+  load_pretrained,
+  save_pretrained,
+)
 from hrnet_jax.models.configs import MODEL_CONFIGS, HRNetConfig, StageConfig, get_config
 from hrnet_jax.models.dense import DENSE_CONFIGS, DenseConfig, DenseHRNet
-from hrnet_jax.factory import (create_model, list_dense_models, list_models, load_pretrained,
-                               save_pretrained)
+from hrnet_jax.models.hrnet import (
+  HighResolutionModule,
+  HighResolutionNet,
+  HighResolutionNetFeatures,
+)
+from hrnet_jax.pretrained.state import CheckpointMismatchError
 from hrnet_jax.runtime.fold import fold_batchnorm
-from hrnet_jax.models.hrnet import HighResolutionModule, HighResolutionNet, HighResolutionNetFeatures
 
 __all__ = [
-    'CheckpointMismatchError', 'DENSE_CONFIGS', 'DenseConfig', 'DenseHRNet', 'HRNetConfig',
-    'HighResolutionModule', 'HighResolutionNet', 'HighResolutionNetFeatures', 'MODEL_CONFIGS',
-    'StageConfig', 'create_model', 'fold_batchnorm',
-    'get_config', 'list_dense_models', 'list_models', 'load_pretrained', 'save_pretrained',
+  'CheckpointMismatchError',
+  'DENSE_CONFIGS',
+  'DenseConfig',
+  'DenseHRNet',
+  'HRNetConfig',
+  'HighResolutionModule',
+  'HighResolutionNet',
+  'HighResolutionNetFeatures',
+  'MODEL_CONFIGS',
+  'StageConfig',
+  'create_model',
+  'fold_batchnorm',
+  'get_config',
+  'list_dense_models',
+  'list_models',
+  'load_pretrained',
+  'save_pretrained',
 ]

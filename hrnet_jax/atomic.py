@@ -65,9 +65,12 @@ def storage_error(exc: BaseException, path: str) -> OSError | None:
   ``ValueError`` status ('RESOURCE_EXHAUSTED: ... No space left'), naming ``path``; None for
   other errors."""
   text = str(exc)
-  for marker, code in (('No space left', errno.ENOSPC), ('RESOURCE_EXHAUSTED', errno.ENOSPC),
-                       ('Read-only file system', errno.EROFS),
-                       ('PERMISSION_DENIED', errno.EACCES)):
+  for marker, code in (
+    ('No space left', errno.ENOSPC),
+    ('RESOURCE_EXHAUSTED', errno.ENOSPC),
+    ('Read-only file system', errno.EROFS),
+    ('PERMISSION_DENIED', errno.EACCES),
+  ):
     if marker in text:
       return OSError(code, os.strerror(code), path)
   return None
@@ -82,5 +85,9 @@ def ensure_free_space(folder: str | os.PathLike, needed: int, what: str) -> None
     existing = os.path.dirname(existing)
   free = shutil.disk_usage(existing).free
   if free < needed:
-    raise OSError(errno.ENOSPC, f'{os.strerror(errno.ENOSPC)}: {what} needs '
-                  f'{needed / 2**20:.0f} MiB, {free / 2**20:.0f} MiB are free', os.fspath(folder))
+    raise OSError(
+      errno.ENOSPC,
+      f'{os.strerror(errno.ENOSPC)}: {what} needs '
+      f'{needed / 2**20:.0f} MiB, {free / 2**20:.0f} MiB are free',
+      os.fspath(folder),
+    )

@@ -34,8 +34,7 @@ EXIT_PREEMPTED = 143
 VERBOSE_ENV = 'HRNET_JAX_VERBOSE'
 
 # OS errors that say the environment failed, not that the user pointed at the wrong thing.
-_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM,
-                                 errno.EROFS})
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EROFS})
 
 
 class BadInputError(ValueError):
@@ -64,14 +63,14 @@ def verbose_requested(argv: Sequence[str] | None = None) -> bool:
   return '--verbose' in argv or os.environ.get(VERBOSE_ENV, '') not in ('', '0')
 
 
-
 def exit_code(exc: BaseException) -> int:
   """The exit code of an expected failure ``exc``: 1 environment, 2 bad input."""
   code = getattr(exc, 'exit_code', None)
   if code is not None:
     return code
-  if isinstance(exc, OSError) and (exc.errno in _ENVIRONMENT_ERRNOS
-                                   or isinstance(exc, PermissionError)):
+  if isinstance(exc, OSError) and (
+    exc.errno in _ENVIRONMENT_ERRNOS or isinstance(exc, PermissionError)
+  ):
     return EXIT_RUNTIME
   return EXIT_BAD_INPUT
 

@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 CLASSIFY, DENSE = 'classify', 'dense'
 # Every model ``create_model`` builds: name -> (family, arch config).
 REGISTRY: dict[str, tuple[str, HRNetConfig | DenseConfig]] = {
-    **{name: (CLASSIFY, cfg) for name, cfg in MODEL_CONFIGS.items()},
-    **{name: (DENSE, cfg) for name, cfg in DENSE_CONFIGS.items()},
+  **{name: (CLASSIFY, cfg) for name, cfg in MODEL_CONFIGS.items()},
+  **{name: (DENSE, cfg) for name, cfg in DENSE_CONFIGS.items()},
 }
 # Classifier parts a ``features_only`` backbone does not build.
 HEAD_PREFIXES = ('downsamp_modules', 'final_layer', 'classifier')
@@ -51,7 +51,9 @@ def _lookup(name: str) -> tuple[str, HRNetConfig | DenseConfig]:
   try:
     return REGISTRY[name]
   except KeyError:
-    raise ValueError(f'unknown HRNet architecture {name!r}; valid names: {", ".join(REGISTRY)}') from None
+    raise ValueError(
+      f'unknown HRNet architecture {name!r}; valid names: {", ".join(REGISTRY)}'
+    ) from None
 
 
 def _output_key(family: str, cfg) -> str | None:
@@ -59,13 +61,21 @@ def _output_key(family: str, cfg) -> str | None:
   return 'num_classes' if family == CLASSIFY else OUTPUT_NAME.get(cfg.task)
 
 
-def create_model(name: str, *, pretrained: str | os.PathLike | None = None,
-                 num_classes: int | None = None, features_only: bool = False,
-                 feature_location: str = 'incre', out_indices: Sequence[int] = (0, 1, 2, 3, 4),
-                 dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
-                 rngs: nnx.Rngs | None = None, head_conv_bias: bool | None = None,
-                 in_chans: int = 3, num_keypoints: int | None = None
-                 ) -> HighResolutionNet | DenseHRNet:
+def create_model(
+  name: str,
+  *,
+  pretrained: str | os.PathLike | None = None,
+  num_classes: int | None = None,
+  features_only: bool = False,
+  feature_location: str = 'incre',
+  out_indices: Sequence[int] = (0, 1, 2, 3, 4),
+  dtype: Any = jnp.float32,
+  param_dtype: Any = jnp.float32,
+  rngs: nnx.Rngs | None = None,
+  head_conv_bias: bool | None = None,
+  in_chans: int = 3,
+  num_keypoints: int | None = None,
+) -> HighResolutionNet | DenseHRNet:
   """Builds an HRNet by name (``list_models()``, ``list_dense_models()``), optionally with
   converted weights.
 
@@ -113,8 +123,9 @@ def create_model(name: str, *, pretrained: str | os.PathLike | None = None,
     wanted = {'num_classes': num_classes, 'num_keypoints': num_keypoints}
     given = [k for k, v in wanted.items() if v is not None and k != output_key]
     if given or (output_key is None and any(wanted.values())):
-      raise ValueError(f'{name} is a {cfg.task} model: it takes '
-                       f'{output_key or "no number of outputs"}')
+      raise ValueError(
+        f'{name} is a {cfg.task} model: it takes {output_key or "no number of outputs"}'
+      )
     num_outputs = ckpt_outputs if wanted.get(output_key) is None else wanted[output_key]
     model = DenseHRNet(cfg, num_outputs=num_outputs, head_conv_bias=head_conv_bias, **precision)
     fresh, unused = ('head.final_layer',), ()
@@ -125,8 +136,9 @@ def create_model(name: str, *, pretrained: str | os.PathLike | None = None,
       cfg = dataclasses.replace(cfg, head_conv_bias=bool(head_conv_bias))
     num_outputs = ckpt_outputs if num_classes is None else num_classes
     if features_only:
-      model = HighResolutionNetFeatures(cfg, feature_location=feature_location,
-                                        out_indices=out_indices, **precision)
+      model = HighResolutionNetFeatures(
+        cfg, feature_location=feature_location, out_indices=out_indices, **precision
+      )
       unused = HEAD_PREFIXES + (('incre_modules',) if feature_location == '' else ())
     else:
       model = HighResolutionNet(cfg, num_classes=num_outputs, **precision)
@@ -138,8 +150,9 @@ def create_model(name: str, *, pretrained: str | os.PathLike | None = None,
   if arrays is not None:
     if not unused and num_outputs != ckpt_outputs:
       unused = fresh
-      log.info('%s: new head with %d outputs (checkpoint has %d)', pretrained, num_outputs,
-               ckpt_outputs)
+      log.info(
+        '%s: new head with %d outputs (checkpoint has %d)', pretrained, num_outputs, ckpt_outputs
+      )
     arrays = {k: v for k, v in arrays.items() if not k.startswith(unused)}
     state.assign_arrays(model, arrays, what=str(pretrained), allow_missing=unused)
     model.pretrained_cfg = config.get('pretrained_cfg') or model.pretrained_cfg
@@ -157,8 +170,14 @@ def load_pretrained(ckpt_dir: str | os.PathLike, **kwargs) -> HighResolutionNet 
   return model
 
 
-def release_config(arch: str, *, head_conv_bias: bool | None, num_outputs: int | None = None,
-                   pretrained_cfg: dict | None, source: dict | None = None) -> dict[str, Any]:
+def release_config(
+  arch: str,
+  *,
+  head_conv_bias: bool | None,
+  num_outputs: int | None = None,
+  pretrained_cfg: dict | None,
+  source: dict | None = None,
+) -> dict[str, Any]:
   """The ``config.json`` entries of a release folder of ``arch`` (``checkpoint.write_pretrained``
   adds the format version and checksum).
 
@@ -167,10 +186,10 @@ def release_config(arch: str, *, head_conv_bias: bool | None, num_outputs: int |
   """
   family, cfg = _lookup(arch)
   config = {
-      'arch': arch,
-      'model_kwargs': {} if head_conv_bias is None else {'head_conv_bias': bool(head_conv_bias)},
-      'pretrained_cfg': pretrained_cfg,
-      'source': source or {},
+    'arch': arch,
+    'model_kwargs': {} if head_conv_bias is None else {'head_conv_bias': bool(head_conv_bias)},
+    'pretrained_cfg': pretrained_cfg,
+    'source': source or {},
   }
   if family == DENSE:
     config['task'] = cfg.task
@@ -181,9 +200,14 @@ def release_config(arch: str, *, head_conv_bias: bool | None, num_outputs: int |
   return config
 
 
-def save_pretrained(model: HighResolutionNet | DenseHRNet, out_dir: str | os.PathLike, *,
-                    pretrained_cfg: dict | None = None, source: dict | None = None,
-                    overwrite: bool = False):
+def save_pretrained(
+  model: HighResolutionNet | DenseHRNet,
+  out_dir: str | os.PathLike,
+  *,
+  pretrained_cfg: dict | None = None,
+  source: dict | None = None,
+  overwrite: bool = False,
+):
   """Writes ``model`` as a release folder that ``create_model(..., pretrained=out_dir)`` and
   ``load_pretrained`` read. Atomic; ``FileExistsError`` if ``out_dir`` is not empty unless
   ``overwrite``. Returns the folder path."""
@@ -193,8 +217,12 @@ def save_pretrained(model: HighResolutionNet | DenseHRNet, out_dir: str | os.Pat
     raise ValueError('the model has no arch name: build it with hrnet_jax.create_model')
   num_outputs = model.num_outputs if isinstance(model, DenseHRNet) else model.num_classes
   config = release_config(
-      model.arch, head_conv_bias=model.head_conv_bias, num_outputs=num_outputs,
-      pretrained_cfg=pretrained_cfg if pretrained_cfg is not None else model.pretrained_cfg,
-      source=source)
-  return checkpoint.write_pretrained(state.model_arrays(model), config, out_dir,
-                                     overwrite=overwrite)
+    model.arch,
+    head_conv_bias=model.head_conv_bias,
+    num_outputs=num_outputs,
+    pretrained_cfg=pretrained_cfg if pretrained_cfg is not None else model.pretrained_cfg,
+    source=source,
+  )
+  return checkpoint.write_pretrained(
+    state.model_arrays(model), config, out_dir, overwrite=overwrite
+  )

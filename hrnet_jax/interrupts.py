@@ -36,15 +36,16 @@ def _in_own_code(frame) -> bool:
 # can leave such an instruction out of the exception table even inside a ``try``, so an
 # exception a trace function raises there skips every ``except`` / ``finally`` / ``with`` of the
 # frame (python/cpython#148278; seen here as a ``try:`` line's NOP).
-_CANNOT_RAISE = frozenset(dis.opmap[name] for name in
-                          ('NOP', 'LOAD_CONST', 'LOAD_SMALL_INT', 'RETURN_CONST', 'POP_TOP')
-                          if name in dis.opmap)
+_CANNOT_RAISE = frozenset(
+  dis.opmap[name]
+  for name in ('NOP', 'LOAD_CONST', 'LOAD_SMALL_INT', 'RETURN_CONST', 'POP_TOP')
+  if name in dis.opmap
+)
 
 
 @functools.lru_cache(maxsize=256)
 def _handled_offsets(code) -> tuple[range, ...]:
-  return tuple(range(e.start, e.end)
-               for e in getattr(dis.Bytecode(code), 'exception_entries', ()))
+  return tuple(range(e.start, e.end) for e in getattr(dis.Bytecode(code), 'exception_entries', ()))
 
 
 def _handlers_see_raise_at(frame) -> bool:

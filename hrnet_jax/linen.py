@@ -32,8 +32,9 @@ import flax.linen as nn
 import jax
 from flax import nnx
 from flax.core import FrozenDict
-from hrnet_jax.factory import create_model
 from flax.nnx import variablelib
+
+from hrnet_jax.factory import create_model
 from hrnet_jax.pretrained import checkpoint
 
 _WRAPPED = 'hrnet'  # the ToLinen child's name inside ``HRNet``
@@ -72,8 +73,9 @@ class HRNet(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False):
     if 'pretrained' in self.kwargs:
       raise ValueError('HRNet: load weights with hrnet_jax.linen.load_variables, not pretrained=')
-    wrapped = nnx.bridge.ToLinen(functools.partial(_create, self.arch), kwargs=self.kwargs,
-                                 metadata_fn=None, name=_WRAPPED)
+    wrapped = nnx.bridge.ToLinen(
+      functools.partial(_create, self.arch), kwargs=self.kwargs, metadata_fn=None, name=_WRAPPED
+    )
     return wrapped(x, nnx_method=functools.partial(_forward, train=train))
 
 

@@ -30,9 +30,20 @@ def parity_log():
 # The README's test command runs the files on two pytest-xdist workers (`-n 2 --dist loadfile`:
 # each file on one worker, so its module fixtures run once). Handing out the longest files first
 # (durations measured on 2 cores) keeps the two workers busy to the end.
-_LONGEST_FIRST = ('test_train_sharded', 'test_train_runs', 'test_parity_paddle', 'test_export',
-                  'test_hardening', 'test_parity_timm', 'test_model', 'test_benchmarks',
-                  'test_train_notebook', 'test_parity_dense', 'test_linen', 'test_scan')
+_LONGEST_FIRST = (
+  'test_train_sharded',
+  'test_train_runs',
+  'test_parity_paddle',
+  'test_export',
+  'test_hardening',
+  'test_parity_timm',
+  'test_model',
+  'test_benchmarks',
+  'test_train_notebook',
+  'test_parity_dense',
+  'test_linen',
+  'test_scan',
+)
 
 
 def pytest_collection_modifyitems(items):
@@ -54,8 +65,10 @@ def pytest_terminal_summary(terminalreporter):
   if not _PARITY:
     return
   terminalreporter.section('parity figures (max abs diff vs oracle)')
-  terminalreporter.write_line(f'{"case":<44} {"output":<22} {"max|diff|":>10} {"max|ref|":>10} '
-                              f'{"relative":>10}')
+  terminalreporter.write_line(
+    f'{"case":<44} {"output":<22} {"max|diff|":>10} {"max|ref|":>10} {"relative":>10}'
+  )
   for case, output, diff, ref_max in sorted(_PARITY):
-    terminalreporter.write_line(f'{case:<44} {output:<22} {diff:>10.3g} {ref_max:>10.4g} '
-                                f'{diff / max(ref_max, 10.0):>10.3g}')
+    terminalreporter.write_line(
+      f'{case:<44} {output:<22} {diff:>10.3g} {ref_max:>10.4g} {diff / max(ref_max, 10.0):>10.3g}'
+    )

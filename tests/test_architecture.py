@@ -26,41 +26,110 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Source folder -> the package name it installs as (pyproject.toml ``package-dir``).
-PACKAGES = {'hrnet_jax': 'hrnet_jax', 'convert': 'hrnet_jax.convert', 'train': 'hrnet_jax.train',
-            'benchmarks': 'benchmarks'}
-OPTIONAL_HEAVY = frozenset({
-    'torch', 'tensorflow', 'paddle', 'onnx', 'onnxruntime', 'onnx_ir', 'jax2onnx',
-    'huggingface_hub', 'safetensors', 'tensorflow_datasets', 'cv2', 'timm', 'tqdm',
-    'ai_edge_litert', 'tensorboardX'})
-TORCH_PADDLE_MM = frozenset({
-    'torch', 'torchvision', 'timm', 'safetensors', 'paddle', 'paddleclas', 'mmcv', 'mmengine',
-    'mmseg', 'mmpose', 'mmdet', 'mmpretrain'})
+PACKAGES = {
+  'hrnet_jax': 'hrnet_jax',
+  'convert': 'hrnet_jax.convert',
+  'train': 'hrnet_jax.train',
+  'benchmarks': 'benchmarks',
+}
+OPTIONAL_HEAVY = frozenset(
+  {
+    'torch',
+    'tensorflow',
+    'paddle',
+    'onnx',
+    'onnxruntime',
+    'onnx_ir',
+    'jax2onnx',
+    'huggingface_hub',
+    'safetensors',
+    'tensorflow_datasets',
+    'cv2',
+    'timm',
+    'tqdm',
+    'ai_edge_litert',
+    'tensorboardX',
+  }
+)
+TORCH_PADDLE_MM = frozenset(
+  {
+    'torch',
+    'torchvision',
+    'timm',
+    'safetensors',
+    'paddle',
+    'paddleclas',
+    'mmcv',
+    'mmengine',
+    'mmseg',
+    'mmpose',
+    'mmdet',
+    'mmpretrain',
+  }
+)
 IMPORT_TF = frozenset({'jax.experimental.jax2tf'})  # JAX modules that import TensorFlow
 MODELS_MAY_USE = frozenset({'jax', 'flax', 'numpy'})
 # The console-script modules (pyproject.toml [project.scripts]) and the absl helper they share.
-SCRIPTS = frozenset({'hrnet_jax.convert.cli', 'hrnet_jax.train.main', 'hrnet_jax.train.eval_main',
-                     'hrnet_jax.train.cli'})
+SCRIPTS = frozenset(
+  {
+    'hrnet_jax.convert.cli',
+    'hrnet_jax.train.main',
+    'hrnet_jax.train.eval_main',
+    'hrnet_jax.train.cli',
+  }
+)
 # Which parts each part may import (besides itself); read bottom-up.
 MAY_IMPORT = {
-    'errors': set(),
-    'interrupts': {'errors'},
-    'atomic': {'errors'},
-    'models': set(),
-    'pretrained': {'errors', 'atomic', 'models'},
-    'runtime': {'models'},
-    'data': {'errors', 'atomic', 'models', 'pretrained'},
-    'factory': {'models', 'pretrained'},
-    'api': {'errors', 'models', 'pretrained', 'runtime', 'factory'},
-    'linen': {'models', 'pretrained', 'factory', 'api'},
-    'export': {'errors', 'atomic', 'models', 'pretrained', 'runtime', 'data', 'factory', 'api'},
-    'convert': {'errors', 'atomic', 'models', 'pretrained', 'data', 'factory', 'api'},
-    'train': {'errors', 'interrupts', 'atomic', 'models', 'pretrained', 'runtime', 'data',
-              'factory', 'api'},
-    'cli': {'errors', 'interrupts', 'atomic', 'models', 'pretrained', 'runtime', 'data',
-            'factory', 'api', 'export'},
-    'scripts': {'errors', 'interrupts', 'atomic', 'models', 'pretrained', 'runtime', 'data',
-                'factory', 'api', 'convert', 'train', 'cli'},
-    'benchmarks': None,  # measurement tools: anything
+  'errors': set(),
+  'interrupts': {'errors'},
+  'atomic': {'errors'},
+  'models': set(),
+  'pretrained': {'errors', 'atomic', 'models'},
+  'runtime': {'models'},
+  'data': {'errors', 'atomic', 'models', 'pretrained'},
+  'factory': {'models', 'pretrained'},
+  'api': {'errors', 'models', 'pretrained', 'runtime', 'factory'},
+  'linen': {'models', 'pretrained', 'factory', 'api'},
+  'export': {'errors', 'atomic', 'models', 'pretrained', 'runtime', 'data', 'factory', 'api'},
+  'convert': {'errors', 'atomic', 'models', 'pretrained', 'data', 'factory', 'api'},
+  'train': {
+    'errors',
+    'interrupts',
+    'atomic',
+    'models',
+    'pretrained',
+    'runtime',
+    'data',
+    'factory',
+    'api',
+  },
+  'cli': {
+    'errors',
+    'interrupts',
+    'atomic',
+    'models',
+    'pretrained',
+    'runtime',
+    'data',
+    'factory',
+    'api',
+    'export',
+  },
+  'scripts': {
+    'errors',
+    'interrupts',
+    'atomic',
+    'models',
+    'pretrained',
+    'runtime',
+    'data',
+    'factory',
+    'api',
+    'convert',
+    'train',
+    'cli',
+  },
+  'benchmarks': None,  # measurement tools: anything
 }
 
 
@@ -103,7 +172,7 @@ def _resolve(node: ast.ImportFrom, module: str, is_package: bool) -> str:
   if not node.level:
     return node.module or ''
   base = module.split('.')
-  base = base[:len(base) - node.level + (1 if is_package else 0)]
+  base = base[: len(base) - node.level + (1 if is_package else 0)]
   return '.'.join(base + ([node.module] if node.module else []))
 
 
@@ -124,8 +193,7 @@ def imports_of(module: str, path: pathlib.Path, modules: dict[str, pathlib.Path]
 
   def visit(node, in_function: bool):
     for child in ast.iter_child_nodes(node):
-      inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
-                                                 ast.Lambda))
+      inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
       if isinstance(child, ast.Import):
         for alias in child.names:
           add(alias.name, child, inside)
@@ -199,21 +267,33 @@ def problems(root: pathlib.Path, packages: dict[str, str] = PACKAGES) -> list[st
       own = imp.target in modules
       if own:
         edges[module].add(imp.target)
-      if (imp.in_function and part(module) != 'benchmarks' and imp.full not in IMPORT_TF
-          and (own or imp.target not in OPTIONAL_HEAVY | stdlib)):
-        out.append(f'{where(imp)}: {imp.target} imported inside a function (imports go at '
-                   'module top; only optional heavy dependencies may wait)')
+      if (
+        imp.in_function
+        and part(module) != 'benchmarks'
+        and imp.full not in IMPORT_TF
+        and (own or imp.target not in OPTIONAL_HEAVY | stdlib)
+      ):
+        out.append(
+          f'{where(imp)}: {imp.target} imported inside a function (imports go at '
+          'module top; only optional heavy dependencies may wait)'
+        )
       src, dst = part(module), part(imp.target) if own else None
       if src == 'models' and not own and imp.target not in MODELS_MAY_USE | stdlib | {'__future__'}:
-        out.append(f'{where(imp)}: hrnet_jax/models imports {imp.target} (only jax, flax, '
-                   'numpy and the standard library)')
+        out.append(
+          f'{where(imp)}: hrnet_jax/models imports {imp.target} (only jax, flax, '
+          'numpy and the standard library)'
+        )
       if imp.target in TORCH_PADDLE_MM and src not in ('convert', 'benchmarks'):
-        out.append(f'{where(imp)}: {imp.target} outside convert/ (PyTorch, Paddle and '
-                   'OpenMMLab names live in the converter)')
+        out.append(
+          f'{where(imp)}: {imp.target} outside convert/ (PyTorch, Paddle and '
+          'OpenMMLab names live in the converter)'
+        )
       allowed = MAY_IMPORT[src]
       if own and allowed is not None and dst != src and dst not in allowed:
-        out.append(f'{where(imp)}: {module} ({src}) imports {imp.target} ({dst}): {src} may '
-                   f'import only {", ".join(sorted(allowed)) or "itself"}')
+        out.append(
+          f'{where(imp)}: {module} ({src}) imports {imp.target} ({dst}): {src} may '
+          f'import only {", ".join(sorted(allowed)) or "itself"}'
+        )
   out += ['import cycle: ' + ' -> '.join(cycle) for cycle in find_cycles(edges)]
   return out
 
@@ -231,36 +311,58 @@ def _plant(root: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
 
 
 def test_a_planted_cycle_fails(tmp_path):
-  root = _plant(tmp_path, {
+  root = _plant(
+    tmp_path,
+    {
       'hrnet_jax/__init__.py': '',
       'hrnet_jax/errors.py': '',
       'convert/__init__.py': '',
       'convert/api.py': 'from hrnet_jax.convert import dense\n',
       'convert/dense.py': 'def f():\n  from hrnet_jax.convert.api import g\n',
-  })
+    },
+  )
   found = problems(root, {'hrnet_jax': 'hrnet_jax', 'convert': 'hrnet_jax.convert'})
-  assert ('import cycle: hrnet_jax.convert.api -> hrnet_jax.convert.dense -> '
-          'hrnet_jax.convert.api') in found
-  assert any('convert/dense.py:2: hrnet_jax.convert.api imported inside a function' in p
-             for p in found)
+  assert (
+    'import cycle: hrnet_jax.convert.api -> hrnet_jax.convert.dense -> hrnet_jax.convert.api'
+  ) in found
+  assert any(
+    'convert/dense.py:2: hrnet_jax.convert.api imported inside a function' in p for p in found
+  )
 
 
-@pytest.mark.parametrize('file, text, expected', [
-    ('hrnet_jax/models/hrnet.py', 'from hrnet_jax.pretrained import state\n',
-     'models may import only itself'),
+@pytest.mark.parametrize(
+  'file, text, expected',
+  [
+    (
+      'hrnet_jax/models/hrnet.py',
+      'from hrnet_jax.pretrained import state\n',
+      'models may import only itself',
+    ),
     ('hrnet_jax/models/hrnet.py', 'import PIL\n', 'hrnet_jax/models imports PIL'),
     ('hrnet_jax/pretrained/state.py', 'import torch\n', 'torch outside convert/'),
     ('hrnet_jax/factory.py', 'from hrnet_jax.cli import policy\n', 'factory may import only'),
-    ('hrnet_jax/pretrained/state.py', 'from hrnet_jax.convert import api\n',
-     'pretrained may import only'),
-], ids=['models->pretrained', 'models->PIL', 'torch-in-library', 'library->cli',
-        'library->convert'])
+    (
+      'hrnet_jax/pretrained/state.py',
+      'from hrnet_jax.convert import api\n',
+      'pretrained may import only',
+    ),
+  ],
+  ids=['models->pretrained', 'models->PIL', 'torch-in-library', 'library->cli', 'library->convert'],
+)
 def test_a_planted_wrong_way_import_fails(tmp_path, file, text, expected):
-  root = _plant(tmp_path, {
-      'hrnet_jax/__init__.py': '', 'hrnet_jax/cli/__init__.py': '',
-      'hrnet_jax/cli/policy.py': '', 'hrnet_jax/pretrained/__init__.py': '',
-      'hrnet_jax/pretrained/state.py': '', 'hrnet_jax/models/__init__.py': '',
-      'convert/__init__.py': '', 'convert/api.py': '', file: text,
-  })
+  root = _plant(
+    tmp_path,
+    {
+      'hrnet_jax/__init__.py': '',
+      'hrnet_jax/cli/__init__.py': '',
+      'hrnet_jax/cli/policy.py': '',
+      'hrnet_jax/pretrained/__init__.py': '',
+      'hrnet_jax/pretrained/state.py': '',
+      'hrnet_jax/models/__init__.py': '',
+      'convert/__init__.py': '',
+      'convert/api.py': '',
+      file: text,
+    },
+  )
   found = problems(root, {'hrnet_jax': 'hrnet_jax', 'convert': 'hrnet_jax.convert'})
   assert any(expected in p for p in found), found

@@ -9,6 +9,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_tree_is_formatted():
-  done = subprocess.run([sys.executable, '-m', 'ruff', 'format', '--check', '.'], cwd=ROOT,
-                        capture_output=True, text=True)
-  assert done.returncode == 0, f'run `ruff format` at the repository root:\n{done.stdout}{done.stderr}'
+  done = subprocess.run(
+    [sys.executable, '-m', 'ruff', 'format', '--check', '.'],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+  )
+  assert done.returncode == 0, (
+    f'run `ruff format` at the repository root:\n{done.stdout}{done.stderr}'
+  )

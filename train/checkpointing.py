@@ -26,8 +26,7 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
-from hrnet_jax import atomic
-from hrnet_jax import errors
+from hrnet_jax import atomic, errors
 from hrnet_jax.errors import BadInputError
 
 log = logging.getLogger(__name__)
@@ -55,8 +54,9 @@ logging.getLogger('absl').addFilter(_QuietUnscoredSaves())
 
 def abstract_like(tree: Any, shardings: Any) -> Any:
   """``ShapeDtypeStruct``s of ``tree`` with ``shardings``: what a restore should produce."""
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
-                      shardings)
+  return jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+  )
 
 
 def _top1(metrics: dict) -> float:
@@ -70,13 +70,16 @@ class ConfigMismatch(BadInputError):
 def _check_like(tree: Any, abstract: Any) -> None:
   """``ConfigMismatch`` listing leaves whose shape or dtype differ from ``abstract``'s (Orbax
   restores a mis-shaped leaf as stored instead of failing)."""
-  bad = [f'{jax.tree_util.keystr(path)}: {x.shape} {x.dtype} (expected {a.shape} {a.dtype})'
-         for (path, x), a in zip(jax.tree_util.tree_leaves_with_path(tree),
-                                 jax.tree.leaves(abstract))
-         if x.shape != a.shape or x.dtype != a.dtype]
+  bad = [
+    f'{jax.tree_util.keystr(path)}: {x.shape} {x.dtype} (expected {a.shape} {a.dtype})'
+    for (path, x), a in zip(jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(abstract))
+    if x.shape != a.shape or x.dtype != a.dtype
+  ]
   if bad:
-    raise ConfigMismatch('checkpoint does not match the model (written by another config? use '
-                         'another workdir): ' + '; '.join(bad[:5]))
+    raise ConfigMismatch(
+      'checkpoint does not match the model (written by another config? use '
+      'another workdir): ' + '; '.join(bad[:5])
+    )
 
 
 class Checkpoints:
@@ -89,24 +92,37 @@ class Checkpoints:
     read_only: open an existing run for evaluation (no deletions, no writes).
   """
 
-  def __init__(self, workdir: str | os.PathLike, *, keep: int = 3, async_save: bool = True,
-               read_only: bool = False):
+  def __init__(
+    self,
+    workdir: str | os.PathLike,
+    *,
+    keep: int = 3,
+    async_save: bool = True,
+    read_only: bool = False,
+  ):
     validate_options(keep=keep)
     self.directory = os.path.join(os.path.abspath(os.fspath(workdir)), SUBDIR)
     self.read_only = read_only
     self.discarded: list[tuple[int, str]] = []  # (step, where it was moved)
     if not read_only:
       self._report_incomplete_saves()
-    preservation = policies.AnyPreservationPolicy([
+    preservation = policies.AnyPreservationPolicy(
+      [
         policies.LatestN(n=keep),
-        policies.BestN(get_metric_fn=_top1, n=1,
-                       keep_checkpoints_without_metrics=False),
-    ])
+        policies.BestN(get_metric_fn=_top1, n=1, keep_checkpoints_without_metrics=False),
+      ]
+    )
     options = ocp.CheckpointManagerOptions(
-        # best_fn makes Orbax write the metrics to disk, so the best survives a restart.
-        best_fn=_top1, best_mode='max', keep_checkpoints_without_metrics=True,
-        preservation_policy=preservation, enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=not read_only, read_only=read_only, create=not read_only)
+      # best_fn makes Orbax write the metrics to disk, so the best survives a restart.
+      best_fn=_top1,
+      best_mode='max',
+      keep_checkpoints_without_metrics=True,
+      preservation_policy=preservation,
+      enable_async_checkpointing=async_save,
+      cleanup_tmp_directories=not read_only,
+      read_only=read_only,
+      create=not read_only,
+    )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def _report_incomplete_saves(self) -> None:
@@ -116,14 +132,16 @@ class Checkpoints:
     for name in sorted(os.listdir(self.directory)):
       if _ORBAX_TMP in name:
         step = name.split('.', 1)[0]
-        log.warning('discarded an incomplete save of step %s in %s (the run was stopped while '
-                    'writing it)', step, self.directory)
+        log.warning(
+          'discarded an incomplete save of step %s in %s (the run was stopped while writing it)',
+          step,
+          self.directory,
+        )
         self.discarded.append((int(step) if step.isdigit() else -1, 'incomplete'))
 
   def _discard(self, step: int) -> str:
     """Moves checkpoint ``step`` aside (process 0) and re-reads the step list everywhere."""
-    aside = os.path.join(self.directory,
-                         f'corrupt-{step}-{time.strftime("%Y%m%dT%H%M%S")}')
+    aside = os.path.join(self.directory, f'corrupt-{step}-{time.strftime("%Y%m%dT%H%M%S")}')
     if jax.process_index() == 0:
       os.rename(os.path.join(self.directory, str(step)), aside)
     if jax.process_count() > 1:
@@ -138,8 +156,9 @@ class Checkpoints:
 
   def best(self) -> tuple[int, float] | None:
     """``(step, top1)`` of the checkpoint with the best eval top-1 (None if none has metrics)."""
-    scored = [(m['top1'], s) for s in self.steps()
-              if (m := self._manager.metrics(s)) and 'top1' in m]
+    scored = [
+      (m['top1'], s) for s in self.steps() if (m := self._manager.metrics(s)) and 'top1' in m
+    ]
     return max(scored)[::-1] if scored else None
 
   def save(self, step: int, state: Any, metrics: dict[str, float] | None = None) -> None:
@@ -150,8 +169,9 @@ class Checkpoints:
     for a failed earlier asynchronous save; the committed checkpoints stay as they were.
     """
     if jax.process_index() == 0:
-      atomic.ensure_free_space(self.directory, sum(x.nbytes for x in jax.tree.leaves(state)),
-                               f'checkpoint {step}')
+      atomic.ensure_free_space(
+        self.directory, sum(x.nbytes for x in jax.tree.leaves(state)), f'checkpoint {step}'
+      )
     try:
       self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
     except ValueError as e:
@@ -174,8 +194,10 @@ class Checkpoints:
         state = self._manager.restore(s, args=ocp.args.StandardRestore(abstract_state))
       except Exception as e:  # Orbax/tensorstore raise many types for damaged data.
         first = str(e).splitlines()[0] if str(e) else ''
-        msg = (f'checkpoint {os.path.join(self.directory, str(s))} cannot be read '
-               f'({type(e).__name__}: {first})')
+        msg = (
+          f'checkpoint {os.path.join(self.directory, str(s))} cannot be read '
+          f'({type(e).__name__}: {first})'
+        )
         if step is not None:
           raise BadInputError(msg) from e
         log.warning('%s', msg)
@@ -187,9 +209,11 @@ class Checkpoints:
           log.warning('discarded checkpoint %d: moved to %s', bad, self._discard(bad))
       return state, s
     if unreadable:
-      raise BadInputError(f'none of the {len(unreadable)} checkpoints in {self.directory} can be '
-                          'read (see the warnings above); nothing was moved. Move them away to '
-                          'start from scratch')
+      raise BadInputError(
+        f'none of the {len(unreadable)} checkpoints in {self.directory} can be '
+        'read (see the warnings above); nothing was moved. Move them away to '
+        'start from scratch'
+      )
     return None
 
   def reached_preemption(self, step: int) -> bool:

@@ -79,8 +79,11 @@ def _resolve_config_flags(prog: str, argv: list[str]) -> list[str]:
         continue
       path = resolve_config(value)
       if path is None:
-        print(f'{prog}: error: --config={value}: no such file or recipe (recipes: '
-              f'{", ".join(recipes.names())})', file=sys.stderr)
+        print(
+          f'{prog}: error: --config={value}: no such file or recipe (recipes: '
+          f'{", ".join(recipes.names())})',
+          file=sys.stderr,
+        )
         sys.exit(errors.EXIT_BAD_INPUT)
       out.append(f'--config={path}')
       continue
@@ -113,15 +116,18 @@ def _config_override_problem(argv: list[str]) -> str | None:
   for arg in argv:
     if not arg.startswith('--config.'):
       continue
-    path = arg[len('--config.'):].split('=', 1)[0].split('.')
+    path = arg[len('--config.') :].split('=', 1)[0].split('.')
     node = config
     for i, name in enumerate(path):
       fields = list(node.keys()) if hasattr(node, 'keys') else []
       if name not in fields:
         where = 'config' + ''.join(f'.{p}' for p in path[:i])
         close = difflib.get_close_matches(name, fields, n=3)
-        hint = f'; did you mean {", ".join(f"--{where}.{c}" for c in close)}?' if close else (
-            f'; {where} has {", ".join(sorted(fields))}' if fields else '')
+        hint = (
+          f'; did you mean {", ".join(f"--{where}.{c}" for c in close)}?'
+          if close
+          else (f'; {where} has {", ".join(sorted(fields))}' if fields else '')
+        )
         return f'--config.{".".join(path)}: {where} has no field {name!r}{hint}'
       node = node[name]
   return None

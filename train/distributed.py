@@ -28,14 +28,22 @@ def _env_int(env, name: str) -> int:
 def environment_wants_distributed(env=os.environ) -> bool:
   """True if the environment variables describe a job of several processes."""
   hosts = env.get('TPU_PROCESS_ADDRESSES') or env.get('TPU_WORKER_HOSTNAMES') or ''
-  return bool(env.get('JAX_COORDINATOR_ADDRESS') or env.get('MEGASCALE_COORDINATOR_ADDRESS')
-              or len([h for h in hosts.split(',') if h]) > 1
-              or ('SLURM_JOB_ID' in env and _env_int(env, 'SLURM_NTASKS') > 1)
-              or _env_int(env, 'OMPI_COMM_WORLD_SIZE') > 1)
+  return bool(
+    env.get('JAX_COORDINATOR_ADDRESS')
+    or env.get('MEGASCALE_COORDINATOR_ADDRESS')
+    or len([h for h in hosts.split(',') if h]) > 1
+    or ('SLURM_JOB_ID' in env and _env_int(env, 'SLURM_NTASKS') > 1)
+    or _env_int(env, 'OMPI_COMM_WORLD_SIZE') > 1
+  )
 
 
-def maybe_initialize(*, force: bool = False, coordinator_address: str | None = None,
-                     num_processes: int | None = None, process_id: int | None = None) -> bool:
+def maybe_initialize(
+  *,
+  force: bool = False,
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+) -> bool:
   """Calls ``jax.distributed.initialize`` if ``force``, if ``coordinator_address`` is given
   (then ``num_processes`` and ``process_id`` are required), or if
   ``environment_wants_distributed()``. Must run before anything touches the devices. Returns
@@ -43,13 +51,18 @@ def maybe_initialize(*, force: bool = False, coordinator_address: str | None = N
   if coordinator_address:
     if num_processes is None or process_id is None:
       raise ValueError('--coordinator_address needs --num_processes and --process_id')
-    jax.distributed.initialize(coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
+    jax.distributed.initialize(
+      coordinator_address, num_processes=num_processes, process_id=process_id
+    )
   elif force or environment_wants_distributed():
     jax.distributed.initialize()
   else:
     return False
-  log.info('jax.distributed: process %d of %d, %d local / %d global devices',
-           jax.process_index(), jax.process_count(), jax.local_device_count(),
-           jax.device_count())
+  log.info(
+    'jax.distributed: process %d of %d, %d local / %d global devices',
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
   return True

@@ -32,14 +32,18 @@ from hrnet_jax import errors
 from hrnet_jax.cli import policy
 from hrnet_jax.data import transforms
 from hrnet_jax.runtime import compile_cache
-from hrnet_jax.train import checkpointing, cli, data as input_pipeline, evaluate
-from hrnet_jax.train import mesh as mesh_lib, step as step_lib, train_state as ts, trainer
+from hrnet_jax.train import checkpointing, cli, evaluate, trainer
+from hrnet_jax.train import data as input_pipeline
+from hrnet_jax.train import mesh as mesh_lib
+from hrnet_jax.train import step as step_lib
+from hrnet_jax.train import train_state as ts
 from hrnet_jax.train.recipes import base
 
 PROG = 'hrnet-eval'
 FLAGS = flags.FLAGS
-flags.DEFINE_string('checkpoint', None, 'Training workdir or release folder (config.json + '
-                    'state/).')
+flags.DEFINE_string(
+  'checkpoint', None, 'Training workdir or release folder (config.json + state/).'
+)
 flags.DEFINE_string('dataset', None, "'digits', 'folder:PATH' or a TFDS dataset name.")
 flags.DEFINE_string('split', 'validation', 'Split to evaluate (TFDS syntax, or a subfolder).')
 flags.DEFINE_string('data_dir', '', 'TFDS data_dir.')
@@ -51,11 +55,18 @@ flags.DEFINE_bool('json', False, 'Print the result as one JSON line.')
 flags.mark_flags_as_required(['checkpoint', 'dataset'])
 
 
-def _dataset_config(config, dataset: str, split: str, data_dir: str, batch_size: int,
-                    image_size: int | None, crop_pct: float | None) -> None:
+def _dataset_config(
+  config,
+  dataset: str,
+  split: str,
+  data_dir: str,
+  batch_size: int,
+  image_size: int | None,
+  crop_pct: float | None,
+) -> None:
   """Sets ``config.dataset`` and the eval fields (see ``evaluate_checkpoint``)."""
   if dataset.startswith('folder:'):
-    config.dataset.name, config.dataset.folder = 'folder', dataset[len('folder:'):]
+    config.dataset.name, config.dataset.folder = 'folder', dataset[len('folder:') :]
   else:
     config.dataset.name = dataset
   config.dataset.eval_split = split
@@ -87,8 +98,9 @@ def _from_workdir(workdir: str, mesh, step: int | None):
         raise errors.BadInputError(f'{ckpts.directory}: no checkpoint')
     elif step not in steps:
       raise errors.BadInputError(
-          f'--step={step}: {ckpts.directory} has no checkpoint {step}; it has steps '
-          f'{", ".join(map(str, steps)) or "none"}')
+        f'--step={step}: {ckpts.directory} has no checkpoint {step}; it has steps '
+        f'{", ".join(map(str, steps)) or "none"}'
+      )
     state, step = ckpts.restore(checkpointing.abstract_like(host_state, shardings), step=step)
   finally:
     ckpts.close()
@@ -110,9 +122,17 @@ def _from_folder(folder: str):
   return model_def, params, stats, config
 
 
-def evaluate_checkpoint(checkpoint: str, *, dataset: str, split: str = 'validation',
-                        data_dir: str = '', batch_size: int = 128, step: int | None = None,
-                        image_size: int | None = None, crop_pct: float | None = None) -> dict:
+def evaluate_checkpoint(
+  checkpoint: str,
+  *,
+  dataset: str,
+  split: str = 'validation',
+  data_dir: str = '',
+  batch_size: int = 128,
+  step: int | None = None,
+  image_size: int | None = None,
+  crop_pct: float | None = None,
+) -> dict:
   """Top-1 / top-5 of ``checkpoint`` (a training workdir or a release folder) on
   ``split`` of ``dataset`` (``'digits'``, ``'folder:PATH'`` or a TFDS name); the arguments are
   the CLI flags'. Returns ``{'top1', 'top5'}`` (fractions) and ``'count'`` (images).
@@ -128,22 +148,37 @@ def evaluate_checkpoint(checkpoint: str, *, dataset: str, split: str = 'validati
     params, stats = mesh_lib.put_replicated_or_sharded((params, stats), shardings)
   else:
     if not os.path.exists(os.path.join(checkpoint, trainer.CONFIG_FILE)):
-      raise FileNotFoundError(f'--checkpoint={checkpoint}: neither a training workdir '
-                              f'({trainer.CONFIG_FILE}) nor a checkpoint folder (config.json)')
+      raise FileNotFoundError(
+        f'--checkpoint={checkpoint}: neither a training workdir '
+        f'({trainer.CONFIG_FILE}) nor a checkpoint folder (config.json)'
+      )
     model_def, params, stats, config = _from_workdir(checkpoint, mesh, step)
   _dataset_config(config, dataset, split, data_dir, batch_size, image_size, crop_pct)
   if config.eval_batch_size % mesh.size:
-    raise ValueError(f'--batch_size={config.eval_batch_size} must be a multiple of the '
-                     f'{mesh.size} devices')
-  data = input_pipeline.create_input(config, process_index=jax.process_index(),
-                                     process_count=jax.process_count(), train=False)
+    raise ValueError(
+      f'--batch_size={config.eval_batch_size} must be a multiple of the {mesh.size} devices'
+    )
+  data = input_pipeline.create_input(
+    config, process_index=jax.process_index(), process_count=jax.process_count(), train=False
+  )
   eval_fn = step_lib.jit_eval_step(
-      jax.tree.map(lambda x: x.sharding, params), jax.tree.map(lambda x: x.sharding, stats),
-      mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh), model_def=model_def,
-      mean=tuple(config.input.mean), std=tuple(config.input.std))
-  return evaluate.evaluate(eval_fn, params, stats, data.eval_batches(),
-                           mesh_lib.batch_sharding(mesh), num_batches=data.num_eval_batches,
-                           progress=True)
+    jax.tree.map(lambda x: x.sharding, params),
+    jax.tree.map(lambda x: x.sharding, stats),
+    mesh_lib.batch_sharding(mesh),
+    mesh_lib.replicated(mesh),
+    model_def=model_def,
+    mean=tuple(config.input.mean),
+    std=tuple(config.input.std),
+  )
+  return evaluate.evaluate(
+    eval_fn,
+    params,
+    stats,
+    data.eval_batches(),
+    mesh_lib.batch_sharding(mesh),
+    num_batches=data.num_eval_batches,
+    progress=True,
+  )
 
 
 def _main(argv):
@@ -157,23 +192,47 @@ def _main(argv):
 
 def _evaluate_and_print() -> int:
   results = evaluate_checkpoint(
-      FLAGS.checkpoint, dataset=FLAGS.dataset, split=FLAGS.split, data_dir=FLAGS.data_dir,
-      batch_size=FLAGS.batch_size, step=FLAGS.step, image_size=FLAGS.image_size,
-      crop_pct=FLAGS.crop_pct)
+    FLAGS.checkpoint,
+    dataset=FLAGS.dataset,
+    split=FLAGS.split,
+    data_dir=FLAGS.data_dir,
+    batch_size=FLAGS.batch_size,
+    step=FLAGS.step,
+    image_size=FLAGS.image_size,
+    crop_pct=FLAGS.crop_pct,
+  )
   if FLAGS.json:
-    print(json.dumps({**results, 'checkpoint': FLAGS.checkpoint, 'dataset': FLAGS.dataset,
-                      'split': FLAGS.split}))
+    print(
+      json.dumps(
+        {**results, 'checkpoint': FLAGS.checkpoint, 'dataset': FLAGS.dataset, 'split': FLAGS.split}
+      )
+    )
   else:
-    print(f'hrnet-eval: top-1 {results["top1"]:.2%}  top-5 {results["top5"]:.2%}  on '
-          f'{results["count"]} images of {FLAGS.dataset}:{FLAGS.split} ({FLAGS.checkpoint})')
+    print(
+      f'hrnet-eval: top-1 {results["top1"]:.2%}  top-5 {results["top5"]:.2%}  on '
+      f'{results["count"]} images of {FLAGS.dataset}:{FLAGS.split} ({FLAGS.checkpoint})'
+    )
   return 0
 
 
 def main():
   """Console entry point."""
-  cli.run(_main, __doc__, [
-      'checkpoint', 'dataset', 'split', 'data_dir', 'batch_size', 'step', 'image_size',
-      'crop_pct', 'json'], PROG)
+  cli.run(
+    _main,
+    __doc__,
+    [
+      'checkpoint',
+      'dataset',
+      'split',
+      'data_dir',
+      'batch_size',
+      'step',
+      'image_size',
+      'crop_pct',
+      'json',
+    ],
+    PROG,
+  )
 
 
 if __name__ == '__main__':

@@ -10,9 +10,16 @@ from tqdm import tqdm
 from hrnet_jax.train import mesh as mesh_lib
 
 
-def evaluate(eval_fn: Callable, params, batch_stats, batches: Iterable[dict],
-             sharding, *, num_batches: int | None = None, progress: bool = False
-             ) -> dict[str, float]:
+def evaluate(
+  eval_fn: Callable,
+  params,
+  batch_stats,
+  batches: Iterable[dict],
+  sharding,
+  *,
+  num_batches: int | None = None,
+  progress: bool = False,
+) -> dict[str, float]:
   """Runs ``eval_fn`` (a ``step.jit_eval_step``) on every host-local batch of ``batches``.
 
   Padding rows (``mask`` False) are not counted, so each example of the split counts exactly
@@ -30,8 +37,11 @@ def evaluate(eval_fn: Callable, params, batch_stats, batches: Iterable[dict],
     _accumulate(totals, counts)
   if totals['count'] == 0:
     raise ValueError('the eval split is empty')
-  return {'top1': totals['correct1'] / totals['count'],
-          'top5': totals['correct5'] / totals['count'], 'count': totals['count']}
+  return {
+    'top1': totals['correct1'] / totals['count'],
+    'top5': totals['correct5'] / totals['count'],
+    'count': totals['count'],
+  }
 
 
 def _accumulate(totals: dict[str, int], counts: dict[str, jax.Array]) -> None:

@@ -35,12 +35,23 @@ PROG = 'hrnet-train'
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
-    'config', None, f'Training recipe: a name ({", ".join(recipes.names())}) or a recipe file, '
-    'FILE[:ARG].', lock_config=True)
-flags.DEFINE_string('workdir', None, 'Folder for training checkpoints, TensorBoard logs and the '
-                    'final release folder (model/); reused to resume.')
-flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() with auto-detection '
-                  '(Cloud TPU VM pods); SLURM, Open MPI and GKE TPU are detected anyway.')
+  'config',
+  None,
+  f'Training recipe: a name ({", ".join(recipes.names())}) or a recipe file, FILE[:ARG].',
+  lock_config=True,
+)
+flags.DEFINE_string(
+  'workdir',
+  None,
+  'Folder for training checkpoints, TensorBoard logs and the '
+  'final release folder (model/); reused to resume.',
+)
+flags.DEFINE_bool(
+  'distributed',
+  False,
+  'Call jax.distributed.initialize() with auto-detection '
+  '(Cloud TPU VM pods); SLURM, Open MPI and GKE TPU are detected anyway.',
+)
 flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (multi-process runs).')
 flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).')
 flags.DEFINE_integer('process_id', None, 'This process (with --coordinator_address).')
@@ -57,9 +68,12 @@ def _main(argv):
   def train() -> int:
     # Inside run_cli's interrupts_raise: jax.distributed installs its preemption notifier's
     # SIGTERM handler over it, so that in a multi-process run every process saves one step.
-    distributed.maybe_initialize(force=FLAGS.distributed,
-                                 coordinator_address=FLAGS.coordinator_address,
-                                 num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+    distributed.maybe_initialize(
+      force=FLAGS.distributed,
+      coordinator_address=FLAGS.coordinator_address,
+      num_processes=FLAGS.num_processes,
+      process_id=FLAGS.process_id,
+    )
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     return errors.EXIT_OK
 
@@ -68,9 +82,12 @@ def _main(argv):
 
 def main():
   """Console entry point."""
-  cli.run(_main, __doc__, [
-      'config', 'workdir', 'distributed', 'coordinator_address', 'num_processes', 'process_id'],
-      PROG)
+  cli.run(
+    _main,
+    __doc__,
+    ['config', 'workdir', 'distributed', 'coordinator_address', 'num_processes', 'process_id'],
+    PROG,
+  )
 
 
 if __name__ == '__main__':

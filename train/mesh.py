@@ -14,7 +14,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA, FSDP = 'data', 'fsdp'
 BATCH_AXES = (DATA, FSDP)
@@ -26,8 +27,12 @@ def create_mesh(fsdp: int = 1, devices: list | None = None) -> Mesh:
   devices = jax.devices() if devices is None else devices
   if fsdp < 1 or len(devices) % fsdp:
     raise ValueError(f'config.mesh.fsdp={fsdp} must divide the number of devices ({len(devices)})')
-  return jax.make_mesh((len(devices) // fsdp, fsdp), BATCH_AXES,
-                       axis_types=(AxisType.Auto, AxisType.Auto), devices=devices)
+  return jax.make_mesh(
+    (len(devices) // fsdp, fsdp),
+    BATCH_AXES,
+    axis_types=(AxisType.Auto, AxisType.Auto),
+    devices=devices,
+  )
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -61,9 +66,11 @@ def put_replicated_or_sharded(tree: Any, shardings: Any) -> Any:
   Works with several processes, where ``jax.device_put`` of a host array to non-addressable
   devices is not an option: each process fills only its own devices.
   """
+
   def put(x, sharding):
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
   return jax.tree.map(put, tree, shardings)
 
 

@@ -26,8 +26,17 @@ class Observer:
   that window, compilation excluded), ``eval/top1``, ``eval/top5`` (fractions).
   """
 
-  def __init__(self, logdir: str, jsonl_path: str, *, start_step: int, total_steps: int,
-               batch_size: int, log_every: int, active: bool):
+  def __init__(
+    self,
+    logdir: str,
+    jsonl_path: str,
+    *,
+    start_step: int,
+    total_steps: int,
+    batch_size: int,
+    log_every: int,
+    active: bool,
+  ):
     self._active = active
     self._batch = batch_size
     self._log_every = max(1, log_every)
@@ -44,8 +53,9 @@ class Observer:
       self._writer = SummaryWriter(logdir, purge_step=start_step + 1 if start_step else None)
       workdir.truncate_jsonl(jsonl_path, start_step)
       self._jsonl = open(jsonl_path, 'a')
-      self._bar = tqdm(total=total_steps, initial=start_step, desc='train', unit='step',
-                       dynamic_ncols=True)
+      self._bar = tqdm(
+        total=total_steps, initial=start_step, desc='train', unit='step', dynamic_ncols=True
+      )
 
   def step(self, step: int, metrics: dict[str, float]) -> None:
     """Records the host metrics of step ``step`` (1-based: updates done)."""
@@ -64,8 +74,14 @@ class Observer:
       n = self._window_steps
       means = {k: v / n for k, v in self._window.items()}
       img_s = n * self._batch / elapsed
-      self._scalars(step, {**{f'train/{k}': v for k, v in means.items()},
-                           'perf/img_per_sec': img_s, 'perf/step_time_ms': 1000 * elapsed / n})
+      self._scalars(
+        step,
+        {
+          **{f'train/{k}': v for k, v in means.items()},
+          'perf/img_per_sec': img_s,
+          'perf/step_time_ms': 1000 * elapsed / n,
+        },
+      )
       self._bar.set_postfix(loss=f'{means["loss"]:.4f}', img_s=f'{img_s:.1f}')
       self.train_time += elapsed
       self.timed_steps += n
@@ -82,8 +98,10 @@ class Observer:
     if not self._active:
       return
     self._scalars(step, {'eval/top1': results['top1'], 'eval/top5': results['top5']})
-    self._bar.write(f'step {step}: eval top-1 {results["top1"]:.2%}  top-5 '
-                    f'{results["top5"]:.2%}  ({results["count"]} images)')
+    self._bar.write(
+      f'step {step}: eval top-1 {results["top1"]:.2%}  top-5 '
+      f'{results["top5"]:.2%}  ({results["count"]} images)'
+    )
 
   def _scalars(self, step: int, scalars: dict[str, float]) -> None:
     for k, v in scalars.items():

@@ -18,7 +18,6 @@ from jax.sharding import NamedSharding
 
 from hrnet_jax import runtime
 from hrnet_jax.data.transforms import normalize
-
 from hrnet_jax.train.train_state import ModelDef, TrainState
 
 
@@ -29,9 +28,17 @@ def _topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   return jnp.any(top == labels[:, None], axis=-1)
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, model_def: ModelDef,
-               tx: optax.GradientTransformation, lr_fn: Callable, mean, std,
-               label_smoothing: float) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  *,
+  model_def: ModelDef,
+  tx: optax.GradientTransformation,
+  lr_fn: Callable,
+  mean,
+  std,
+  label_smoothing: float,
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SGD update on the global batch. Returns the new state and float32 scalar metrics:
   ``loss`` (mean cross-entropy with label smoothing), ``top1`` (batch accuracy), ``lr`` (used for
   this update) and ``grad_norm`` (global L2 norm, before weight decay)."""
@@ -49,44 +56,60 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model_def: Mod
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {
-      'loss': loss,
-      'top1': _topk_correct(logits, labels, 1).mean(dtype=jnp.float32),
-      'lr': jnp.asarray(lr_fn(state.step), jnp.float32),
-      'grad_norm': optax.tree.norm(grads).astype(jnp.float32),
+    'loss': loss,
+    'top1': _topk_correct(logits, labels, 1).mean(dtype=jnp.float32),
+    'lr': jnp.asarray(lr_fn(state.step), jnp.float32),
+    'grad_norm': optax.tree.norm(grads).astype(jnp.float32),
   }
-  new_state = TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
-                         opt_state=opt_state)
+  new_state = TrainState(
+    step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+  )
   return new_state, metrics
 
 
-def eval_step(params, batch_stats, batch: dict[str, jax.Array], *, model_def: ModelDef, mean,
-              std) -> dict[str, jax.Array]:
+def eval_step(
+  params, batch_stats, batch: dict[str, jax.Array], *, model_def: ModelDef, mean, std
+) -> dict[str, jax.Array]:
   """int32 counts over the real (``mask``) rows of the global batch: ``correct1``, ``correct5``
   and ``count``. BatchNorm uses its running averages."""
   model = model_def.merge(params, batch_stats, train=False)
   logits = model(normalize(batch['image'], mean, std)).astype(jnp.float32)
   mask = batch['mask']
   count = lambda c: jnp.sum(c & mask, dtype=jnp.int32)
-  return {'correct1': count(_topk_correct(logits, batch['label'], 1)),
-          'correct5': count(_topk_correct(logits, batch['label'], 5)),
-          'count': jnp.sum(mask, dtype=jnp.int32)}
+  return {
+    'correct1': count(_topk_correct(logits, batch['label'], 1)),
+    'correct5': count(_topk_correct(logits, batch['label'], 5)),
+    'count': jnp.sum(mask, dtype=jnp.int32),
+  }
 
 
-def jit_train_step(state_shardings: Any, batch_sharding: NamedSharding,
-                   replicated: NamedSharding, **kwargs) -> Callable:
+def jit_train_step(
+  state_shardings: Any, batch_sharding: NamedSharding, replicated: NamedSharding, **kwargs
+) -> Callable:
   """``train_step`` jitted for the mesh: the state keeps ``state_shardings`` and is donated (its
   buffers are reused for the new state), the batch is split on the data axes, metrics are
   replicated; XLA:CPU gets ``hrnet_jax.runtime``'s options. ``kwargs`` are ``train_step``'s
   keyword arguments."""
-  return jax.jit(functools.partial(train_step, **kwargs),
-                 in_shardings=(state_shardings, batch_sharding),
-                 out_shardings=(state_shardings, replicated), donate_argnums=0,
-                 compiler_options=runtime.compiler_options('train'))
+  return jax.jit(
+    functools.partial(train_step, **kwargs),
+    in_shardings=(state_shardings, batch_sharding),
+    out_shardings=(state_shardings, replicated),
+    donate_argnums=0,
+    compiler_options=runtime.compiler_options('train'),
+  )
 
 
-def jit_eval_step(params_shardings: Any, stats_shardings: Any, batch_sharding: NamedSharding,
-                  replicated: NamedSharding, **kwargs) -> Callable:
+def jit_eval_step(
+  params_shardings: Any,
+  stats_shardings: Any,
+  batch_sharding: NamedSharding,
+  replicated: NamedSharding,
+  **kwargs,
+) -> Callable:
   """``eval_step`` jitted for the mesh; ``kwargs`` are its keyword arguments."""
-  return jax.jit(functools.partial(eval_step, **kwargs),
-                 in_shardings=(params_shardings, stats_shardings, batch_sharding),
-                 out_shardings=replicated, compiler_options=runtime.compiler_options('infer'))
+  return jax.jit(
+    functools.partial(eval_step, **kwargs),
+    in_shardings=(params_shardings, stats_shardings, batch_sharding),
+    out_shardings=replicated,
+    compiler_options=runtime.compiler_options('infer'),
+  )

@@ -62,13 +62,21 @@ def recipe_model(config, num_classes: int) -> hrnet_jax.HighResolutionNet:
   ``config.scan`` (``hrnet_jax.runtime.configure``, with fast tracing); ``ValueError`` if
   ``config.pretrained`` is required but unset or ``config.remat`` is not a level."""
   if config.pretrained is None:
-    raise ValueError('this config needs pretrained weights: pass --config.pretrained=DIR '
-                     '(a folder written by convert_official_weights or save_pretrained)')
-  model = hrnet_jax.create_model(config.model, pretrained=config.pretrained or None,
-                                 num_classes=num_classes, dtype=parse_dtype(config.dtype),
-                                 param_dtype=jnp.float32, rngs=nnx.Rngs(config.seed))
-  return runtime.configure(model, scan=config.get('scan', False),
-                           remat=config.get('remat', 'none'), fast_trace=True)
+    raise ValueError(
+      'this config needs pretrained weights: pass --config.pretrained=DIR '
+      '(a folder written by convert_official_weights or save_pretrained)'
+    )
+  model = hrnet_jax.create_model(
+    config.model,
+    pretrained=config.pretrained or None,
+    num_classes=num_classes,
+    dtype=parse_dtype(config.dtype),
+    param_dtype=jnp.float32,
+    rngs=nnx.Rngs(config.seed),
+  )
+  return runtime.configure(
+    model, scan=config.get('scan', False), remat=config.get('remat', 'none'), fast_trace=True
+  )
 
 
 def split_model(model: hrnet_jax.HighResolutionNet) -> tuple[ModelDef, Any, Any]:
@@ -78,8 +86,11 @@ def split_model(model: hrnet_jax.HighResolutionNet) -> tuple[ModelDef, Any, Any]
   model.train()
   train_def, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   to_host = lambda s: jax.tree.map(np.asarray, nnx.as_pure(s))
-  return (ModelDef(train_def, eval_def, model.arch, model.num_classes), to_host(params),
-          to_host(batch_stats))
+  return (
+    ModelDef(train_def, eval_def, model.arch, model.num_classes),
+    to_host(params),
+    to_host(batch_stats),
+  )
 
 
 def learning_rate_schedule(config, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
@@ -90,7 +101,8 @@ def learning_rate_schedule(config, steps_per_epoch: int) -> Callable[[jax.Array]
   total = config.num_epochs * steps_per_epoch
   if opt.schedule == 'step':
     return optax.piecewise_constant_schedule(
-        peak, {int(e * steps_per_epoch): opt.decay_factor for e in opt.decay_epochs})
+      peak, {int(e * steps_per_epoch): opt.decay_factor for e in opt.decay_epochs}
+    )
   if opt.schedule == 'cosine':
     warmup = int(opt.warmup_epochs * steps_per_epoch)
     return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total, warmup + 1))
@@ -102,14 +114,19 @@ def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformati
   kernels), then momentum / Nesterov, then ``-lr(step)``."""
   opt = config.optimizer
   if opt.weight_decay_on not in ('all', 'kernels'):
-    raise ValueError(f"config.optimizer.weight_decay_on={opt.weight_decay_on!r}; valid: 'all', "
-                     "'kernels'")
-  mask = None if opt.weight_decay_on == 'all' else (
-      lambda params: jax.tree.map(lambda p: p.ndim > 1, params))
+    raise ValueError(
+      f"config.optimizer.weight_decay_on={opt.weight_decay_on!r}; valid: 'all', 'kernels'"
+    )
+  mask = (
+    None
+    if opt.weight_decay_on == 'all'
+    else (lambda params: jax.tree.map(lambda p: p.ndim > 1, params))
+  )
   return optax.chain(
-      optax.add_decayed_weights(opt.weight_decay, mask=mask),
-      optax.sgd(learning_rate_schedule(config, steps_per_epoch), momentum=opt.momentum,
-                nesterov=opt.nesterov),
+    optax.add_decayed_weights(opt.weight_decay, mask=mask),
+    optax.sgd(
+      learning_rate_schedule(config, steps_per_epoch), momentum=opt.momentum, nesterov=opt.nesterov
+    ),
   )
 
 
@@ -118,15 +135,26 @@ def export_pretrained_cfg(config, base_cfg: dict | None, num_classes: int) -> di
   release folder it was fine-tuned from, if any) with this run's eval preprocessing, so that
   ``hrnet-eval`` / ``hrnet-predict`` preprocess as the training evaluation did."""
   size = config.input.image_size
-  return {**(base_cfg or {}), 'num_classes': num_classes, 'input_size': [3, size, size],
-          'crop_pct': config.input.crop_pct,
-          'interpolation': config.input.interpolation, 'mean': list(config.input.mean),
-          'std': list(config.input.std), 'test_input_size': None, 'test_crop_pct': None,
-          'top1': None, 'top5': None, 'test_top1': None, 'test_top5': None}
+  return {
+    **(base_cfg or {}),
+    'num_classes': num_classes,
+    'input_size': [3, size, size],
+    'crop_pct': config.input.crop_pct,
+    'interpolation': config.input.interpolation,
+    'mean': list(config.input.mean),
+    'std': list(config.input.std),
+    'test_input_size': None,
+    'test_crop_pct': None,
+    'top1': None,
+    'top5': None,
+    'test_top1': None,
+    'test_top5': None,
+  }
 
 
 def init_state(params, batch_stats, tx: optax.GradientTransformation) -> TrainState:
   """The state at step 0 (host arrays; place it with ``mesh.put_replicated_or_sharded``)."""
   opt_state = jax.tree.map(np.asarray, tx.init(params))
-  return TrainState(step=np.zeros((), np.int32), params=params, batch_stats=batch_stats,
-                    opt_state=opt_state)
+  return TrainState(
+    step=np.zeros((), np.int32), params=params, batch_stats=batch_stats, opt_state=opt_state
+  )

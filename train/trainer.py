@@ -33,8 +33,12 @@ from jax.experimental import multihost_utils
 
 import hrnet_jax
 from hrnet_jax import errors, interrupts
-from hrnet_jax.train import checkpointing, data as input_pipeline, evaluate, mesh as mesh_lib
-from hrnet_jax.train import observe, step as step_lib, train_state as ts, workdir as workdir_lib
+from hrnet_jax.train import checkpointing, evaluate, observe
+from hrnet_jax.train import data as input_pipeline
+from hrnet_jax.train import mesh as mesh_lib
+from hrnet_jax.train import step as step_lib
+from hrnet_jax.train import train_state as ts
+from hrnet_jax.train import workdir as workdir_lib
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +92,14 @@ def _write_config(config, workdir: str, num_classes: int) -> None:
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
       log.warning('resuming %s with a different config (%s)', workdir, ', '.join(changed))
-  workdir_lib.write_text_atomic(path, json.dumps({'config': new, 'num_classes': num_classes},
-                                                 indent=2, sort_keys=True))
+  workdir_lib.write_text_atomic(
+    path, json.dumps({'config': new, 'num_classes': num_classes}, indent=2, sort_keys=True)
+  )
 
 
 def _export(model_def: ts.ModelDef, state: ts.TrainState, out_dir: str, pretrained_cfg) -> None:
   """Writes the final weights as a release folder (all processes gather, process 0 writes)."""
-  params, stats = multihost_utils.process_allgather((state.params, state.batch_stats),
-                                                    tiled=True)
+  params, stats = multihost_utils.process_allgather((state.params, state.batch_stats), tiled=True)
   if jax.process_index() == 0:
     model = model_def.merge(params, stats, train=False)
     hrnet_jax.save_pretrained(model, out_dir, pretrained_cfg=pretrained_cfg, overwrite=True)
@@ -120,13 +124,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   workdir = workdir_lib.check_workdir(workdir)
   main_process = jax.process_index() == 0
   # Everything that can reject the config runs before the workdir is created or written.
-  data = input_pipeline.create_input(config, process_index=jax.process_index(),
-                                     process_count=jax.process_count())
+  data = input_pipeline.create_input(
+    config, process_index=jax.process_index(), process_count=jax.process_count()
+  )
   mesh = mesh_lib.create_mesh(config.mesh.fsdp)
   for what in ('batch_size', 'eval_batch_size'):
     if config[what] % mesh.size:
-      raise ValueError(f'config.{what}={config[what]} must be a multiple of the {mesh.size} '
-                       'devices')
+      raise ValueError(
+        f'config.{what}={config[what]} must be a multiple of the {mesh.size} devices'
+      )
   checkpointing.validate_options(keep=config.checkpoint.keep)
   spe = data.steps_per_epoch
   total = total_steps(config, spe)
@@ -144,8 +150,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       lock.release()
 
 
-def _train(config, workdir: str, data, mesh, built: list, total: int, evals: set[int],
-           t_start: float) -> dict:
+def _train(
+  config, workdir: str, data, mesh, built: list, total: int, evals: set[int], t_start: float
+) -> dict:
   """``train_and_evaluate`` once the config is valid and the workdir is owned."""
   main_process = jax.process_index() == 0
   spe = data.steps_per_epoch
@@ -159,8 +166,9 @@ def _train(config, workdir: str, data, mesh, built: list, total: int, evals: set
   shardings = mesh_lib.state_shardings(mesh, host_state)
   batch_sharding, replicated = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
 
-  ckpts = checkpointing.Checkpoints(workdir, keep=config.checkpoint.keep,
-                                    async_save=config.checkpoint.async_save)
+  ckpts = checkpointing.Checkpoints(
+    workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save
+  )
   restored = ckpts.restore(checkpointing.abstract_like(host_state, shardings))
   if restored is not None:
     state, start = restored
@@ -172,15 +180,28 @@ def _train(config, workdir: str, data, mesh, built: list, total: int, evals: set
   del host_state, params, batch_stats
 
   norm = dict(mean=tuple(config.input.mean), std=tuple(config.input.std))
-  train_fn = step_lib.jit_train_step(shardings, batch_sharding, replicated, model_def=model_def,
-                                     tx=tx, lr_fn=lr_fn, label_smoothing=config.label_smoothing,
-                                     **norm)
-  eval_fn = step_lib.jit_eval_step(shardings.params, shardings.batch_stats, batch_sharding,
-                                   replicated, model_def=model_def, **norm)
-  observer = observe.Observer(os.path.join(workdir, 'tensorboard'),
-                              os.path.join(workdir, METRICS_FILE), start_step=start,
-                              total_steps=total, batch_size=config.batch_size,
-                              log_every=config.log_every_steps, active=main_process)
+  train_fn = step_lib.jit_train_step(
+    shardings,
+    batch_sharding,
+    replicated,
+    model_def=model_def,
+    tx=tx,
+    lr_fn=lr_fn,
+    label_smoothing=config.label_smoothing,
+    **norm,
+  )
+  eval_fn = step_lib.jit_eval_step(
+    shardings.params, shardings.batch_stats, batch_sharding, replicated, model_def=model_def, **norm
+  )
+  observer = observe.Observer(
+    os.path.join(workdir, 'tensorboard'),
+    os.path.join(workdir, METRICS_FILE),
+    start_step=start,
+    total_steps=total,
+    batch_size=config.batch_size,
+    log_every=config.log_every_steps,
+    active=main_process,
+  )
   pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet read on the host
   last_saved = max(ckpts.steps(), default=None)
   results = None
@@ -192,9 +213,10 @@ def _train(config, workdir: str, data, mesh, built: list, total: int, evals: set
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
       if not (math.isfinite(metrics['loss']) and math.isfinite(metrics['grad_norm'])):
         raise NonFiniteLossError(
-            f'non-finite loss at step {step} (loss={metrics["loss"]}, grad_norm='
-            f'{metrics["grad_norm"]}); stopped. The last good checkpoint is step {last_saved} '
-            f'in {ckpts.directory}; lower config.optimizer.base_lr or check the data.')
+          f'non-finite loss at step {step} (loss={metrics["loss"]}, grad_norm='
+          f'{metrics["grad_norm"]}); stopped. The last good checkpoint is step {last_saved} '
+          f'in {ckpts.directory}; lower config.optimizer.base_lr or check the data.'
+        )
       observer.step(step, metrics)
 
   def save(step: int, metrics: dict | None = None) -> None:
@@ -217,9 +239,15 @@ def _train(config, workdir: str, data, mesh, built: list, total: int, evals: set
         if step in evals:
           flush(0)
           observer.pause()
-          results = evaluate.evaluate(eval_fn, state.params, state.batch_stats,
-                                      data.eval_batches(), batch_sharding,
-                                      num_batches=data.num_eval_batches, progress=main_process)
+          results = evaluate.evaluate(
+            eval_fn,
+            state.params,
+            state.batch_stats,
+            data.eval_batches(),
+            batch_sharding,
+            num_batches=data.num_eval_batches,
+            progress=main_process,
+          )
           observer.eval(step, results)
           save(step, {'top1': results['top1'], 'top5': results['top5']})
         elif step % config.checkpoint.every_steps == 0:
@@ -227,14 +255,23 @@ def _train(config, workdir: str, data, mesh, built: list, total: int, evals: set
         if sigterm.raised or ckpts.reached_preemption(step):
           save(step)
           ckpts.wait()
-          log.warning('preempted: saved checkpoint %d in %s; run again with the same --workdir '
-                      'to resume', step, ckpts.directory)
+          log.warning(
+            'preempted: saved checkpoint %d in %s; run again with the same --workdir to resume',
+            step,
+            ckpts.directory,
+          )
           raise Preempted()
       flush(0)
       observer.pause()
       if results is None:  # resumed at the end: evaluate the restored state
-        results = evaluate.evaluate(eval_fn, state.params, state.batch_stats, data.eval_batches(),
-                                    batch_sharding, num_batches=data.num_eval_batches)
+        results = evaluate.evaluate(
+          eval_fn,
+          state.params,
+          state.batch_stats,
+          data.eval_batches(),
+          batch_sharding,
+          num_batches=data.num_eval_batches,
+        )
       ckpts.wait()  # a failed save stops the run before the export
       _export(model_def, state, os.path.join(workdir, MODEL_DIR), pretrained_cfg)
       best_step, best_top1 = ckpts.best() or (total, results['top1'])
@@ -244,16 +281,27 @@ def _train(config, workdir: str, data, mesh, built: list, total: int, evals: set
 
   seconds = time.time() - t_start
   summary = {
-      'steps': total, 'epochs': total / spe, 'seconds': seconds,
-      'img_per_sec': (observer.timed_steps * config.batch_size / observer.train_time
-                      if observer.train_time else float('nan')),
-      'top1': results['top1'], 'top5': results['top5'], 'best_top1': best_top1,
-      'best_step': best_step, 'workdir': workdir,
+    'steps': total,
+    'epochs': total / spe,
+    'seconds': seconds,
+    'img_per_sec': (
+      observer.timed_steps * config.batch_size / observer.train_time
+      if observer.train_time
+      else float('nan')
+    ),
+    'top1': results['top1'],
+    'top5': results['top5'],
+    'best_top1': best_top1,
+    'best_step': best_step,
+    'workdir': workdir,
   }
   if main_process:
-    print(f'hrnet-train: {summary["steps"]} steps ({summary["epochs"]:.2f} epochs) in '
-          f'{seconds:.0f} s, {summary["img_per_sec"]:.1f} img/s; eval top-1 {results["top1"]:.2%} '
-          f'top-5 {results["top5"]:.2%} ({results["count"]} images); best top-1 '
-          f'{best_top1:.2%} at step {summary["best_step"]}; weights in '
-          f'{os.path.join(workdir, MODEL_DIR)}', flush=True)
+    print(
+      f'hrnet-train: {summary["steps"]} steps ({summary["epochs"]:.2f} epochs) in '
+      f'{seconds:.0f} s, {summary["img_per_sec"]:.1f} img/s; eval top-1 {results["top1"]:.2%} '
+      f'top-5 {results["top5"]:.2%} ({results["count"]} images); best top-1 '
+      f'{best_top1:.2%} at step {summary["best_step"]}; weights in '
+      f'{os.path.join(workdir, MODEL_DIR)}',
+      flush=True,
+    )
   return summary

@@ -35,8 +35,9 @@ def check_workdir(workdir: str) -> str:
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
   if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-    raise BadInputError(f'--workdir={workdir}: cannot be written ({existing} is not a writable '
-                        'folder)')
+    raise BadInputError(
+      f'--workdir={workdir}: cannot be written ({existing} is not a writable folder)'
+    )
   return path
 
 
@@ -86,15 +87,25 @@ class WorkdirLock:
       holder = _read_holder(fd)
       os.close(fd)
       raise BadInputError(
-          f'--workdir={self.workdir}: in use by another hrnet-train run (pid '
-          f'{holder.get("pid", "?")} on {holder.get("host", "?")}, since '
-          f'{holder.get("since", "?")}); wait for it to end or use another workdir') from None
+        f'--workdir={self.workdir}: in use by another hrnet-train run (pid '
+        f'{holder.get("pid", "?")} on {holder.get("host", "?")}, since '
+        f'{holder.get("since", "?")}); wait for it to end or use another workdir'
+      ) from None
     previous = _read_holder(fd)
     if previous:
-      log.warning('%s: took over the lock of an earlier run (pid %s on %s) that is no longer '
-                  'running', self.workdir, previous.get('pid'), previous.get('host'))
-    record = json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
-                         'since': datetime.datetime.now().isoformat(timespec='seconds')})
+      log.warning(
+        '%s: took over the lock of an earlier run (pid %s on %s) that is no longer running',
+        self.workdir,
+        previous.get('pid'),
+        previous.get('host'),
+      )
+    record = json.dumps(
+      {
+        'pid': os.getpid(),
+        'host': socket.gethostname(),
+        'since': datetime.datetime.now().isoformat(timespec='seconds'),
+      }
+    )
     os.ftruncate(fd, 0)
     os.pwrite(fd, record.encode(), 0)
     self._fd = fd

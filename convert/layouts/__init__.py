@@ -51,8 +51,9 @@ def detect(source_keys, *, path: str | os.PathLike, hub_id: str | None) -> str:
   keys (``conv_layer1_1.``, ``_mean``), ``'mmpretrain'`` for its ``backbone.`` / ``neck.0.`` /
   ``head.fc.`` prefixes, else the official keys, reported as ``'timm'`` when they come from a
   hub id or a ``.safetensors`` file (what timm publishes) and as ``'official'`` otherwise."""
-  keys = set(dense.unwrap_fullmodel(dict.fromkeys(
-      k for k in source_keys if not is_bn_counter(k)))[0])
+  keys = set(
+    dense.unwrap_fullmodel(dict.fromkeys(k for k in source_keys if not is_bn_counter(k)))[0]
+  )
   fmt = _detect_dense(keys)
   if fmt is not None:
     return fmt
@@ -71,7 +72,7 @@ def to_official_key(key: str, fmt: str) -> str:
   if fmt == 'mmpretrain':
     return mmpretrain.to_official_key(key)
   prefix = dense.BACKBONE_PREFIX.get(fmt, '')
-  return key[len(prefix):] if key.startswith(prefix) else key
+  return key[len(prefix) :] if key.startswith(prefix) else key
 
 
 def from_official_key(key: str, fmt: str) -> str:

@@ -14,13 +14,13 @@ import re
 # (mmpretrain prefix, official prefix); ``{i}`` is a module index. The empty official prefix
 # (the backbone) comes last: read backwards, it matches every key the others did not.
 _PREFIXES = (
-    ('neck.0.increase_layers.', 'incre_modules.'),
-    ('neck.0.downsample_layers.{i}.conv.', 'downsamp_modules.{i}.0.'),
-    ('neck.0.downsample_layers.{i}.bn.', 'downsamp_modules.{i}.1.'),
-    ('neck.0.final_layer.conv.', 'final_layer.0.'),
-    ('neck.0.final_layer.bn.', 'final_layer.1.'),
-    ('head.fc.', 'classifier.'),
-    ('backbone.', ''),
+  ('neck.0.increase_layers.', 'incre_modules.'),
+  ('neck.0.downsample_layers.{i}.conv.', 'downsamp_modules.{i}.0.'),
+  ('neck.0.downsample_layers.{i}.bn.', 'downsamp_modules.{i}.1.'),
+  ('neck.0.final_layer.conv.', 'final_layer.0.'),
+  ('neck.0.final_layer.bn.', 'final_layer.1.'),
+  ('head.fc.', 'classifier.'),
+  ('backbone.', ''),
 )
 
 

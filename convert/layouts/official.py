@@ -19,7 +19,9 @@ import numpy as np
 _BN_FIELDS = {'scale': 'weight', 'bias': 'bias', 'mean': 'running_mean', 'var': 'running_var'}
 
 # (Flax path regex, official key template), tried in order; the first match wins.
-_RULES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), t) for p, t in (
+_RULES: tuple[tuple[re.Pattern, str], ...] = tuple(
+  (re.compile(p), t)
+  for p, t in (
     # Sequential(conv, bn[, relu]) -> ConvBN(conv, bn): torch indices 0 and 1.
     (r'^(.+)\.conv\.kernel$', r'\1.0.weight'),
     (r'^(.+)\.conv\.bias$', r'\1.0.bias'),
@@ -32,13 +34,15 @@ _RULES: tuple[tuple[re.Pattern, str], ...] = tuple((re.compile(p), t) for p, t i
     (r'^(.+\.se\.fc_(?:squeeze|excitation))\.bias$', r'\1.bias'),
     (r'^classifier\.kernel$', r'classifier.weight'),
     (r'^classifier\.bias$', r'classifier.bias'),
-))
+  )
+)
 
 # Axes of a Flax kernel in PyTorch order, by rank: conv HWIO -> OIHW, linear (in, out) -> (out,
 # in); the other direction is its inverse. Every other leaf has the same layout in both.
 _TO_TORCH_AXES = {4: (3, 2, 0, 1), 2: (1, 0)}
-_TO_FLAX_AXES = {ndim: tuple(int(a) for a in np.argsort(axes))
-                 for ndim, axes in _TO_TORCH_AXES.items()}
+_TO_FLAX_AXES = {
+  ndim: tuple(int(a) for a in np.argsort(axes)) for ndim, axes in _TO_TORCH_AXES.items()
+}
 
 
 def torch_key(flax_path: str) -> str:

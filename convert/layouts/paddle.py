@@ -29,8 +29,12 @@ import re
 
 import numpy as np
 
-_BN_TO_OFFICIAL = {'weight': 'weight', 'bias': 'bias', '_mean': 'running_mean',
-                   '_variance': 'running_var'}
+_BN_TO_OFFICIAL = {
+  'weight': 'weight',
+  'bias': 'bias',
+  '_mean': 'running_mean',
+  '_variance': 'running_var',
+}
 _BN_FROM_OFFICIAL = {v: k for k, v in _BN_TO_OFFICIAL.items()}
 
 
@@ -61,53 +65,59 @@ def _fuse_from_official(m: re.Match) -> str:
   index = tuple(int(i) for i in path.split('.'))
   if index not in order:
     return m.group(0)
-  return (f'st{stage}.stage_func_list.{module}.fuse_func.residual_func_list.'
-          f'{order.index(index)}.{"conv" if part == "0" else "bn"}.')
+  return (
+    f'st{stage}.stage_func_list.{module}.fuse_func.residual_func_list.'
+    f'{order.index(index)}.{"conv" if part == "0" else "bn"}.'
+  )
 
 
 # (regex, template or function); every rule whose pattern matches is applied, in order.
 _TO_OFFICIAL = (
-    (r'^conv_layer1_([12])\.conv\.', r'conv\1.'),
-    (r'^conv_layer1_([12])\.bn\.', r'bn\1.'),
-    (r'^conv_tr1_1\.', 'transition1.0.'),
-    (r'^conv_tr1_2\.', 'transition1.1.0.'),
-    (r'^conv_tr2\.', 'transition2.2.0.'),
-    (r'^conv_tr3\.', 'transition3.3.0.'),
-    (r'^st(\d)\.stage_func_list\.(\d+)\.basic_block_list\.', r'stage\1.\2.branches.'),
-    (r'^st(\d)\.stage_func_list\.(\d+)\.fuse_func\.residual_func_list\.(\d+)\.(conv|bn)\.',
-     _fuse_to_official),
-    (r'^last_cls\.func_list\.(\d+)\.', r'incre_modules.\1.0.'),
-    (r'^cls_head_conv_list\.', 'downsamp_modules.'),
-    (r'^conv_last\.', 'final_layer.'),
-    (r'^fc\.', 'classifier.'),
-    # Inside blocks and around single ConvBNLayers.
-    (r'\.conv([123])\.conv\.', r'.conv\1.'),
-    (r'\.conv([123])\.bn\.', r'.bn\1.'),
-    (r'\.conv_down\.conv\.', '.downsample.0.'),
-    (r'\.conv_down\.bn\.', '.downsample.1.'),
-    (r'^((?:transition\d|downsamp_modules|final_layer)(?:\.\d+)*)\.conv\.', r'\1.0.'),
-    (r'^((?:transition\d|downsamp_modules|final_layer)(?:\.\d+)*)\.bn\.', r'\1.1.'),
-    (r'\.(_mean|_variance)$', lambda m: '.' + _BN_TO_OFFICIAL[m.group(1)]),
+  (r'^conv_layer1_([12])\.conv\.', r'conv\1.'),
+  (r'^conv_layer1_([12])\.bn\.', r'bn\1.'),
+  (r'^conv_tr1_1\.', 'transition1.0.'),
+  (r'^conv_tr1_2\.', 'transition1.1.0.'),
+  (r'^conv_tr2\.', 'transition2.2.0.'),
+  (r'^conv_tr3\.', 'transition3.3.0.'),
+  (r'^st(\d)\.stage_func_list\.(\d+)\.basic_block_list\.', r'stage\1.\2.branches.'),
+  (
+    r'^st(\d)\.stage_func_list\.(\d+)\.fuse_func\.residual_func_list\.(\d+)\.(conv|bn)\.',
+    _fuse_to_official,
+  ),
+  (r'^last_cls\.func_list\.(\d+)\.', r'incre_modules.\1.0.'),
+  (r'^cls_head_conv_list\.', 'downsamp_modules.'),
+  (r'^conv_last\.', 'final_layer.'),
+  (r'^fc\.', 'classifier.'),
+  # Inside blocks and around single ConvBNLayers.
+  (r'\.conv([123])\.conv\.', r'.conv\1.'),
+  (r'\.conv([123])\.bn\.', r'.bn\1.'),
+  (r'\.conv_down\.conv\.', '.downsample.0.'),
+  (r'\.conv_down\.bn\.', '.downsample.1.'),
+  (r'^((?:transition\d|downsamp_modules|final_layer)(?:\.\d+)*)\.conv\.', r'\1.0.'),
+  (r'^((?:transition\d|downsamp_modules|final_layer)(?:\.\d+)*)\.bn\.', r'\1.1.'),
+  (r'\.(_mean|_variance)$', lambda m: '.' + _BN_TO_OFFICIAL[m.group(1)]),
 )
 _FROM_OFFICIAL = (
-    (r'\.(running_mean|running_var)$', lambda m: '.' + _BN_FROM_OFFICIAL[m.group(1)]),
-    (r'^conv([12])\.', r'conv_layer1_\1.conv.'),
-    (r'^bn([12])\.', r'conv_layer1_\1.bn.'),
-    (r'^transition1\.0\.([01])\.', lambda m: f'conv_tr1_1.{_part(m.group(1))}.'),
-    (r'^transition1\.1\.0\.([01])\.', lambda m: f'conv_tr1_2.{_part(m.group(1))}.'),
-    (r'^transition2\.2\.0\.([01])\.', lambda m: f'conv_tr2.{_part(m.group(1))}.'),
-    (r'^transition3\.3\.0\.([01])\.', lambda m: f'conv_tr3.{_part(m.group(1))}.'),
-    (r'^stage(\d)\.(\d+)\.fuse_layers\.(\d+(?:\.\d+)+)\.([01])\.', _fuse_from_official),
-    (r'^stage(\d)\.(\d+)\.branches\.', r'st\1.stage_func_list.\2.basic_block_list.'),
-    (r'^incre_modules\.(\d+)\.0\.', r'last_cls.func_list.\1.'),
-    (r'^downsamp_modules\.(\d+)\.([01])\.',
-     lambda m: f'cls_head_conv_list.{m.group(1)}.{_part(m.group(2))}.'),
-    (r'^final_layer\.([01])\.', lambda m: f'conv_last.{_part(m.group(1))}.'),
-    (r'^classifier\.', 'fc.'),
-    (r'\.conv([123])\.', r'.conv\1.conv.'),
-    (r'\.bn([123])\.', r'.conv\1.bn.'),
-    (r'\.downsample\.0\.', '.conv_down.conv.'),
-    (r'\.downsample\.1\.', '.conv_down.bn.'),
+  (r'\.(running_mean|running_var)$', lambda m: '.' + _BN_FROM_OFFICIAL[m.group(1)]),
+  (r'^conv([12])\.', r'conv_layer1_\1.conv.'),
+  (r'^bn([12])\.', r'conv_layer1_\1.bn.'),
+  (r'^transition1\.0\.([01])\.', lambda m: f'conv_tr1_1.{_part(m.group(1))}.'),
+  (r'^transition1\.1\.0\.([01])\.', lambda m: f'conv_tr1_2.{_part(m.group(1))}.'),
+  (r'^transition2\.2\.0\.([01])\.', lambda m: f'conv_tr2.{_part(m.group(1))}.'),
+  (r'^transition3\.3\.0\.([01])\.', lambda m: f'conv_tr3.{_part(m.group(1))}.'),
+  (r'^stage(\d)\.(\d+)\.fuse_layers\.(\d+(?:\.\d+)+)\.([01])\.', _fuse_from_official),
+  (r'^stage(\d)\.(\d+)\.branches\.', r'st\1.stage_func_list.\2.basic_block_list.'),
+  (r'^incre_modules\.(\d+)\.0\.', r'last_cls.func_list.\1.'),
+  (
+    r'^downsamp_modules\.(\d+)\.([01])\.',
+    lambda m: f'cls_head_conv_list.{m.group(1)}.{_part(m.group(2))}.',
+  ),
+  (r'^final_layer\.([01])\.', lambda m: f'conv_last.{_part(m.group(1))}.'),
+  (r'^classifier\.', 'fc.'),
+  (r'\.conv([123])\.', r'.conv\1.conv.'),
+  (r'\.bn([123])\.', r'.conv\1.bn.'),
+  (r'\.downsample\.0\.', '.conv_down.conv.'),
+  (r'\.downsample\.1\.', '.conv_down.bn.'),
 )
 _TO_OFFICIAL = tuple((re.compile(p), t) for p, t in _TO_OFFICIAL)
 _FROM_OFFICIAL = tuple((re.compile(p), t) for p, t in _FROM_OFFICIAL)
@@ -137,7 +147,8 @@ def from_official_key(key: str) -> str:
 def is_linear_weight(official_key: str) -> bool:
   """Linear weights are stored ``[in, out]`` by Paddle, ``[out, in]`` in the official layout."""
   return official_key == 'classifier.weight' or (
-      '.se.fc_' in official_key and official_key.endswith('.weight'))
+    '.se.fc_' in official_key and official_key.endswith('.weight')
+  )
 
 
 def to_official_value(official_key: str, value: np.ndarray) -> np.ndarray:
@@ -147,5 +158,4 @@ def to_official_value(official_key: str, value: np.ndarray) -> np.ndarray:
 
 def looks_like_paddle(keys) -> bool:
   """PaddleClas HRNet keys: the stem is ``conv_layer1_1`` and BN statistics are ``_mean``."""
-  return any(k.startswith('conv_layer1_1.') or k.endswith(('._mean', '._variance'))
-             for k in keys)
+  return any(k.startswith('conv_layer1_1.') or k.endswith(('._mean', '._variance')) for k in keys)

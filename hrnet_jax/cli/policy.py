@@ -11,9 +11,19 @@ import traceback
 from typing import Callable
 
 from hrnet_jax import interrupts
-from hrnet_jax.errors import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREEMPTED,
-                              VERBOSE_ENV, EnvironmentFailure, Terminated, describe, exit_code,
-                              verbose_requested)
+from hrnet_jax.errors import (
+  EXIT_BAD_INPUT,
+  EXIT_INTERRUPTED,
+  EXIT_OK,
+  EXIT_PREEMPTED,
+  VERBOSE_ENV,
+  EnvironmentFailure,
+  Terminated,
+  describe,
+  exit_code,
+  verbose_requested,
+)
+
 
 def positive_int(text: str) -> int:
   """argparse ``type=`` for a count >= 1 (argparse turns the error into a usage error, exit 2)."""
@@ -24,7 +34,6 @@ def positive_int(text: str) -> int:
   if value < 1:
     raise argparse.ArgumentTypeError(f'must be >= 1, got {value}')
   return value
-
 
 
 def report(prog: str, exc: BaseException, *, verbose: bool) -> int:

@@ -20,251 +20,283 @@ import pathlib
 import sys
 from typing import Any, Sequence
 
-import numpy as np
-
-from hrnet_jax import atomic, errors
-from hrnet_jax.cli import policy
-from hrnet_jax.data import decode
-from hrnet_jax.data.transforms import load_image, normalize
-from hrnet_jax.pretrained import get_pretrained_cfg
 import jax
-from flax import nnx
-from hrnet_jax import runtime
-from hrnet_jax.runtime import compile_cache
-import hrnet_jax
-from hrnet_jax.data.imagenet import imagenet_class_names
-from hrnet_jax.data.transforms import eval_transform
 import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 from PIL import Image
 
-__all__ = ["main", "build_parser"]
+import hrnet_jax
+from hrnet_jax import atomic, errors, runtime
+from hrnet_jax.cli import policy
+from hrnet_jax.data import decode
+from hrnet_jax.data.imagenet import imagenet_class_names
+from hrnet_jax.data.transforms import eval_transform, load_image, normalize
+from hrnet_jax.pretrained import get_pretrained_cfg
+from hrnet_jax.runtime import compile_cache
 
-PROG = "hrnet-predict"
+__all__ = ['main', 'build_parser']
+
+PROG = 'hrnet-predict'
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Classify images with a hrnet-jax checkpoint folder "
-        "(written by convert_official_weights or hrnet_jax.save_pretrained).",
-    )
-    p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint folder")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
-    p.add_argument("--top-k", type=policy.positive_int, default=5,
-                   help="classes per image (default 5)")
-    p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
-    p.add_argument("--batch-size", type=policy.positive_int, default=32,
-                   help="images per forward pass (default 32)")
-    p.add_argument("--test-size", action="store_true",
-                   help="use the tag's test_input_size/test_crop_pct when it has them (timm "
-                   "use_test_size)")
-    p.add_argument("--task", choices=("classify", "segment", "pose"), default="classify",
-                   help="classify (top-k), or with a dense checkpoint: segment (PNG mask + .npy "
-                   "per image) or pose (keypoints JSON + overlay PNG per image); see "
-                   "hrnet_jax.data.decode")
-    p.add_argument("--output-dir", metavar="DIR", help="where --task segment/pose write files")
-    p.add_argument("--verbose", action="store_true", help="tracebacks on errors")
-    return p
+  p = argparse.ArgumentParser(
+    prog=PROG,
+    description='Classify images with a hrnet-jax checkpoint folder '
+    '(written by convert_official_weights or hrnet_jax.save_pretrained).',
+  )
+  p.add_argument('--checkpoint', required=True, metavar='DIR', help='checkpoint folder')
+  p.add_argument('images', nargs='+', metavar='IMAGE', help='image files (JPEG, PNG, ...)')
+  p.add_argument(
+    '--top-k', type=policy.positive_int, default=5, help='classes per image (default 5)'
+  )
+  p.add_argument('--json', action='store_true', help='print one JSON document instead of tables')
+  p.add_argument(
+    '--batch-size',
+    type=policy.positive_int,
+    default=32,
+    help='images per forward pass (default 32)',
+  )
+  p.add_argument(
+    '--test-size',
+    action='store_true',
+    help="use the tag's test_input_size/test_crop_pct when it has them (timm use_test_size)",
+  )
+  p.add_argument(
+    '--task',
+    choices=('classify', 'segment', 'pose'),
+    default='classify',
+    help='classify (top-k), or with a dense checkpoint: segment (PNG mask + .npy '
+    'per image) or pose (keypoints JSON + overlay PNG per image); see '
+    'hrnet_jax.data.decode',
+  )
+  p.add_argument('--output-dir', metavar='DIR', help='where --task segment/pose write files')
+  p.add_argument('--verbose', action='store_true', help='tracebacks on errors')
+  return p
 
 
 def _error(msg: str) -> None:
-    print(f"{PROG}: error: {msg}", file=sys.stderr)
+  print(f'{PROG}: error: {msg}', file=sys.stderr)
 
 
 def _preprocessing_cfg(model: Any) -> dict[str, Any]:
-    """The model's pretrained cfg dict; else its arch's default tag; else timm's bare defaults."""
+  """The model's pretrained cfg dict; else its arch's default tag; else timm's bare defaults."""
 
-    cfg = getattr(model, "pretrained_cfg", None)
-    if cfg:
-        return dict(cfg)
-    try:
-        return get_pretrained_cfg(getattr(model, "arch", "")).to_dict()
-    except ValueError:
-        return {}
+  cfg = getattr(model, 'pretrained_cfg', None)
+  if cfg:
+    return dict(cfg)
+  try:
+    return get_pretrained_cfg(getattr(model, 'arch', '')).to_dict()
+  except ValueError:
+    return {}
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64)
-    z -= z.max(axis=-1, keepdims=True)  # stable for large logits
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+  z = logits.astype(np.float64)
+  z -= z.max(axis=-1, keepdims=True)  # stable for large logits
+  e = np.exp(z)
+  return e / e.sum(axis=-1, keepdims=True)
 
 
 def _run_batches(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """Logits ``[N, num_classes]`` of ``x [N, H, W, 3]``, jitted once for a fixed batch shape."""
+  """Logits ``[N, num_classes]`` of ``x [N, H, W, 3]``, jitted once for a fixed batch shape."""
 
-
-    graphdef, state = nnx.split(model)
-    apply = jax.jit(lambda s, xb: nnx.merge(graphdef, s)(xb),
-                    compiler_options=runtime.compiler_options("infer"))
-    forward = functools.partial(apply, state)
-    bs = min(batch_size, len(x))
-    out = []
-    for start in range(0, len(x), bs):
-        xb = x[start:start + bs]
-        n = len(xb)
-        if n < bs:  # pad the last batch so jit does not compile a second shape
-            xb = np.concatenate([xb, np.zeros((bs - n,) + xb.shape[1:], xb.dtype)])
-        out.append(np.asarray(forward(xb), dtype=np.float32)[:n])
-    return np.concatenate(out)
+  graphdef, state = nnx.split(model)
+  apply = jax.jit(
+    lambda s, xb: nnx.merge(graphdef, s)(xb), compiler_options=runtime.compiler_options('infer')
+  )
+  forward = functools.partial(apply, state)
+  bs = min(batch_size, len(x))
+  out = []
+  for start in range(0, len(x), bs):
+    xb = x[start : start + bs]
+    n = len(xb)
+    if n < bs:  # pad the last batch so jit does not compile a second shape
+      xb = np.concatenate([xb, np.zeros((bs - n,) + xb.shape[1:], xb.dtype)])
+    out.append(np.asarray(forward(xb), dtype=np.float32)[:n])
+  return np.concatenate(out)
 
 
 def _format_table(path: str, top: list[dict[str, Any]]) -> str:
-    width = max(len(t["label"]) for t in top)
-    lines = [path]
-    for rank, t in enumerate(top, 1):
-        lines.append(f"  {rank:>2}. {t['label']:<{width}}  {100 * t['prob']:7.3f}%  (class {t['index']})")
-    return "\n".join(lines)
+  width = max(len(t['label']) for t in top)
+  lines = [path]
+  for rank, t in enumerate(top, 1):
+    lines.append(
+      f'  {rank:>2}. {t["label"]:<{width}}  {100 * t["prob"]:7.3f}%  (class {t["index"]})'
+    )
+  return '\n'.join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status instead of exiting (0 ok, 1 some images failed,
-    2 usage/checkpoint error)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse exits 2 on bad usage, 0 on --help
-        return int(e.code or 0)
+  """Run the CLI; returns the exit status instead of exiting (0 ok, 1 some images failed,
+  2 usage/checkpoint error)."""
+  parser = build_parser()
+  try:
+    args = parser.parse_args(argv)
+  except SystemExit as e:  # argparse exits 2 on bad usage, 0 on --help
+    return int(e.code or 0)
 
-    return policy.run_cli(PROG, lambda: _predict(args), verbose=args.verbose)
+  return policy.run_cli(PROG, lambda: _predict(args), verbose=args.verbose)
 
 
 def _predict(args: argparse.Namespace) -> int:
-    if not os.path.isdir(args.checkpoint):
-        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such folder")
+  if not os.path.isdir(args.checkpoint):
+    raise FileNotFoundError(f'--checkpoint {args.checkpoint}: no such folder')
 
-    # Heavy imports after argument checks, so usage errors and --help stay fast.
-    compile_cache.enable()  # HRNET_JAX_COMPILATION_CACHE
+  # Heavy imports after argument checks, so usage errors and --help stay fast.
+  compile_cache.enable()  # HRNET_JAX_COMPILATION_CACHE
 
-    model = hrnet_jax.load_pretrained(args.checkpoint)
-    cfg = _preprocessing_cfg(model)
-    if args.task != "classify":
-        return _main_dense(args, model, cfg)
+  model = hrnet_jax.load_pretrained(args.checkpoint)
+  cfg = _preprocessing_cfg(model)
+  if args.task != 'classify':
+    return _main_dense(args, model, cfg)
 
-    results: list[dict[str, Any]] = [{"image": p} for p in args.images]
-    ok: list[int] = []
-    arrays: list[np.ndarray] = []
-    for i, path in enumerate(args.images):
-        try:
-            arrays.append(eval_transform(load_image(path), cfg, use_test_size=args.test_size))
-            ok.append(i)
-        except ValueError as e:
-            results[i]["error"] = str(e)
-            _error(str(e))
+  results: list[dict[str, Any]] = [{'image': p} for p in args.images]
+  ok: list[int] = []
+  arrays: list[np.ndarray] = []
+  for i, path in enumerate(args.images):
+    try:
+      arrays.append(eval_transform(load_image(path), cfg, use_test_size=args.test_size))
+      ok.append(i)
+    except ValueError as e:
+      results[i]['error'] = str(e)
+      _error(str(e))
 
-    if ok:
-        logits = _run_batches(model, np.stack(arrays), args.batch_size)
-        finite = np.isfinite(logits).all(axis=-1)
-        probs = _softmax(np.where(finite[:, None], logits, 0.0))
-        num_classes = probs.shape[-1]
-        names = imagenet_class_names() if num_classes == 1000 else None
-        k = min(args.top_k, num_classes)
-        for i, p, good in zip(ok, probs, finite):
-            if not good:  # never print a NaN probability
-                results[i]["error"] = (f"{args.images[i]}: the model gave non-finite logits "
-                                       "(NaN/inf) for this image")
-                _error(results[i]["error"])
-                continue
-            idx = np.argsort(-p, kind="stable")[:k]
-            results[i]["top_k"] = [
-                {"index": int(j), "label": names[j] if names else str(int(j)), "prob": float(p[j])}
-                for j in idx
-            ]
+  if ok:
+    logits = _run_batches(model, np.stack(arrays), args.batch_size)
+    finite = np.isfinite(logits).all(axis=-1)
+    probs = _softmax(np.where(finite[:, None], logits, 0.0))
+    num_classes = probs.shape[-1]
+    names = imagenet_class_names() if num_classes == 1000 else None
+    k = min(args.top_k, num_classes)
+    for i, p, good in zip(ok, probs, finite):
+      if not good:  # never print a NaN probability
+        results[i]['error'] = (
+          f'{args.images[i]}: the model gave non-finite logits (NaN/inf) for this image'
+        )
+        _error(results[i]['error'])
+        continue
+      idx = np.argsort(-p, kind='stable')[:k]
+      results[i]['top_k'] = [
+        {'index': int(j), 'label': names[j] if names else str(int(j)), 'prob': float(p[j])}
+        for j in idx
+      ]
 
-    if args.json:
-        doc = {
-            "checkpoint": args.checkpoint,
-            "arch": getattr(model, "arch", None),
-            "pretrained_tag": cfg.get("tag"),
-            "results": results,
-        }
-        print(json.dumps(doc, indent=2, allow_nan=False))
-    else:
-        tables = [_format_table(r["image"], r["top_k"]) for r in results if "top_k" in r]
-        if tables:
-            print("\n\n".join(tables))
-    return 0 if all("top_k" in r for r in results) else 1
+  if args.json:
+    doc = {
+      'checkpoint': args.checkpoint,
+      'arch': getattr(model, 'arch', None),
+      'pretrained_tag': cfg.get('tag'),
+      'results': results,
+    }
+    print(json.dumps(doc, indent=2, allow_nan=False))
+  else:
+    tables = [_format_table(r['image'], r['top_k']) for r in results if 'top_k' in r]
+    if tables:
+      print('\n\n'.join(tables))
+  return 0 if all('top_k' in r for r in results) else 1
 
 
-def _predict_dense_file(model, task: str, image_path: str, img, cfg: dict[str, Any],
-                        out_dir: str) -> dict[str, Any]:
-    """Runs ``task`` on one image and writes its files into ``out_dir`` (each atomically);
-    returns the JSON record.
+def _predict_dense_file(
+  model, task: str, image_path: str, img, cfg: dict[str, Any], out_dir: str
+) -> dict[str, Any]:
+  """Runs ``task`` on one image and writes its files into ``out_dir`` (each atomically);
+  returns the JSON record.
 
-    - ``segment``: the image is resized (aspect kept, bilinear) to fit the checkpoint's
-      ``input_size`` (as mmseg's ``Resize(keep_ratio)``); ``<stem>_mask.png`` (palette PNG: the
-      Cityscapes palette for 19 classes, else a fixed one) and ``<stem>_mask.npy`` (``[H, W]``
-      int32 class map) at the image's size.
-    - ``pose``: the whole image is the person box of a top-down model, resized to
-      ``input_size``; ``<stem>_keypoints.json`` holds ``[[x, y, score], ...]`` and
-      ``<stem>_pose.png`` the image with the keypoints.
-    """
+  - ``segment``: the image is resized (aspect kept, bilinear) to fit the checkpoint's
+    ``input_size`` (as mmseg's ``Resize(keep_ratio)``); ``<stem>_mask.png`` (palette PNG: the
+    Cityscapes palette for 19 classes, else a fixed one) and ``<stem>_mask.npy`` (``[H, W]``
+    int32 class map) at the image's size.
+  - ``pose``: the whole image is the person box of a top-down model, resized to
+    ``input_size``; ``<stem>_keypoints.json`` holds ``[[x, y, score], ...]`` and
+    ``<stem>_pose.png`` the image with the keypoints.
+  """
 
-    stem = pathlib.Path(image_path).stem
-    out = pathlib.Path(out_dir)
-    if task == "segment":
-        w, h = img.size
-        size = decode.fit_size(w, h, tuple(cfg["input_size"][1:]))
-        x = normalize(np.asarray(img.resize(size, Image.BILINEAR), np.uint8)[None], cfg["mean"],
-                      cfg["std"])
-        mask = decode.mask_from_logits(model(jnp.asarray(x)), (h, w))
-        colours = decode.palette(model.num_outputs)
-        png, npy = out / f"{stem}_mask.png", out / f"{stem}_mask.npy"
+  stem = pathlib.Path(image_path).stem
+  out = pathlib.Path(out_dir)
+  if task == 'segment':
+    w, h = img.size
+    size = decode.fit_size(w, h, tuple(cfg['input_size'][1:]))
+    x = normalize(
+      np.asarray(img.resize(size, Image.BILINEAR), np.uint8)[None], cfg['mean'], cfg['std']
+    )
+    mask = decode.mask_from_logits(model(jnp.asarray(x)), (h, w))
+    colours = decode.palette(model.num_outputs)
+    png, npy = out / f'{stem}_mask.png', out / f'{stem}_mask.npy'
 
-        def write_png(tmp):
-            im = Image.fromarray(mask.astype(np.uint8), "P")
-            im.putpalette(colours.ravel().tolist())
-            im.save(tmp, format="PNG")
+    def write_png(tmp):
+      im = Image.fromarray(mask.astype(np.uint8), 'P')
+      im.putpalette(colours.ravel().tolist())
+      im.save(tmp, format='PNG')
 
-        atomic.write_file(png, write_png)
-        atomic.write_file(npy, lambda tmp: np.save(open(tmp, "wb"), mask))
-        classes, counts = np.unique(mask, return_counts=True)
-        return {"image": image_path, "mask_png": str(png), "mask_npy": str(npy),
-                "classes": {int(c): int(n) for c, n in zip(classes, counts)}}
-    in_h, in_w = cfg["input_size"][1:]
-    x = normalize(np.asarray(img.resize((in_w, in_h), Image.BILINEAR), np.uint8)[None],
-                  cfg["mean"], cfg["std"])
-    keypoints = decode.keypoints_from_heatmaps(np.asarray(model(jnp.asarray(x))[0]), img.size)
-    coco = len(keypoints) == len(decode.COCO_KEYPOINTS)
-    record = {"image": image_path, "keypoints": [[float(v) for v in kp] for kp in keypoints],
-              "names": list(decode.COCO_KEYPOINTS) if coco else None}
-    js, png = out / f"{stem}_keypoints.json", out / f"{stem}_pose.png"
-    atomic.write_file(js, lambda tmp: pathlib.Path(tmp).write_text(
-        json.dumps(record, indent=2) + "\n"))
-    atomic.write_file(png, lambda tmp: decode.overlay(img, keypoints).save(tmp, format="PNG"))
-    return {**record, "keypoints_json": str(js), "overlay_png": str(png)}
+    atomic.write_file(png, write_png)
+    atomic.write_file(npy, lambda tmp: np.save(open(tmp, 'wb'), mask))
+    classes, counts = np.unique(mask, return_counts=True)
+    return {
+      'image': image_path,
+      'mask_png': str(png),
+      'mask_npy': str(npy),
+      'classes': {int(c): int(n) for c, n in zip(classes, counts)},
+    }
+  in_h, in_w = cfg['input_size'][1:]
+  x = normalize(
+    np.asarray(img.resize((in_w, in_h), Image.BILINEAR), np.uint8)[None], cfg['mean'], cfg['std']
+  )
+  keypoints = decode.keypoints_from_heatmaps(np.asarray(model(jnp.asarray(x))[0]), img.size)
+  coco = len(keypoints) == len(decode.COCO_KEYPOINTS)
+  record = {
+    'image': image_path,
+    'keypoints': [[float(v) for v in kp] for kp in keypoints],
+    'names': list(decode.COCO_KEYPOINTS) if coco else None,
+  }
+  js, png = out / f'{stem}_keypoints.json', out / f'{stem}_pose.png'
+  atomic.write_file(
+    js, lambda tmp: pathlib.Path(tmp).write_text(json.dumps(record, indent=2) + '\n')
+  )
+  atomic.write_file(png, lambda tmp: decode.overlay(img, keypoints).save(tmp, format='PNG'))
+  return {**record, 'keypoints_json': str(js), 'overlay_png': str(png)}
 
 
 def _main_dense(args: argparse.Namespace, model: Any, cfg: dict[str, Any]) -> int:
-    """``--task segment|pose``: files per image into ``--output-dir``."""
+  """``--task segment|pose``: files per image into ``--output-dir``."""
 
-    if getattr(model, "task", None) != args.task:
-        raise errors.BadInputError(f"--task {args.task}: {args.checkpoint} holds a "
-                                   f"{getattr(model, 'task', 'classification')} model "
-                                   f"({model.arch})")
-    if not args.output_dir:
-        raise errors.BadInputError(f"--task {args.task} needs --output-dir")
-    os.makedirs(args.output_dir, exist_ok=True)
-    results, failed = [], 0
-    for path in args.images:
-        try:
-            img = load_image(path)
-        except ValueError as e:
-            _error(str(e))
-            results.append({"image": path, "error": str(e)})
-            failed += 1
-            continue
-        results.append(_predict_dense_file(model, args.task, path, img, cfg, args.output_dir))
-    if args.json:
-        print(json.dumps({"checkpoint": args.checkpoint, "arch": model.arch, "task": args.task,
-                          "results": results}, indent=2, allow_nan=False))
-    else:
-        for r in results:
-            if "error" not in r:
-                print(f"{r['image']}: " + ", ".join(str(v) for k, v in r.items()
-                                                   if k.endswith(("_png", "_npy", "_json"))))
-    return 1 if failed else 0
+  if getattr(model, 'task', None) != args.task:
+    raise errors.BadInputError(
+      f'--task {args.task}: {args.checkpoint} holds a '
+      f'{getattr(model, "task", "classification")} model '
+      f'({model.arch})'
+    )
+  if not args.output_dir:
+    raise errors.BadInputError(f'--task {args.task} needs --output-dir')
+  os.makedirs(args.output_dir, exist_ok=True)
+  results, failed = [], 0
+  for path in args.images:
+    try:
+      img = load_image(path)
+    except ValueError as e:
+      _error(str(e))
+      results.append({'image': path, 'error': str(e)})
+      failed += 1
+      continue
+    results.append(_predict_dense_file(model, args.task, path, img, cfg, args.output_dir))
+  if args.json:
+    print(
+      json.dumps(
+        {'checkpoint': args.checkpoint, 'arch': model.arch, 'task': args.task, 'results': results},
+        indent=2,
+        allow_nan=False,
+      )
+    )
+  else:
+    for r in results:
+      if 'error' not in r:
+        print(
+          f'{r["image"]}: '
+          + ', '.join(str(v) for k, v in r.items() if k.endswith(('_png', '_npy', '_json')))
+        )
+  return 1 if failed else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == '__main__':
+  sys.exit(main())

@@ -20,18 +20,67 @@ from hrnet_jax.models.resize import resize_bilinear
 
 # mmseg CityscapesDataset METAINFO['palette'].
 CITYSCAPES_PALETTE = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100),
-    (0, 80, 100), (0, 0, 230), (119, 11, 32))
+  (128, 64, 128),
+  (244, 35, 232),
+  (70, 70, 70),
+  (102, 102, 156),
+  (190, 153, 153),
+  (153, 153, 153),
+  (250, 170, 30),
+  (220, 220, 0),
+  (107, 142, 35),
+  (152, 251, 152),
+  (70, 130, 180),
+  (220, 20, 60),
+  (255, 0, 0),
+  (0, 0, 142),
+  (0, 0, 70),
+  (0, 60, 100),
+  (0, 80, 100),
+  (0, 0, 230),
+  (119, 11, 32),
+)
 # COCO keypoint names and skeleton (1-based pairs, pycocotools / mmpose coco.py).
 COCO_KEYPOINTS = (
-    'nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder', 'right_shoulder',
-    'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist', 'left_hip', 'right_hip',
-    'left_knee', 'right_knee', 'left_ankle', 'right_ankle')
-COCO_SKELETON = ((16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7),
-                 (6, 8), (7, 9), (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6),
-                 (5, 7))
+  'nose',
+  'left_eye',
+  'right_eye',
+  'left_ear',
+  'right_ear',
+  'left_shoulder',
+  'right_shoulder',
+  'left_elbow',
+  'right_elbow',
+  'left_wrist',
+  'right_wrist',
+  'left_hip',
+  'right_hip',
+  'left_knee',
+  'right_knee',
+  'left_ankle',
+  'right_ankle',
+)
+COCO_SKELETON = (
+  (16, 14),
+  (14, 12),
+  (17, 15),
+  (15, 13),
+  (12, 13),
+  (6, 12),
+  (7, 13),
+  (6, 7),
+  (6, 8),
+  (7, 9),
+  (8, 10),
+  (9, 11),
+  (2, 3),
+  (1, 2),
+  (1, 3),
+  (2, 4),
+  (3, 5),
+  (4, 6),
+  (5, 7),
+)
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -39,7 +88,6 @@ def palette(num_classes: int) -> np.ndarray:
   if num_classes == len(CITYSCAPES_PALETTE):
     return np.asarray(CITYSCAPES_PALETTE, np.uint8)
   return np.random.RandomState(0).randint(0, 256, (num_classes, 3)).astype(np.uint8)
-
 
 
 def fit_size(w: int, h: int, bound_hw: tuple[int, int]) -> tuple[int, int]:
@@ -83,8 +131,11 @@ def overlay(img: Image.Image, keypoints: np.ndarray) -> Image.Image:
   r = max(2, round(max(img.size) / 150))
   if len(keypoints) == len(COCO_KEYPOINTS):
     for a, b in COCO_SKELETON:
-      draw.line([tuple(keypoints[a - 1, :2]), tuple(keypoints[b - 1, :2])], fill=(0, 255, 0),
-                width=max(1, r // 2))
+      draw.line(
+        [tuple(keypoints[a - 1, :2]), tuple(keypoints[b - 1, :2])],
+        fill=(0, 255, 0),
+        width=max(1, r // 2),
+      )
   for x, y, _ in keypoints:
     draw.ellipse([x - r, y - r, x + r, y + r], fill=(255, 0, 0))
   return out

@@ -16,5 +16,15 @@ from hrnet_jax.export.core import FORMATS, RELATIVE_BOUND, ExportMismatchError, 
 from hrnet_jax.export.program import ExportOptions, Program, build
 from hrnet_jax.export.stablehlo import ExportedModel, load
 
-__all__ = ['ExportMismatchError', 'ExportOptions', 'ExportedModel', 'FORMATS', 'Program',
-           'RELATIVE_BOUND', 'build', 'export', 'load', 'verify']
+__all__ = [
+  'ExportMismatchError',
+  'ExportOptions',
+  'ExportedModel',
+  'FORMATS',
+  'Program',
+  'RELATIVE_BOUND',
+  'build',
+  'export',
+  'load',
+  'verify',
+]

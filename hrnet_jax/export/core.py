@@ -16,15 +16,15 @@ import os
 import shutil
 import tempfile
 import time
+from importlib import metadata
 from typing import Any, Callable
 
 import numpy as np
 
 from hrnet_jax import atomic
 from hrnet_jax.errors import BadInputError, EnvironmentFailure
-from hrnet_jax.export.program import ExportOptions, Program, build
 from hrnet_jax.export import onnx, stablehlo, tf
-from importlib import metadata
+from hrnet_jax.export.program import ExportOptions, Program, build
 
 FORMATS = ('stablehlo', 'onnx', 'savedmodel', 'tflite')
 # Max abs diff allowed per output: RELATIVE_BOUND[dtype] x max(|reference|, 10), the float32
@@ -41,15 +41,20 @@ class ExportMismatchError(EnvironmentFailure):
 
 
 def _exporter(fmt: str) -> Callable[[Program, str], None]:
-  return {'stablehlo': stablehlo.export, 'onnx': onnx.export,
-          'savedmodel': tf.export_savedmodel, 'tflite': tf.export_tflite}[fmt]
+  return {
+    'stablehlo': stablehlo.export,
+    'onnx': onnx.export,
+    'savedmodel': tf.export_savedmodel,
+    'tflite': tf.export_tflite,
+  }[fmt]
 
 
 def _runner(fmt: str, path: str, names) -> Callable[[np.ndarray], list[np.ndarray]]:
   if fmt == 'stablehlo':
     return stablehlo.runner(path)
-  return {'onnx': onnx.runner, 'savedmodel': tf.savedmodel_runner,
-          'tflite': tf.tflite_runner}[fmt](path, names)
+  return {'onnx': onnx.runner, 'savedmodel': tf.savedmodel_runner, 'tflite': tf.tflite_runner}[fmt](
+    path, names
+  )
 
 
 def size_bytes(path: str) -> int:
@@ -59,8 +64,9 @@ def size_bytes(path: str) -> int:
   return os.path.getsize(path)
 
 
-def verify(program: Program, run: Callable[[np.ndarray], list[np.ndarray]], *,
-           batch: int, dtype: str) -> dict[str, Any]:
+def verify(
+  program: Program, run: Callable[[np.ndarray], list[np.ndarray]], *, batch: int, dtype: str
+) -> dict[str, Any]:
   """Runs the artifact (``run``) and the reference on ``program.sample_input(batch)``.
 
   Returns ``{'batch', 'bound_relative', 'outputs': {name: {'max_abs_diff', 'max_abs_ref',
@@ -72,8 +78,10 @@ def verify(program: Program, run: Callable[[np.ndarray], list[np.ndarray]], *,
   try:
     outs = [np.asarray(o, np.float32) for o in run(x)]
   except Exception as e:  # each runtime has its own error types
-    raise EnvironmentFailure(f'the exported artifact failed to run in its runtime: '
-                             f'{type(e).__name__}: {str(e).splitlines()[0][:300]}') from e
+    raise EnvironmentFailure(
+      f'the exported artifact failed to run in its runtime: '
+      f'{type(e).__name__}: {str(e).splitlines()[0][:300]}'
+    ) from e
   relative = RELATIVE_BOUND[dtype]
   report: dict[str, Any] = {'batch': batch, 'bound_relative': relative, 'outputs': {}}
   for name, out, ref in zip(program.output_names, outs, refs, strict=True):
@@ -81,11 +89,16 @@ def verify(program: Program, run: Callable[[np.ndarray], list[np.ndarray]], *,
       raise ExportMismatchError(f'output {name!r}: shape {out.shape} != JAX model {ref.shape}')
     diff = float(np.abs(out - ref).max())
     bound = relative * max(float(np.abs(ref).max()), 10.0)
-    report['outputs'][name] = {'max_abs_diff': diff, 'max_abs_ref': float(np.abs(ref).max()),
-                               'bound': bound}
+    report['outputs'][name] = {
+      'max_abs_diff': diff,
+      'max_abs_ref': float(np.abs(ref).max()),
+      'bound': bound,
+    }
     if not diff <= bound:  # also catches NaN
-      raise ExportMismatchError(f'output {name!r}: max abs diff {diff:.3g} > bound {bound:.3g} '
-                                f'({relative:g} x max(|ref|, 10)); nothing was written')
+      raise ExportMismatchError(
+        f'output {name!r}: max abs diff {diff:.3g} > bound {bound:.3g} '
+        f'({relative:g} x max(|ref|, 10)); nothing was written'
+      )
   report['max_abs_diff'] = max(o['max_abs_diff'] for o in report['outputs'].values())
   return report
 
@@ -100,8 +113,9 @@ def _versions() -> dict[str, str]:
   return out
 
 
-def export(options: ExportOptions, fmt: str, out: str | os.PathLike, *,
-           overwrite: bool = False) -> dict[str, Any]:
+def export(
+  options: ExportOptions, fmt: str, out: str | os.PathLike, *, overwrite: bool = False
+) -> dict[str, Any]:
   """Exports the checkpoint of ``options`` as ``fmt`` to ``out`` (a folder for 'savedmodel',
   else a file) and its metadata to ``out + '.json'``; returns that metadata.
 
@@ -113,8 +127,10 @@ def export(options: ExportOptions, fmt: str, out: str | os.PathLike, *,
   if fmt not in FORMATS:
     raise BadInputError(f'--format must be one of {FORMATS}, got {fmt!r}')
   if options.dtype == 'bfloat16' and fmt not in BFLOAT16_FORMATS:
-    raise BadInputError(f'--dtype bfloat16: {fmt} runtimes have no bfloat16 kernels; '
-                        f'use it with {" or ".join(BFLOAT16_FORMATS)}, or float32')
+    raise BadInputError(
+      f'--dtype bfloat16: {fmt} runtimes have no bfloat16 kernels; '
+      f'use it with {" or ".join(BFLOAT16_FORMATS)}, or float32'
+    )
   out = os.fspath(out)
   parent = os.path.dirname(os.path.abspath(out))
   if not os.path.isdir(parent):
@@ -134,17 +150,27 @@ def export(options: ExportOptions, fmt: str, out: str | os.PathLike, *,
     except (BadInputError, EnvironmentFailure):
       raise
     except Exception as e:  # converter errors have no common type
-      raise EnvironmentFailure(f'{fmt} export failed: {type(e).__name__}: '
-                               f'{str(e).splitlines()[0][:300] if str(e) else ""}') from e
+      raise EnvironmentFailure(
+        f'{fmt} export failed: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""}'
+      ) from e
     export_s = time.perf_counter() - t0
     batch = options.batch_size or VERIFY_BATCH
-    report = verify(program, lambda x: _runner(fmt, artifact, program.output_names)(x),
-                    batch=batch, dtype=options.dtype)
-    metadata = {'format': fmt, 'artifact': os.path.basename(out), **program.metadata,
-                'verification': report, 'export_seconds': round(export_s, 2),
-                'size_bytes': size_bytes(artifact), 'versions': _versions(),
-                'options': {k: v for k, v in dataclasses.asdict(options).items()
-                            if k != 'checkpoint'}}
+    report = verify(
+      program,
+      lambda x: _runner(fmt, artifact, program.output_names)(x),
+      batch=batch,
+      dtype=options.dtype,
+    )
+    metadata = {
+      'format': fmt,
+      'artifact': os.path.basename(out),
+      **program.metadata,
+      'verification': report,
+      'export_seconds': round(export_s, 2),
+      'size_bytes': size_bytes(artifact),
+      'versions': _versions(),
+      'options': {k: v for k, v in dataclasses.asdict(options).items() if k != 'checkpoint'},
+    }
     tmp_meta = os.path.join(work, 'metadata.json')
     with open(tmp_meta, 'w') as f:
       json.dump(metadata, f, indent=2)

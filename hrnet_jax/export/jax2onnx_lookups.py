@@ -30,8 +30,8 @@ The proper fix (an index from value to node, or no restart per rewrite) belongs 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
 from importlib import metadata
+from typing import Any, Iterator
 
 PATCHED_VERSION = '0.17.1'
 _MAX_CACHED_SNAPSHOTS = 4  # a sweep uses one or two snapshots (``nodes``, ``live_nodes``)
@@ -83,8 +83,11 @@ def _wrappers(ir, graph_utils, output_binding) -> dict[str, Any]:
       return True
     return is_graph_connected(ctx, value)
 
-  return {'_producer_node': fast_producer_node, '_consumer_nodes': fast_consumer_nodes,
-          '_value_is_graph_connected': fast_value_is_graph_connected}
+  return {
+    '_producer_node': fast_producer_node,
+    '_consumer_nodes': fast_consumer_nodes,
+    '_value_is_graph_connected': fast_value_is_graph_connected,
+  }
 
 
 @contextlib.contextmanager
@@ -99,14 +102,17 @@ def fast_lookups() -> Iterator[bool]:
     yield False
     return
   import onnx_ir as ir
-  from jax2onnx.converter import (conv_transpose_bias_folding, ir_optimizations,
-                                  optimizer_graph_utils, output_binding)
+  from jax2onnx.converter import (
+    conv_transpose_bias_folding,
+    ir_optimizations,
+    optimizer_graph_utils,
+    output_binding,
+  )
+
   wrappers = _wrappers(ir, optimizer_graph_utils, output_binding)
   # Each module that imported a looked-up function by name holds its own reference.
-  modules = (optimizer_graph_utils, ir_optimizations, conv_transpose_bias_folding,
-             output_binding)
-  saved = [(m, name, getattr(m, name)) for m in modules for name in wrappers
-           if hasattr(m, name)]
+  modules = (optimizer_graph_utils, ir_optimizations, conv_transpose_bias_folding, output_binding)
+  saved = [(m, name, getattr(m, name)) for m in modules for name in wrappers if hasattr(m, name)]
   try:
     for module, name, _ in saved:
       setattr(module, name, wrappers[name])

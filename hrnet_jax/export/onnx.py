@@ -21,11 +21,12 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+import jax
 import numpy as np
+from jax import export as jax_export
+
 from hrnet_jax.errors import EnvironmentFailure
 from hrnet_jax.export.jax2onnx_lookups import fast_lookups
-import jax
-from jax import export as jax_export
 
 
 def _import_jax2onnx():
@@ -36,8 +37,9 @@ def _import_jax2onnx():
     import jax2onnx
     import onnx
   except ImportError as e:
-    raise EnvironmentFailure(f'ONNX export needs jax2onnx and onnx ({e}); pip install '
-                             '"hrnet-jax[export]"') from e
+    raise EnvironmentFailure(
+      f'ONNX export needs jax2onnx and onnx ({e}); pip install "hrnet-jax[export]"'
+    ) from e
   return jax2onnx, onnx
 
 
@@ -45,17 +47,21 @@ def export(program, path: str) -> None:
   """Writes ``program.fn`` as an ONNX model file at ``path``."""
   jax2onnx, onnx = _import_jax2onnx()
   with fast_lookups():  # same graph, minutes faster: see that module
-    model = jax2onnx.to_onnx(program.fn, [_input_spec(program)], model_name='hrnet',
-                             input_names=['image'],
-                             output_names=list(program.output_names), return_mode='proto')
+    model = jax2onnx.to_onnx(
+      program.fn,
+      [_input_spec(program)],
+      model_name='hrnet',
+      input_names=['image'],
+      output_names=list(program.output_names),
+      return_mode='proto',
+    )
   del model.graph.value_info[:]  # stale optional annotations, see the module docstring
   onnx.save_model(model, path)
 
 
 def _input_spec(program):
   """The input as a ``jax.ShapeDtypeStruct`` with the symbolic batch ``B`` (if any)."""
-  dims = tuple(jax_export.symbolic_shape('B')[0] if d is None else d
-               for d in program.input_shape)
+  dims = tuple(jax_export.symbolic_shape('B')[0] if d is None else d for d in program.input_shape)
   return jax.ShapeDtypeStruct(dims, np.dtype(program.input_dtype))
 
 
@@ -64,8 +70,9 @@ def session(path: str):
   try:
     import onnxruntime as ort
   except ImportError as e:
-    raise EnvironmentFailure(f'onnxruntime is not installed ({e}); pip install '
-                             '"hrnet-jax[export]"') from e
+    raise EnvironmentFailure(
+      f'onnxruntime is not installed ({e}); pip install "hrnet-jax[export]"'
+    ) from e
   return ort.InferenceSession(path, providers=['CPUExecutionProvider'])
 
 

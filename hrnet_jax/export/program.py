@@ -31,15 +31,15 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
+import hrnet_jax
+from hrnet_jax import runtime
+from hrnet_jax.data.imagenet import imagenet_class_names
 from hrnet_jax.data.transforms import normalize
 from hrnet_jax.errors import BadInputError
-from hrnet_jax import runtime
-from hrnet_jax.pretrained import checkpoint
-from hrnet_jax.data.imagenet import imagenet_class_names
-from flax import nnx
-import hrnet_jax
 from hrnet_jax.models import dense
+from hrnet_jax.pretrained import checkpoint
 
 INPUT_DTYPES = ('uint8', 'float32')
 LAYOUTS = ('nhwc', 'nchw')
@@ -63,8 +63,12 @@ class ExportOptions:
   layout: str = 'nhwc'
 
   def __post_init__(self):
-    for name, allowed in (('dtype', COMPUTE_DTYPES), ('input_dtype', INPUT_DTYPES),
-                          ('layout', LAYOUTS), ('feature_location', ('incre', ''))):
+    for name, allowed in (
+      ('dtype', COMPUTE_DTYPES),
+      ('input_dtype', INPUT_DTYPES),
+      ('layout', LAYOUTS),
+      ('feature_location', ('incre', '')),
+    ):
       if getattr(self, name) not in allowed:
         raise BadInputError(f'{name} must be one of {allowed}, got {getattr(self, name)!r}')
     if self.batch_size is not None and self.batch_size < 1:
@@ -85,7 +89,8 @@ class Program:
   output_names: tuple[str, ...]
   metadata: dict[str, Any]
   _reference_outputs: dict[int, list[np.ndarray]] = dataclasses.field(
-      default_factory=dict, repr=False, compare=False)
+    default_factory=dict, repr=False, compare=False
+  )
 
   def sample_input(self, batch: int, seed: int = 0) -> np.ndarray:
     """A fixed random (non-constant) input of ``batch`` images in the program's contract."""
@@ -101,8 +106,9 @@ class Program:
     exported to several formats is compiled and run once for all their verifications."""
     if batch not in self._reference_outputs:
       reference = jax.jit(self.reference, compiler_options=runtime.compiler_options('infer'))
-      self._reference_outputs[batch] = [np.asarray(r, np.float32)
-                                        for r in reference(self.sample_input(batch))]
+      self._reference_outputs[batch] = [
+        np.asarray(r, np.float32) for r in reference(self.sample_input(batch))
+      ]
     return self._reference_outputs[batch]
 
 
@@ -150,12 +156,15 @@ def build(options: ExportOptions) -> Program:
   _check_checkpoint(options.checkpoint)
   config = checkpoint.read_config(options.checkpoint)
   if options.features_only and config.get('arch') in dense.DENSE_CONFIGS:
-    raise BadInputError(f'{options.checkpoint}: {config["arch"]} is a dense model, whose outputs '
-                        'are maps already; --features-only is for classifiers')
+    raise BadInputError(
+      f'{options.checkpoint}: {config["arch"]} is a dense model, whose outputs '
+      'are maps already; --features-only is for classifiers'
+    )
   kwargs: dict[str, Any] = {}
   if options.features_only:
-    kwargs = dict(features_only=True, feature_location=options.feature_location,
-                  out_indices=options.out_indices)
+    kwargs = dict(
+      features_only=True, feature_location=options.feature_location, out_indices=options.out_indices
+    )
   reference_model = hrnet_jax.load_pretrained(options.checkpoint, **kwargs)
   model = reference_model  # the exported model is a second copy only if it differs
   if options.dtype == 'bfloat16' or options.fold_bn:
@@ -173,15 +182,23 @@ def build(options: ExportOptions) -> Program:
 
   fn = _wrap(model, options, mean, std)
   reference = _wrap(reference_model, dataclasses.replace(options, dtype='float32'), mean, std)
-  out_shapes = jax.eval_shape(reference, jax.ShapeDtypeStruct((1,) + shape[1:],
-                                                              np.dtype(options.input_dtype)))
+  out_shapes = jax.eval_shape(
+    reference, jax.ShapeDtypeStruct((1,) + shape[1:], np.dtype(options.input_dtype))
+  )
   task = getattr(reference_model, 'task', 'classify')  # DenseHRNet.task
   num_classes = num_keypoints = None
   if options.features_only or task == 'detect':
     info = reference_model.feature_info
     names = tuple(f'feature_{i["index"]}' for i in info)
-    outputs = [{'name': n, 'channels': i['num_chs'], 'reduction': i['reduction'],
-                'shape': [b] + list(o.shape[1:])} for n, i, o in zip(names, info, out_shapes)]
+    outputs = [
+      {
+        'name': n,
+        'channels': i['num_chs'],
+        'reduction': i['reduction'],
+        'shape': [b] + list(o.shape[1:]),
+      }
+      for n, i, o in zip(names, info, out_shapes)
+    ]
   elif task == 'classify':
     names = ('logits',)
     num_classes = reference_model.num_classes
@@ -192,39 +209,54 @@ def build(options: ExportOptions) -> Program:
       num_classes = reference_model.num_outputs
     else:
       num_keypoints = reference_model.num_outputs
-    outputs = [{'name': names[0], 'channels': reference_model.num_outputs, 'reduction': 4,
-                'shape': [b] + list(out_shapes[0].shape[1:])}]
+    outputs = [
+      {
+        'name': names[0],
+        'channels': reference_model.num_outputs,
+        'reduction': 4,
+        'shape': [b] + list(out_shapes[0].shape[1:]),
+      }
+    ]
   metadata = {
-      'arch': config['arch'],
-      'task': task,
-      'checkpoint': os.path.abspath(options.checkpoint),
-      'source': config.get('source', {}),
-      'input': {
-          'name': 'image', 'shape': list(shape), 'dtype': options.input_dtype,
-          'layout': options.layout.upper(),
-          'description': ('RGB pixels 0..255, resized and center-cropped as in '
-                          '"preprocessing"; mean/std normalization is inside the program'
-                          if options.input_dtype == 'uint8' else
-                          'RGB, resized, center-cropped, scaled to [0, 1] and normalized with '
-                          '"preprocessing" mean/std by the caller'),
-      },
-      'outputs': outputs,
-      'compute_dtype': options.dtype,
-      'fold_bn': options.fold_bn,
-      'features_only': options.features_only,
-      'feature_location': options.feature_location if options.features_only else None,
-      'preprocessing': {
-          'input_size': [h, w],
-          'crop_pct': cfg.get('crop_pct'),
-          'interpolation': cfg.get('interpolation'),
-          'mean': list(mean),
-          'std': list(std),
-          'tag': cfg.get('tag'),
-      },
-      'num_classes': num_classes,
-      'class_names': _class_names(cfg, num_classes) if num_classes else None,
-      'num_keypoints': num_keypoints,
+    'arch': config['arch'],
+    'task': task,
+    'checkpoint': os.path.abspath(options.checkpoint),
+    'source': config.get('source', {}),
+    'input': {
+      'name': 'image',
+      'shape': list(shape),
+      'dtype': options.input_dtype,
+      'layout': options.layout.upper(),
+      'description': (
+        'RGB pixels 0..255, resized and center-cropped as in '
+        '"preprocessing"; mean/std normalization is inside the program'
+        if options.input_dtype == 'uint8'
+        else 'RGB, resized, center-cropped, scaled to [0, 1] and normalized with '
+        '"preprocessing" mean/std by the caller'
+      ),
+    },
+    'outputs': outputs,
+    'compute_dtype': options.dtype,
+    'fold_bn': options.fold_bn,
+    'features_only': options.features_only,
+    'feature_location': options.feature_location if options.features_only else None,
+    'preprocessing': {
+      'input_size': [h, w],
+      'crop_pct': cfg.get('crop_pct'),
+      'interpolation': cfg.get('interpolation'),
+      'mean': list(mean),
+      'std': list(std),
+      'tag': cfg.get('tag'),
+    },
+    'num_classes': num_classes,
+    'class_names': _class_names(cfg, num_classes) if num_classes else None,
+    'num_keypoints': num_keypoints,
   }
-  return Program(fn=fn, reference=reference, input_shape=shape,
-                 input_dtype=options.input_dtype, output_names=names, metadata=metadata)
-
+  return Program(
+    fn=fn,
+    reference=reference,
+    input_shape=shape,
+    input_dtype=options.input_dtype,
+    output_names=names,
+    metadata=metadata,
+  )

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 from jax import export as jax_export
+
 from hrnet_jax import runtime
 
 PLATFORMS = ('cpu', 'cuda', 'tpu')
@@ -25,7 +26,7 @@ def export(program, path: str) -> None:
   ``program.input_shape[0]`` is None)."""
   shape = list(program.input_shape)
   if shape[0] is None:
-    shape[0], = jax_export.symbolic_shape('b')
+    (shape[0],) = jax_export.symbolic_shape('b')
   spec = jax.ShapeDtypeStruct(tuple(shape), np.dtype(program.input_dtype))
   exported = jax_export.export(jax.jit(program.fn), platforms=PLATFORMS)(spec)
   with open(path, 'wb') as f:
@@ -41,8 +42,9 @@ class ExportedModel:
   def __init__(self, exported, metadata: dict[str, Any] | None):
     self.exported = exported
     self.metadata = metadata
-    self._call: Callable = jax.jit(exported.call,
-                                   compiler_options=runtime.compiler_options('infer'))
+    self._call: Callable = jax.jit(
+      exported.call, compiler_options=runtime.compiler_options('infer')
+    )
 
   def __call__(self, x) -> tuple[jax.Array, ...]:
     return tuple(self._call(x))

@@ -16,6 +16,7 @@ import tempfile
 from typing import Callable
 
 import numpy as np
+
 from hrnet_jax.errors import EnvironmentFailure
 
 # The SavedModel's XlaCallModule runs on TF's CPU and GPU kernels; TPU needs its own lowering.
@@ -26,8 +27,9 @@ def _tf():
   try:
     import tensorflow as tf
   except ImportError as e:
-    raise EnvironmentFailure(f'tensorflow is not installed ({e}); pip install '
-                             '"hrnet-jax[export]"') from e
+    raise EnvironmentFailure(
+      f'tensorflow is not installed ({e}); pip install "hrnet-jax[export]"'
+    ) from e
   return tf
 
 
@@ -35,12 +37,17 @@ def _module(program, platforms):
   """A ``tf.Module`` whose ``serve`` is ``program.fn`` with a named input and outputs."""
   tf = _tf()
   from jax.experimental import jax2tf  # imports tensorflow
+
   shape = list(program.input_shape)
   poly = None
   if shape[0] is None:
     poly = ['(b, ' + ', '.join(str(d) for d in shape[1:]) + ')']
-  converted = jax2tf.convert(program.fn, polymorphic_shapes=poly, with_gradient=False,
-                             native_serialization_platforms=platforms)
+  converted = jax2tf.convert(
+    program.fn,
+    polymorphic_shapes=poly,
+    with_gradient=False,
+    native_serialization_platforms=platforms,
+  )
   names = program.output_names
 
   def serve(image):
@@ -48,8 +55,10 @@ def _module(program, platforms):
 
   module = tf.Module()
   module.serve = tf.function(
-      serve, autograph=False,
-      input_signature=[tf.TensorSpec(shape, tf.as_dtype(program.input_dtype), name='image')])
+    serve,
+    autograph=False,
+    input_signature=[tf.TensorSpec(shape, tf.as_dtype(program.input_dtype), name='image')],
+  )
   return module
 
 
@@ -85,6 +94,7 @@ def savedmodel_runner(path: str, output_names) -> Callable[[np.ndarray], list[np
   def run(x):
     out = serve(image=tf.constant(x))
     return [out[n].numpy() for n in output_names]
+
   return run
 
 
@@ -106,4 +116,5 @@ def tflite_runner(path: str, output_names) -> Callable[[np.ndarray], list[np.nda
   def run(x):
     out = runner(image=x)
     return [out[n] for n in output_names]
+
   return run

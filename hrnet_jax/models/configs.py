@@ -77,43 +77,45 @@ def _wide(width: int, head_conv_bias: bool = True, se: bool = False) -> HRNetCon
   """W18..W64: the same depth (modules 1/4/3, 4 blocks per branch), branch widths C, 2C, 4C, 8C."""
   c = width
   return HRNetConfig(
-      stage1=StageConfig(1, BOTTLENECK, (4,), (64,)),
-      stage2=StageConfig(1, BASIC, (4, 4), (c, 2 * c)),
-      stage3=StageConfig(4, BASIC, (4, 4, 4), (c, 2 * c, 4 * c)),
-      stage4=StageConfig(3, BASIC, (4, 4, 4, 4), (c, 2 * c, 4 * c, 8 * c)),
-      head_conv_bias=head_conv_bias,
-      se=se,
+    stage1=StageConfig(1, BOTTLENECK, (4,), (64,)),
+    stage2=StageConfig(1, BASIC, (4, 4), (c, 2 * c)),
+    stage3=StageConfig(4, BASIC, (4, 4, 4), (c, 2 * c, 4 * c)),
+    stage4=StageConfig(3, BASIC, (4, 4, 4, 4), (c, 2 * c, 4 * c, 8 * c)),
+    head_conv_bias=head_conv_bias,
+    se=se,
   )
 
 
 MODEL_CONFIGS: dict[str, HRNetConfig] = {
-    'hrnet_w18_small': HRNetConfig(
-        stage1=StageConfig(1, BOTTLENECK, (1,), (32,)),
-        stage2=StageConfig(1, BASIC, (2, 2), (16, 32)),
-        stage3=StageConfig(1, BASIC, (2, 2, 2), (16, 32, 64)),
-        stage4=StageConfig(1, BASIC, (2, 2, 2, 2), (16, 32, 64, 128)),
-    ),
-    'hrnet_w18_small_v2': HRNetConfig(
-        stage1=StageConfig(1, BOTTLENECK, (2,), (64,)),
-        stage2=StageConfig(1, BASIC, (2, 2), (18, 36)),
-        stage3=StageConfig(3, BASIC, (2, 2, 2), (18, 36, 72)),
-        stage4=StageConfig(2, BASIC, (2, 2, 2, 2), (18, 36, 72, 144)),
-    ),
-    'hrnet_w18': _wide(18),
-    'hrnet_w30': _wide(30),
-    'hrnet_w32': _wide(32),
-    'hrnet_w40': _wide(40),
-    'hrnet_w44': _wide(44),
-    'hrnet_w48': _wide(48),
-    'hrnet_w64': _wide(64),
-    # PaddleClas SSLD weights (converted by timm): same architectures, head convs without bias.
-    'hrnet_w18_ssld': _wide(18, head_conv_bias=False),
-    'hrnet_w48_ssld': _wide(48, head_conv_bias=False),
-    # PaddleClas ``ppcls/arch/backbone/legendary_models/hrnet.py``: HRNet_W60_C and the SE-HRNet
-    # family (no conv bias anywhere, so no head conv bias), every width PaddleClas defines.
-    'hrnet_w60': _wide(60),
-    **{f'se_hrnet_w{w}': _wide(w, head_conv_bias=False, se=True)
-       for w in (18, 30, 32, 40, 44, 48, 60, 64)},
+  'hrnet_w18_small': HRNetConfig(
+    stage1=StageConfig(1, BOTTLENECK, (1,), (32,)),
+    stage2=StageConfig(1, BASIC, (2, 2), (16, 32)),
+    stage3=StageConfig(1, BASIC, (2, 2, 2), (16, 32, 64)),
+    stage4=StageConfig(1, BASIC, (2, 2, 2, 2), (16, 32, 64, 128)),
+  ),
+  'hrnet_w18_small_v2': HRNetConfig(
+    stage1=StageConfig(1, BOTTLENECK, (2,), (64,)),
+    stage2=StageConfig(1, BASIC, (2, 2), (18, 36)),
+    stage3=StageConfig(3, BASIC, (2, 2, 2), (18, 36, 72)),
+    stage4=StageConfig(2, BASIC, (2, 2, 2, 2), (18, 36, 72, 144)),
+  ),
+  'hrnet_w18': _wide(18),
+  'hrnet_w30': _wide(30),
+  'hrnet_w32': _wide(32),
+  'hrnet_w40': _wide(40),
+  'hrnet_w44': _wide(44),
+  'hrnet_w48': _wide(48),
+  'hrnet_w64': _wide(64),
+  # PaddleClas SSLD weights (converted by timm): same architectures, head convs without bias.
+  'hrnet_w18_ssld': _wide(18, head_conv_bias=False),
+  'hrnet_w48_ssld': _wide(48, head_conv_bias=False),
+  # PaddleClas ``ppcls/arch/backbone/legendary_models/hrnet.py``: HRNet_W60_C and the SE-HRNet
+  # family (no conv bias anywhere, so no head conv bias), every width PaddleClas defines.
+  'hrnet_w60': _wide(60),
+  **{
+    f'se_hrnet_w{w}': _wide(w, head_conv_bias=False, se=True)
+    for w in (18, 30, 32, 40, 44, 48, 60, 64)
+  },
 }
 
 
@@ -123,5 +125,5 @@ def get_config(name: str) -> HRNetConfig:
     return MODEL_CONFIGS[name]
   except KeyError:
     raise ValueError(
-        f'unknown HRNet architecture {name!r}; valid names: {", ".join(MODEL_CONFIGS)}'
+      f'unknown HRNet architecture {name!r}; valid names: {", ".join(MODEL_CONFIGS)}'
     ) from None

@@ -30,8 +30,8 @@ from flax import nnx
 
 from hrnet_jax.models.configs import get_config
 from hrnet_jax.models.heads import ConvHead
-from hrnet_jax.models.layers import Precision
 from hrnet_jax.models.hrnet import HighResolutionNet
+from hrnet_jax.models.layers import Precision
 from hrnet_jax.models.necks import HRFPN, HRNetV1, HRNetV2
 
 TASKS = ('segment', 'pose', 'detect')
@@ -68,8 +68,9 @@ class DenseConfig:
 
 
 def _seg(backbone: str) -> DenseConfig:
-  return DenseConfig(backbone, 'segment', 'v2', 'bilinear', head_convs=1, num_outputs=19,
-                     input_size=(512, 1024))
+  return DenseConfig(
+    backbone, 'segment', 'v2', 'bilinear', head_convs=1, num_outputs=19, input_size=(512, 1024)
+  )
 
 
 def _pose(backbone: str) -> DenseConfig:
@@ -81,16 +82,24 @@ def _pyramid(backbone: str) -> DenseConfig:
 
 
 DENSE_CONFIGS: dict[str, DenseConfig] = {
-    'hrnetv2_w18_small_seg': _seg('hrnet_w18_small_v2'),
-    'hrnetv2_w18_seg': _seg('hrnet_w18'),
-    'hrnetv2_w48_seg': _seg('hrnet_w48'),
-    'hrnet_w32_pose': _pose('hrnet_w32'),
-    'hrnet_w48_pose': _pose('hrnet_w48'),
-    'hrnetv2_w18_face': DenseConfig('hrnet_w18', 'pose', 'v2', 'bilinear', head_convs=1,
-                                    head_conv_bias=True, num_outputs=98, input_size=(256, 256)),
-    'hrnetv2p_w18': _pyramid('hrnet_w18'),
-    'hrnetv2p_w32': _pyramid('hrnet_w32'),
-    'hrnetv2p_w40': _pyramid('hrnet_w40'),
+  'hrnetv2_w18_small_seg': _seg('hrnet_w18_small_v2'),
+  'hrnetv2_w18_seg': _seg('hrnet_w18'),
+  'hrnetv2_w48_seg': _seg('hrnet_w48'),
+  'hrnet_w32_pose': _pose('hrnet_w32'),
+  'hrnet_w48_pose': _pose('hrnet_w48'),
+  'hrnetv2_w18_face': DenseConfig(
+    'hrnet_w18',
+    'pose',
+    'v2',
+    'bilinear',
+    head_convs=1,
+    head_conv_bias=True,
+    num_outputs=98,
+    input_size=(256, 256),
+  ),
+  'hrnetv2p_w18': _pyramid('hrnet_w18'),
+  'hrnetv2p_w32': _pyramid('hrnet_w32'),
+  'hrnetv2p_w40': _pyramid('hrnet_w40'),
 }
 
 
@@ -99,8 +108,9 @@ def get_dense_config(name: str) -> DenseConfig:
   try:
     return DENSE_CONFIGS[name]
   except KeyError:
-    raise ValueError(f'unknown dense HRNet {name!r}; valid names: '
-                     f'{", ".join(DENSE_CONFIGS)}') from None
+    raise ValueError(
+      f'unknown dense HRNet {name!r}; valid names: {", ".join(DENSE_CONFIGS)}'
+    ) from None
 
 
 class DenseHRNet(nnx.Module):
@@ -118,36 +128,63 @@ class DenseHRNet(nnx.Module):
   Any input size >= 32 runs; where the upstream code runs, the result is the upstream one.
   """
 
-  def __init__(self, cfg: DenseConfig, *, num_outputs: int | None = None,
-               head_conv_bias: bool | None = None, in_chans: int = 3, dtype=jnp.float32,
-               param_dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    cfg: DenseConfig,
+    *,
+    num_outputs: int | None = None,
+    head_conv_bias: bool | None = None,
+    in_chans: int = 3,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     if cfg.task not in TASKS or cfg.representation not in REPRESENTATIONS:
       raise ValueError(f'bad dense config {cfg}')
     precision = Precision(dtype, param_dtype)
-    backbone_cfg = dataclasses.replace(get_config(cfg.backbone), fuse_upsample=cfg.fuse_upsample,
-                                       multi_scale_output=cfg.representation != 'v1')
+    backbone_cfg = dataclasses.replace(
+      get_config(cfg.backbone),
+      fuse_upsample=cfg.fuse_upsample,
+      multi_scale_output=cfg.representation != 'v1',
+    )
     self.cfg = cfg
     self.task = cfg.task
-    self.backbone = HighResolutionNet(backbone_cfg, num_classes=0, in_chans=in_chans, head='',
-                                      dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.backbone = HighResolutionNet(
+      backbone_cfg,
+      num_classes=0,
+      in_chans=in_chans,
+      head='',
+      dtype=dtype,
+      param_dtype=param_dtype,
+      rngs=rngs,
+    )
     branch_chs = self.backbone.branch_chs
     if cfg.representation == 'v1':
       self.neck = HRNetV1(branch_chs)
     elif cfg.representation == 'v2':
       self.neck = HRNetV2(branch_chs)
     else:
-      self.neck = HRFPN(branch_chs, cfg.fpn_channels, cfg.fpn_levels, precision=precision,
-                        rngs=rngs)
-    self.feature_info = [dict(num_chs=c, reduction=r, module='neck', index=i)
-                         for i, (c, r) in enumerate(zip(self.neck.out_chs, self.neck.reductions))]
+      self.neck = HRFPN(
+        branch_chs, cfg.fpn_channels, cfg.fpn_levels, precision=precision, rngs=rngs
+      )
+    self.feature_info = [
+      dict(num_chs=c, reduction=r, module='neck', index=i)
+      for i, (c, r) in enumerate(zip(self.neck.out_chs, self.neck.reductions))
+    ]
     self.head_conv_bias = cfg.head_conv_bias if head_conv_bias is None else bool(head_conv_bias)
     self.num_outputs = 0
     self.head = nnx.data(None)
     if cfg.task != 'detect':
       self.num_outputs = cfg.num_outputs if num_outputs is None else int(num_outputs)
       in_chs = self.neck.out_chs[0]
-      self.head = ConvHead(in_chs, (in_chs,) * cfg.head_convs, self.num_outputs,
-                           conv_bias=self.head_conv_bias, precision=precision, rngs=rngs)
+      self.head = ConvHead(
+        in_chs,
+        (in_chs,) * cfg.head_convs,
+        self.num_outputs,
+        conv_bias=self.head_conv_bias,
+        precision=precision,
+        rngs=rngs,
+      )
 
   def forward_features(self, x: jax.Array) -> list[jax.Array]:
     """The neck's maps (see ``feature_info``)."""

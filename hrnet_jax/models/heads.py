@@ -33,8 +33,16 @@ class ConvHead(nnx.Module):
     conv_bias: whether the hidden convs carry a bias (mmseg: no; official seg repo, mmpose: yes).
   """
 
-  def __init__(self, in_chs: int, hidden: Sequence[int], num_outputs: int, *, conv_bias: bool,
-               precision: Precision, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_chs: int,
+    hidden: Sequence[int],
+    num_outputs: int,
+    *,
+    conv_bias: bool,
+    precision: Precision,
+    rngs: nnx.Rngs,
+  ):
     if num_outputs < 1:
       raise ValueError(f'a dense head needs num_outputs >= 1, got {num_outputs}')
     kw = dict(precision=precision, rngs=rngs)

@@ -30,9 +30,18 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hrnet_jax.models.configs import HRNetConfig, StageConfig
-from hrnet_jax.models.layers import (BLOCKS, Bottleneck, ConvBN, Precision, batch_norm, conv2d,
-                              linear_kernel_init, make_layer, run_sequential,
-                              _fan_in_uniform_bias)
+from hrnet_jax.models.layers import (
+  BLOCKS,
+  Bottleneck,
+  ConvBN,
+  Precision,
+  _fan_in_uniform_bias,
+  batch_norm,
+  conv2d,
+  linear_kernel_init,
+  make_layer,
+  run_sequential,
+)
 from hrnet_jax.models.resize import FUSE_UPSAMPLE_MODES, fuse_upsample
 
 HEAD_CHANNELS = (32, 64, 128, 256)  # Bottleneck planes of incre_modules -> 128/256/512/1024
@@ -43,8 +52,9 @@ MIN_INPUT_SIZE = 32
 
 def _trains_batch_stats(layer: nnx.Module) -> bool:
   """True when a BatchNorm inside ``layer`` updates its running statistics (train mode)."""
-  return any(isinstance(m, nnx.BatchNorm) and not m.use_running_average
-             for _, m in nnx.iter_modules(layer))
+  return any(
+    isinstance(m, nnx.BatchNorm) and not m.use_running_average for _, m in nnx.iter_modules(layer)
+  )
 
 
 def _structure_runs(layers) -> list[tuple[Any, list[nnx.Module], list[nnx.State]]]:
@@ -107,19 +117,29 @@ class HighResolutionModule(nnx.Module):
   blocks of each branch through ``scan_layers``.
   """
 
-  def __init__(self, in_chs: Sequence[int], stage: StageConfig, *, se: bool = False,
-               precision: Precision, rngs: nnx.Rngs, multi_scale_output: bool = True,
-               upsample: str = 'nearest', scan: bool = False):
+  def __init__(
+    self,
+    in_chs: Sequence[int],
+    stage: StageConfig,
+    *,
+    se: bool = False,
+    precision: Precision,
+    rngs: nnx.Rngs,
+    multi_scale_output: bool = True,
+    upsample: str = 'nearest',
+    scan: bool = False,
+  ):
     if upsample not in FUSE_UPSAMPLE_MODES:
       raise ValueError(f'fuse upsampling must be one of {FUSE_UPSAMPLE_MODES}, got {upsample!r}')
     kw = dict(precision=precision, rngs=rngs)
     block_cls = BLOCKS[stage.block]
     n = stage.num_branches
-    self.branches = nnx.List([
-        make_layer(stage.block, in_chs[b], stage.num_channels[b], stage.num_blocks[b], se=se,
-                   **kw)
+    self.branches = nnx.List(
+      [
+        make_layer(stage.block, in_chs[b], stage.num_channels[b], stage.num_blocks[b], se=se, **kw)
         for b in range(n)
-    ])
+      ]
+    )
     chs = [c * block_cls.expansion for c in stage.num_channels]
     num_out = n if multi_scale_output else 1
     self.out_chs = tuple(chs[:num_out])
@@ -134,11 +154,14 @@ class HighResolutionModule(nnx.Module):
         elif j == i:
           row.append(None)
         else:
-          row.append(nnx.List([
-              ConvBN(chs[j], chs[i] if k == i - j - 1 else chs[j], 3, 2,
-                     act=k < i - j - 1, **kw)
-              for k in range(i - j)
-          ]))
+          row.append(
+            nnx.List(
+              [
+                ConvBN(chs[j], chs[i] if k == i - j - 1 else chs[j], 3, 2, act=k < i - j - 1, **kw)
+                for k in range(i - j)
+              ]
+            )
+          )
       fuse_layers.append(nnx.List(row))
     self.fuse_layers = nnx.List(fuse_layers)
 
@@ -160,8 +183,9 @@ class HighResolutionModule(nnx.Module):
     return out
 
 
-def _transition(pre_chs: Sequence[int], cur_chs: Sequence[int], *, precision: Precision,
-                rngs: nnx.Rngs) -> nnx.List:
+def _transition(
+  pre_chs: Sequence[int], cur_chs: Sequence[int], *, precision: Precision, rngs: nnx.Rngs
+) -> nnx.List:
   """``_make_transition_layer``: width change on kept branches, a stride-2 conv for new ones."""
   kw = dict(precision=precision, rngs=rngs)
   layers = []
@@ -170,10 +194,14 @@ def _transition(pre_chs: Sequence[int], cur_chs: Sequence[int], *, precision: Pr
       layers.append(ConvBN(pre_chs[i], c, 3, act=True, **kw) if pre_chs[i] != c else None)
     else:
       new = i + 1 - len(pre_chs)
-      layers.append(nnx.List([
-          ConvBN(pre_chs[-1], c if k == new - 1 else pre_chs[-1], 3, 2, act=True, **kw)
-          for k in range(new)
-      ]))
+      layers.append(
+        nnx.List(
+          [
+            ConvBN(pre_chs[-1], c if k == new - 1 else pre_chs[-1], 3, 2, act=True, **kw)
+            for k in range(new)
+          ]
+        )
+      )
   return nnx.List(layers)
 
 
@@ -204,9 +232,17 @@ class HighResolutionNet(nnx.Module):
   switch BatchNorm between batch statistics and running averages.
   """
 
-  def __init__(self, cfg: HRNetConfig, *, num_classes: int = 1000, in_chans: int = 3,
-               head: str = 'classification', dtype=jnp.float32, param_dtype=jnp.float32,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    cfg: HRNetConfig,
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    head: str = 'classification',
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     if head not in ('classification', 'incre', ''):
       raise ValueError(f"head must be 'classification', 'incre' or '', got {head!r}")
     if not cfg.multi_scale_output and head:
@@ -232,9 +268,17 @@ class HighResolutionNet(nnx.Module):
       in_chs = stage.out_channels
       for m in range(stage.num_modules):
         last = s == 4 and m == stage.num_modules - 1
-        modules.append(HighResolutionModule(
-            in_chs, stage, se=cfg.se, multi_scale_output=cfg.multi_scale_output or not last,
-            upsample=cfg.fuse_upsample, scan=cfg.scan, **kw))
+        modules.append(
+          HighResolutionModule(
+            in_chs,
+            stage,
+            se=cfg.se,
+            multi_scale_output=cfg.multi_scale_output or not last,
+            upsample=cfg.fuse_upsample,
+            scan=cfg.scan,
+            **kw,
+          )
+        )
         in_chs = modules[-1].out_chs
       setattr(self, f'stage{s}', nnx.List(modules))
       pre_chs = in_chs
@@ -242,31 +286,44 @@ class HighResolutionNet(nnx.Module):
 
     head_chs = [c * Bottleneck.expansion for c in HEAD_CHANNELS]
     # Unbuilt parts are None but stay data attributes (nnx.data), so a head can be set later.
-    self.incre_modules = nnx.data(nnx.List([
-        make_layer('BOTTLENECK', c, HEAD_CHANNELS[i], 1, se=cfg.se, **kw)
-        for i, c in enumerate(pre_chs)
-    ]) if head in ('classification', 'incre') else None)
+    self.incre_modules = nnx.data(
+      nnx.List(
+        [
+          make_layer('BOTTLENECK', c, HEAD_CHANNELS[i], 1, se=cfg.se, **kw)
+          for i, c in enumerate(pre_chs)
+        ]
+      )
+      if head in ('classification', 'incre')
+      else None
+    )
     self.downsamp_modules = nnx.data(None)
     self.final_layer = nnx.data(None)
     self.classifier = nnx.data(None)
     self.num_classes = 0
     self.num_features = head_chs[-1] if head == 'incre' else 256
     if head == 'classification':
-      self.downsamp_modules = nnx.List([
+      self.downsamp_modules = nnx.List(
+        [
           ConvBN(head_chs[i], head_chs[i + 1], 3, 2, act=True, bias=cfg.head_conv_bias, **kw)
           for i in range(len(head_chs) - 1)
-      ])
-      self.final_layer = ConvBN(head_chs[-1], NUM_FEATURES, 1, act=True,
-                                bias=cfg.head_conv_bias, **kw)
+        ]
+      )
+      self.final_layer = ConvBN(
+        head_chs[-1], NUM_FEATURES, 1, act=True, bias=cfg.head_conv_bias, **kw
+      )
       self.num_features = NUM_FEATURES
       self.reset_classifier(num_classes, rngs=rngs)
 
     # Index 0 is the stem after conv1 (stride 2); 1-4 the branches, through incre when present.
     incre = self.incre_modules is not None
     self.feature_info = [dict(num_chs=STEM_WIDTH, reduction=2, module='stem', index=0)] + [
-        dict(num_chs=head_chs[i] if incre else c,
-             reduction=2 ** (i + 2), module=f'stage{i + 1}', index=i + 1)
-        for i, c in enumerate(pre_chs)
+      dict(
+        num_chs=head_chs[i] if incre else c,
+        reduction=2 ** (i + 2),
+        module=f'stage{i + 1}',
+        index=i + 1,
+      )
+      for i, c in enumerate(pre_chs)
     ]
 
   def reset_classifier(self, num_classes: int, *, rngs: nnx.Rngs) -> None:
@@ -274,18 +331,29 @@ class HighResolutionNet(nnx.Module):
     if self.head != 'classification':
       raise ValueError('only a classification head has a classifier')
     self.num_classes = num_classes
-    self.classifier = None if num_classes == 0 else nnx.Linear(
-        NUM_FEATURES, num_classes, kernel_init=linear_kernel_init,
-        bias_init=_fan_in_uniform_bias(NUM_FEATURES), dtype=self.dtype,
-        param_dtype=self.conv1.param_dtype, rngs=rngs)
+    self.classifier = (
+      None
+      if num_classes == 0
+      else nnx.Linear(
+        NUM_FEATURES,
+        num_classes,
+        kernel_init=linear_kernel_init,
+        bias_init=_fan_in_uniform_bias(NUM_FEATURES),
+        dtype=self.dtype,
+        param_dtype=self.conv1.param_dtype,
+        rngs=rngs,
+      )
+    )
 
   def _check_input(self, x: jax.Array) -> jax.Array:
     if x.ndim != 4 or x.shape[-1] != self.in_chans:
       raise ValueError(
-          f'expected input x of shape [B, H, W, {self.in_chans}] (NHWC), got {tuple(x.shape)}')
+        f'expected input x of shape [B, H, W, {self.in_chans}] (NHWC), got {tuple(x.shape)}'
+      )
     if min(x.shape[1:3]) < MIN_INPUT_SIZE:
-      raise ValueError(f'input height and width must be >= {MIN_INPUT_SIZE}, got '
-                       f'{tuple(x.shape[1:3])}')
+      raise ValueError(
+        f'input height and width must be >= {MIN_INPUT_SIZE}, got {tuple(x.shape[1:3])}'
+      )
     return x.astype(self.dtype)
 
   def stem(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -355,17 +423,32 @@ class HighResolutionNetFeatures(HighResolutionNet):
   (C/2C/4C/8C) when ``feature_location=''``.
   """
 
-  def __init__(self, cfg: HRNetConfig, *, feature_location: str = 'incre',
-               out_indices: Sequence[int] = (0, 1, 2, 3, 4), in_chans: int = 3,
-               dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    cfg: HRNetConfig,
+    *,
+    feature_location: str = 'incre',
+    out_indices: Sequence[int] = (0, 1, 2, 3, 4),
+    in_chans: int = 3,
+    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     if feature_location not in ('incre', ''):
       raise ValueError(f"feature_location must be 'incre' or '', got {feature_location!r}")
     out_indices = tuple(sorted(set(out_indices)))  # returned in index order, as timm
     bad = [i for i in out_indices if not 0 <= i <= 4]
     if bad or not out_indices:
       raise ValueError(f'out_indices must be a non-empty subset of 0..4, got {out_indices}')
-    super().__init__(cfg, num_classes=0, in_chans=in_chans, head=feature_location,
-                     dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    super().__init__(
+      cfg,
+      num_classes=0,
+      in_chans=in_chans,
+      head=feature_location,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      rngs=rngs,
+    )
     self.out_indices = out_indices
     self.feature_info = [self.feature_info[i] for i in out_indices]
 

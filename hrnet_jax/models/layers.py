@@ -22,6 +22,7 @@ from flax import nnx
 BN_MOMENTUM = 0.9
 BN_EPS = 1e-5
 
+
 def _host_initializer(sample, fallback):
   """An initializer drawing on the host with NumPy, seeded by the JAX key.
 
@@ -49,20 +50,23 @@ def _fan_out(shape) -> int:
 
 # timm init_weights: kaiming_normal_(mode='fan_out', nonlinearity='relu') for every conv.
 conv_kernel_init = _host_initializer(
-    lambda rng, shape: rng.standard_normal(shape, np.float32) * math.sqrt(2.0 / _fan_out(shape)),
-    nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal'))
+  lambda rng, shape: rng.standard_normal(shape, np.float32) * math.sqrt(2.0 / _fan_out(shape)),
+  nnx.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
+)
 # PyTorch's default Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 linear_kernel_init = _host_initializer(
-    lambda rng, shape: rng.uniform(-1, 1, shape).astype(np.float32) / math.sqrt(_fan_in(shape)),
-    nnx.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform'))
+  lambda rng, shape: rng.uniform(-1, 1, shape).astype(np.float32) / math.sqrt(_fan_in(shape)),
+  nnx.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform'),
+)
 
 
 def _fan_in_uniform_bias(fan_in: int):
   """PyTorch's default conv / Linear bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
   bound = 1.0 / math.sqrt(fan_in)
   return _host_initializer(
-      lambda rng, shape: rng.uniform(-bound, bound, shape).astype(np.float32),
-      lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound))
+    lambda rng, shape: rng.uniform(-bound, bound, shape).astype(np.float32),
+    lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound),
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,35 +77,66 @@ class Precision:
   param_dtype: Any = jnp.float32
 
 
-def conv2d(in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, *, bias: bool = False,
-           precision: Precision, rngs: nnx.Rngs) -> nnx.Conv:
+def conv2d(
+  in_chs: int,
+  out_chs: int,
+  kernel_size: int,
+  stride: int = 1,
+  *,
+  bias: bool = False,
+  precision: Precision,
+  rngs: nnx.Rngs,
+) -> nnx.Conv:
   """PyTorch ``Conv2d(k, stride, padding=k // 2)``: explicit symmetric padding, never 'SAME'.
 
   'SAME' pads a stride-2 3x3 conv (0, 1) on even inputs where PyTorch pads (1, 1).
   """
   pad = kernel_size // 2
   return nnx.Conv(
-      in_chs, out_chs, kernel_size=(kernel_size, kernel_size), strides=stride,
-      padding=((pad, pad), (pad, pad)), use_bias=bias,
-      kernel_init=conv_kernel_init,
-      bias_init=_fan_in_uniform_bias(in_chs * kernel_size * kernel_size),
-      dtype=precision.dtype, param_dtype=precision.param_dtype, rngs=rngs)
+    in_chs,
+    out_chs,
+    kernel_size=(kernel_size, kernel_size),
+    strides=stride,
+    padding=((pad, pad), (pad, pad)),
+    use_bias=bias,
+    kernel_init=conv_kernel_init,
+    bias_init=_fan_in_uniform_bias(in_chs * kernel_size * kernel_size),
+    dtype=precision.dtype,
+    param_dtype=precision.param_dtype,
+    rngs=rngs,
+  )
 
 
 def batch_norm(channels: int, *, precision: Precision, rngs: nnx.Rngs) -> nnx.BatchNorm:
   """PyTorch ``BatchNorm2d(channels, momentum=0.1, eps=1e-5)``."""
   return nnx.BatchNorm(
-      channels, momentum=BN_MOMENTUM, epsilon=BN_EPS,
-      dtype=precision.dtype, param_dtype=precision.param_dtype, rngs=rngs)
+    channels,
+    momentum=BN_MOMENTUM,
+    epsilon=BN_EPS,
+    dtype=precision.dtype,
+    param_dtype=precision.param_dtype,
+    rngs=rngs,
+  )
 
 
 class ConvBN(nnx.Module):
   """``Sequential(Conv2d, BatchNorm2d[, ReLU])``; ``conv``/``bn`` are the torch indices 0/1."""
 
-  def __init__(self, in_chs: int, out_chs: int, kernel_size: int, stride: int = 1, *,
-               act: bool, bias: bool = False, precision: Precision, rngs: nnx.Rngs):
-    self.conv = conv2d(in_chs, out_chs, kernel_size, stride, bias=bias, precision=precision,
-                       rngs=rngs)
+  def __init__(
+    self,
+    in_chs: int,
+    out_chs: int,
+    kernel_size: int,
+    stride: int = 1,
+    *,
+    act: bool,
+    bias: bool = False,
+    precision: Precision,
+    rngs: nnx.Rngs,
+  ):
+    self.conv = conv2d(
+      in_chs, out_chs, kernel_size, stride, bias=bias, precision=precision, rngs=rngs
+    )
     self.bn = batch_norm(out_chs, precision=precision, rngs=rngs)
     self.act = act
 
@@ -121,8 +156,14 @@ class SqueezeExcitation(nnx.Module):
   def __init__(self, channels: int, *, precision: Precision, rngs: nnx.Rngs):
     squeezed = int(channels / 16)
     linear = lambda i, o: nnx.Linear(
-        i, o, kernel_init=linear_kernel_init, bias_init=nnx.initializers.zeros_init(),
-        dtype=precision.dtype, param_dtype=precision.param_dtype, rngs=rngs)
+      i,
+      o,
+      kernel_init=linear_kernel_init,
+      bias_init=nnx.initializers.zeros_init(),
+      dtype=precision.dtype,
+      param_dtype=precision.param_dtype,
+      rngs=rngs,
+    )
     self.fc_squeeze = linear(channels, squeezed)
     self.fc_excitation = linear(squeezed, channels)
 
@@ -141,16 +182,27 @@ class BasicBlock(nnx.Module):
 
   expansion = 1
 
-  def __init__(self, in_chs: int, planes: int, stride: int = 1, *, se: bool = False,
-               precision: Precision, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_chs: int,
+    planes: int,
+    stride: int = 1,
+    *,
+    se: bool = False,
+    precision: Precision,
+    rngs: nnx.Rngs,
+  ):
     kw = dict(precision=precision, rngs=rngs)
     out_chs = planes * self.expansion
     self.conv1 = conv2d(in_chs, planes, 3, stride, **kw)
     self.bn1 = batch_norm(planes, **kw)
     self.conv2 = conv2d(planes, planes, 3, **kw)
     self.bn2 = batch_norm(planes, **kw)
-    self.downsample = (ConvBN(in_chs, out_chs, 1, stride, act=False, **kw)
-                       if stride != 1 or in_chs != out_chs else None)
+    self.downsample = (
+      ConvBN(in_chs, out_chs, 1, stride, act=False, **kw)
+      if stride != 1 or in_chs != out_chs
+      else None
+    )
     self.se = _maybe_se(se, out_chs, **kw)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -167,8 +219,16 @@ class Bottleneck(nnx.Module):
 
   expansion = 4
 
-  def __init__(self, in_chs: int, planes: int, stride: int = 1, *, se: bool = False,
-               precision: Precision, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_chs: int,
+    planes: int,
+    stride: int = 1,
+    *,
+    se: bool = False,
+    precision: Precision,
+    rngs: nnx.Rngs,
+  ):
     kw = dict(precision=precision, rngs=rngs)
     out_chs = planes * self.expansion
     self.conv1 = conv2d(in_chs, planes, 1, **kw)
@@ -177,8 +237,11 @@ class Bottleneck(nnx.Module):
     self.bn2 = batch_norm(planes, **kw)
     self.conv3 = conv2d(planes, out_chs, 1, **kw)
     self.bn3 = batch_norm(out_chs, **kw)
-    self.downsample = (ConvBN(in_chs, out_chs, 1, stride, act=False, **kw)
-                       if stride != 1 or in_chs != out_chs else None)
+    self.downsample = (
+      ConvBN(in_chs, out_chs, 1, stride, act=False, **kw)
+      if stride != 1 or in_chs != out_chs
+      else None
+    )
     self.se = _maybe_se(se, out_chs, **kw)
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -194,8 +257,16 @@ class Bottleneck(nnx.Module):
 BLOCKS = {'BASIC': BasicBlock, 'BOTTLENECK': Bottleneck}
 
 
-def make_layer(block: str, in_chs: int, planes: int, num_blocks: int, *, se: bool = False,
-               precision: Precision, rngs: nnx.Rngs) -> nnx.List:
+def make_layer(
+  block: str,
+  in_chs: int,
+  planes: int,
+  num_blocks: int,
+  *,
+  se: bool = False,
+  precision: Precision,
+  rngs: nnx.Rngs,
+) -> nnx.List:
   """``_make_layer``: ``num_blocks`` blocks; the first adapts the width with a 1x1 shortcut."""
   block_cls = BLOCKS[block]
   layers = []

@@ -63,14 +63,21 @@ class HRFPN(nnx.Module):
   mmdet runs (input sizes divisible by 32).
   """
 
-  def __init__(self, in_chs: Sequence[int], out_chs: int = 256, num_outs: int = 5, *,
-               precision: Precision, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_chs: Sequence[int],
+    out_chs: int = 256,
+    num_outs: int = 5,
+    *,
+    precision: Precision,
+    rngs: nnx.Rngs,
+  ):
     kw = dict(bias=True, precision=precision, rngs=rngs)
     self.reduction_conv = conv2d(sum(in_chs), out_chs, 1, **kw)
     self.fpn_convs = nnx.List([conv2d(out_chs, out_chs, 3, **kw) for _ in range(num_outs)])
     self.out_chs = (out_chs,) * num_outs
-    self.reductions = tuple(4 * 2 ** i for i in range(num_outs))
+    self.reductions = tuple(4 * 2**i for i in range(num_outs))
 
   def __call__(self, xs: list[jax.Array]) -> list[jax.Array]:
     y = self.reduction_conv(concat_branches(xs))
-    return [conv(avg_pool(y, 2 ** i)) for i, conv in enumerate(self.fpn_convs)]
+    return [conv(avg_pool(y, 2**i)) for i, conv in enumerate(self.fpn_convs)]

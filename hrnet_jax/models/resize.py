@@ -65,6 +65,7 @@ def avg_pool(x: jax.Array, k: int) -> jax.Array:
   """``F.avg_pool2d(x, kernel_size=k, stride=k)`` on ``[B, H, W, C]``: no padding, floor size."""
   if k == 1:
     return x
-  summed = jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, (1, k, k, 1),
-                                 (1, k, k, 1), 'VALID')
+  summed = jax.lax.reduce_window(
+    x, jnp.zeros((), x.dtype), jax.lax.add, (1, k, k, 1), (1, k, k, 1), 'VALID'
+  )
   return summed / (k * k)

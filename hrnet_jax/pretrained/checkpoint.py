@@ -24,6 +24,7 @@ the next write to the same place (an old folder moved aside and not replaced is 
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -36,14 +37,12 @@ from typing import Any, Callable, Iterable
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from flax import nnx
 
-from hrnet_jax import atomic
-from hrnet_jax import errors
+from hrnet_jax import atomic, errors
 from hrnet_jax.errors import BadInputError
 from hrnet_jax.pretrained.state import format_key_report
-import orbax.checkpoint as ocp
-import concurrent.futures
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +91,10 @@ def _save_state(path: pathlib.Path, tree: dict):
 
   handlers = ocp.type_handlers
   registry = handlers.create_type_handler_registry(
-      (np.ndarray, handlers.NumpyHandler(deepcopy_host_arrays=False)),
-      # Unused (leaves are NumPy), but Orbax warns when the registry has no jax.Array handler.
-      (jax.Array, handlers.get_type_handler(jax.Array)))
+    (np.ndarray, handlers.NumpyHandler(deepcopy_host_arrays=False)),
+    # Unused (leaves are NumPy), but Orbax warns when the registry has no jax.Array handler.
+    (jax.Array, handlers.get_type_handler(jax.Array)),
+  )
   handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry, use_compression=False)
   try:
     with ocp.Checkpointer(handler) as ckptr:
@@ -125,18 +125,23 @@ def content_checksum(arrays: dict[str, Any]) -> str:
 
 def non_finite_keys(arrays: dict[str, Any]) -> list[str]:
   """Sorted keys of the floating-point arrays holding a NaN or an infinity."""
-  return sorted(k for k, v in arrays.items()
-                if np.issubdtype(np.asarray(v).dtype, np.inexact)
-                and not np.isfinite(v).all())
+  return sorted(
+    k
+    for k, v in arrays.items()
+    if np.issubdtype(np.asarray(v).dtype, np.inexact) and not np.isfinite(v).all()
+  )
 
 
 def refuse_non_finite(arrays: dict[str, Any], what: str, hint: str = '') -> None:
   """``CheckpointIntegrityError`` naming every array of ``arrays`` with a NaN/inf."""
   bad = non_finite_keys(arrays)
   if bad:
-    raise CheckpointIntegrityError('\n'.join(
+    raise CheckpointIntegrityError(
+      '\n'.join(
         [f'{what}: {len(bad)} array(s) hold NaN or inf values; refused{hint}.']
-        + format_key_report('non-finite', bad)))
+        + format_key_report('non-finite', bad)
+      )
+    )
 
 
 def is_checkpoint_folder(path: str | os.PathLike) -> bool:
@@ -146,8 +151,11 @@ def is_checkpoint_folder(path: str | os.PathLike) -> bool:
     names = set(os.listdir(path))
   except OSError:
     return False
-  return (names == {CONFIG_FILE, STATE_DIR} and (path / CONFIG_FILE).is_file()
-          and (path / STATE_DIR).is_dir())
+  return (
+    names == {CONFIG_FILE, STATE_DIR}
+    and (path / CONFIG_FILE).is_file()
+    and (path / STATE_DIR).is_dir()
+  )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -177,8 +185,11 @@ def _recover_leftovers(out: pathlib.Path) -> None:
       shutil.rmtree(entry)
       log.warning('%s: removed %s, left by an interrupted run', out, entry.name)
     else:
-      log.warning('%s: %s looks like a leftover of an interrupted run but holds other files; '
-                  'left in place', out, entry)
+      log.warning(
+        '%s: %s looks like a leftover of an interrupted run but holds other files; left in place',
+        out,
+        entry,
+      )
 
 
 def _is_within(path: pathlib.Path, folder: pathlib.Path) -> bool:
@@ -189,8 +200,9 @@ def _is_within(path: pathlib.Path, folder: pathlib.Path) -> bool:
   return True
 
 
-def check_output_folder(out_dir: str | os.PathLike, *, overwrite: bool = False,
-                        protect: Iterable[str | os.PathLike] = ()) -> pathlib.Path:
+def check_output_folder(
+  out_dir: str | os.PathLike, *, overwrite: bool = False, protect: Iterable[str | os.PathLike] = ()
+) -> pathlib.Path:
   """Checks that a checkpoint folder may be written at ``out_dir``; returns its absolute path.
 
   First cleans up after killed writers of ``out_dir`` (``_recover_leftovers``). Refused
@@ -206,33 +218,47 @@ def check_output_folder(out_dir: str | os.PathLike, *, overwrite: bool = False,
   _recover_leftovers(out)
   if out.exists():
     cwd = pathlib.Path(os.path.realpath(os.getcwd()))
-    special = {pathlib.Path('/'): 'the root folder',
-               pathlib.Path(os.path.realpath(os.path.expanduser('~'))): 'the home folder'}
+    special = {
+      pathlib.Path('/'): 'the root folder',
+      pathlib.Path(os.path.realpath(os.path.expanduser('~'))): 'the home folder',
+    }
     if real in special or _is_within(cwd, real):
-      what = special.get(real) or ('the current folder' if real == cwd
-                                   else 'an ancestor of the current folder')
+      what = special.get(real) or (
+        'the current folder' if real == cwd else 'an ancestor of the current folder'
+      )
       raise BadInputError(f'{out_dir}: is {what}; write the checkpoint to a new folder')
   for p in protect:
     p = pathlib.Path(os.path.realpath(os.fspath(p)))
     if _is_within(p, real):
-      raise BadInputError(f'{out_dir}: the input {p} is inside the output folder; choose '
-                          'another output folder')
+      raise BadInputError(
+        f'{out_dir}: the input {p} is inside the output folder; choose another output folder'
+      )
   if out.exists():
     contents = sorted(os.listdir(out))
     if contents and not overwrite:
-      raise FileExistsError(f'{out_dir}: exists and is not empty (--overwrite replaces an '
-                            'existing hrnet-jax checkpoint folder)')
+      raise FileExistsError(
+        f'{out_dir}: exists and is not empty (--overwrite replaces an '
+        'existing hrnet-jax checkpoint folder)'
+      )
     if contents and not is_checkpoint_folder(out):
       shown = ', '.join(contents[:5]) + (', ...' if len(contents) > 5 else '')
-      raise BadInputError(f'{out_dir}: not an hrnet-jax checkpoint folder (it holds {shown}); '
-                          '--overwrite only replaces a folder holding config.json and state/, '
-                          'nothing else. Nothing was touched')
+      raise BadInputError(
+        f'{out_dir}: not an hrnet-jax checkpoint folder (it holds {shown}); '
+        '--overwrite only replaces a folder holding config.json and state/, '
+        'nothing else. Nothing was touched'
+      )
   return out
 
 
-def write_pretrained(arrays: dict[str, np.ndarray], config: dict, out_dir: str | os.PathLike,
-                     *, overwrite: bool = False, protect: Iterable[str | os.PathLike] = (),
-                     allow_non_finite: bool = False) -> pathlib.Path:
+def write_pretrained(
+  arrays: dict[str, np.ndarray],
+  config: dict,
+  out_dir: str | os.PathLike,
+  *,
+  overwrite: bool = False,
+  protect: Iterable[str | os.PathLike] = (),
+  allow_non_finite: bool = False,
+) -> pathlib.Path:
   """Writes ``arrays`` (dotted Flax paths) and ``config`` as a checkpoint folder, atomically.
 
   ``config.json`` gets ``format_version`` and the arrays' ``checksum``. The arrays are written
@@ -245,13 +271,17 @@ def write_pretrained(arrays: dict[str, np.ndarray], config: dict, out_dir: str |
   if not allow_non_finite:
     refuse_non_finite(arrays, str(out_dir), ' (pass --allow-non-finite to keep them)')
   out.parent.mkdir(parents=True, exist_ok=True)
-  atomic.ensure_free_space(out.parent, sum(np.asarray(a).nbytes for a in arrays.values()) + 2**20,
-                           'the checkpoint')
+  atomic.ensure_free_space(
+    out.parent, sum(np.asarray(a).nbytes for a in arrays.values()) + 2**20, 'the checkpoint'
+  )
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-{os.getpid()}-', dir=out.parent))
   try:
     _save_state(tmp / STATE_DIR, _nested(arrays))
-    config = {'format_version': FORMAT_VERSION, **config,
-              CHECKSUM_KEY: {'sha256': content_checksum(arrays)}}
+    config = {
+      'format_version': FORMAT_VERSION,
+      **config,
+      CHECKSUM_KEY: {'sha256': content_checksum(arrays)},
+    }
     if allow_non_finite:
       config['allow_non_finite'] = True
     (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + '\n')
@@ -278,27 +308,31 @@ def read_config(ckpt_dir: str | os.PathLike) -> dict:
   return config
 
 
-def verify_arrays(ckpt_dir: str | os.PathLike, config: dict,
-                  arrays: dict[str, np.ndarray]) -> None:
+def verify_arrays(ckpt_dir: str | os.PathLike, config: dict, arrays: dict[str, np.ndarray]) -> None:
   """Checks ``arrays`` against the checksum in ``config`` (a note when it has none, as in
   folders written before checksums) and for NaN/inf; ``CheckpointIntegrityError`` names the
   folder."""
   expected = (config.get(CHECKSUM_KEY) or {}).get('sha256')
   if expected is None:
-    log.warning('%s: no checksum in %s (written before hrnet-jax recorded one); the weights are '
-                'not verified', ckpt_dir, CONFIG_FILE)
+    log.warning(
+      '%s: no checksum in %s (written before hrnet-jax recorded one); the weights are not verified',
+      ckpt_dir,
+      CONFIG_FILE,
+    )
   elif content_checksum(arrays) != expected:
     raise CheckpointIntegrityError(
-        f'{ckpt_dir}: the arrays do not match the checksum in {CONFIG_FILE}: the data was '
-        'changed or corrupted after it was written (bit rot, an incomplete copy); refusing to '
-        'load it. Convert or copy it again.')
+      f'{ckpt_dir}: the arrays do not match the checksum in {CONFIG_FILE}: the data was '
+      'changed or corrupted after it was written (bit rot, an incomplete copy); refusing to '
+      'load it. Convert or copy it again.'
+    )
   if expected is None and not config.get('allow_non_finite'):
     # A verified folder was checked for NaN/inf when it was written.
     refuse_non_finite(arrays, str(ckpt_dir))
 
 
-def read_pretrained(ckpt_dir: str | os.PathLike, *, verify: bool = True
-                    ) -> tuple[dict, dict[str, np.ndarray]]:
+def read_pretrained(
+  ckpt_dir: str | os.PathLike, *, verify: bool = True
+) -> tuple[dict, dict[str, np.ndarray]]:
   """Returns (config, arrays by dotted Flax path) of a checkpoint folder.
 
   Raises ``FileNotFoundError`` (not a checkpoint folder), ``ValueError`` (unreadable), and,
@@ -314,8 +348,10 @@ def read_pretrained(ckpt_dir: str | os.PathLike, *, verify: bool = True
       tree = ckptr.restore(state_path)
   except Exception as e:  # Orbax raises many types for a damaged folder.
     first = str(e).splitlines()[0] if str(e) else ''
-    raise BadInputError(f'{state_path}: cannot read the Orbax checkpoint, it is damaged or '
-                        f'incomplete ({type(e).__name__}: {first})') from None
+    raise BadInputError(
+      f'{state_path}: cannot read the Orbax checkpoint, it is damaged or '
+      f'incomplete ({type(e).__name__}: {first})'
+    ) from None
   arrays = _flatten(tree)
   if verify:
     verify_arrays(ckpt_dir, config, arrays)

@@ -45,26 +45,44 @@ class CheckpointMismatchError(BadInputError):
   list every problem, and the message says that nothing was loaded (or, with ``against``, the
   converter's target arch, that nothing was written)."""
 
-  def __init__(self, what: str, missing: Iterable[str] = (), unexpected: Iterable[str] = (),
-               mismatched: Iterable[str] = (), *, against: str | None = None):
+  def __init__(
+    self,
+    what: str,
+    missing: Iterable[str] = (),
+    unexpected: Iterable[str] = (),
+    mismatched: Iterable[str] = (),
+    *,
+    against: str | None = None,
+  ):
     self.missing = sorted(missing)
     self.unexpected = sorted(unexpected)
     self.mismatched = sorted(mismatched)
-    counts = (f'{len(self.missing)} missing, {len(self.unexpected)} unexpected, '
-              f'{len(self.mismatched)} mis-shaped')
+    counts = (
+      f'{len(self.missing)} missing, {len(self.unexpected)} unexpected, '
+      f'{len(self.mismatched)} mis-shaped'
+    )
     if against is None:
       lines = [f'{what}: state does not match the model ({counts}); nothing was loaded.']
     else:
       lines = [f'{what}: does not match {against} ({counts} keys); nothing was written.']
-    for title, keys in (('missing', self.missing), ('unexpected', self.unexpected),
-                        ('mis-shaped', self.mismatched)):
+    for title, keys in (
+      ('missing', self.missing),
+      ('unexpected', self.unexpected),
+      ('mis-shaped', self.mismatched),
+    ):
       lines += format_key_report(title, keys)
     super().__init__('\n'.join(lines))
 
 
-def check_keys(what: str, expected: Mapping[str, Sequence[int]],
-               found: Mapping[str, Sequence[int]], *, allow_missing: Iterable[str] = (),
-               allow_unexpected: Iterable[str] = (), against: str | None = None) -> None:
+def check_keys(
+  what: str,
+  expected: Mapping[str, Sequence[int]],
+  found: Mapping[str, Sequence[int]],
+  *,
+  allow_missing: Iterable[str] = (),
+  allow_unexpected: Iterable[str] = (),
+  against: str | None = None,
+) -> None:
   """Raises ``CheckpointMismatchError`` (naming ``what``) unless ``found`` has every key of
   ``expected`` with the same shape, and nothing else.
 
@@ -78,9 +96,11 @@ def check_keys(what: str, expected: Mapping[str, Sequence[int]],
   allow_missing, allow_unexpected = tuple(allow_missing), set(allow_unexpected)
   missing = [k for k in expected if k not in found and not k.startswith(allow_missing)]
   unexpected = [k for k in found if k not in expected and k not in allow_unexpected]
-  mismatched = [f'{k}: checkpoint {tuple(found[k])} vs {against or "model"} {tuple(shape)}'
-                for k, shape in expected.items()
-                if k in found and tuple(found[k]) != tuple(shape)]
+  mismatched = [
+    f'{k}: checkpoint {tuple(found[k])} vs {against or "model"} {tuple(shape)}'
+    for k, shape in expected.items()
+    if k in found and tuple(found[k]) != tuple(shape)
+  ]
   if missing or unexpected or mismatched:
     raise CheckpointMismatchError(what, missing, unexpected, mismatched, against=against)
 
@@ -114,8 +134,9 @@ def model_arrays(model: nnx.Module) -> dict[str, np.ndarray]:
   return {k: np.asarray(v.get_value()) for k, v in model_variables(model).items()}
 
 
-def assign_arrays(model: nnx.Module, arrays: dict[str, Any], *, what: str,
-                  allow_missing: Iterable[str] = ()) -> list[str]:
+def assign_arrays(
+  model: nnx.Module, arrays: dict[str, Any], *, what: str, allow_missing: Iterable[str] = ()
+) -> list[str]:
   """Loads ``arrays`` (dotted path -> array in Flax layout) into ``model``, all or nothing.
 
   Model leaves starting with an ``allow_missing`` prefix may be absent from ``arrays`` and keep
@@ -124,14 +145,21 @@ def assign_arrays(model: nnx.Module, arrays: dict[str, Any], *, what: str,
   ``CheckpointMismatchError`` naming ``what``.
   """
   variables = model_variables(model)
-  check_keys(what, {k: v.get_value().shape for k, v in variables.items()},
-             {k: np.shape(a) for k, a in arrays.items()}, allow_missing=allow_missing)
+  check_keys(
+    what,
+    {k: v.get_value().shape for k, v in variables.items()},
+    {k: np.shape(a) for k, a in arrays.items()},
+    allow_missing=allow_missing,
+  )
   for k, v in variables.items():
     if k in arrays:
       # Onto the device (and sharding) the variable's init value lives on: a NumPy value would
       # be copied to the device again by every jitted call (docs/benchmarks.md, "GPU bf16").
       init = v.get_value()
       value = np.asarray(arrays[k]).astype(init.dtype)
-      v.set_value(jax.device_put(value, init.sharding) if isinstance(init, jax.Array)
-                  else jax.device_put(value))
+      v.set_value(
+        jax.device_put(value, init.sharding)
+        if isinstance(init, jax.Array)
+        else jax.device_put(value)
+      )
   return [k for k in variables if k not in arrays]

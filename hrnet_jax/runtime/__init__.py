@@ -19,8 +19,9 @@ from hrnet_jax.runtime.xla_options import compiler_options
 __all__ = ['compiler_options', 'configure']
 
 
-def configure(model: nnx.Module, *, scan: bool | None = None, remat: str | None = None,
-              fast_trace: bool = False) -> nnx.Module:
+def configure(
+  model: nnx.Module, *, scan: bool | None = None, remat: str | None = None, fast_trace: bool = False
+) -> nnx.Module:
   """Sets how ``model`` (a classifier, backbone or dense HRNet) is traced, in place; returns it.
 
   Args:

@@ -20,6 +20,7 @@ compilation cache" guide (``jax_compilation_cache_dir``,
 from __future__ import annotations
 
 import os
+
 import jax
 
 ENV = 'HRNET_JAX_COMPILATION_CACHE'

@@ -28,11 +28,12 @@ def _fold_pair(conv: nnx.Conv, bn: nnx.BatchNorm) -> None:
   # float64 on the host so that folding adds no more than one float32 rounding per weight.
   kernel = np.asarray(conv.kernel[...], np.float64)  # [kh, kw, Cin, Cout]
   scale = np.asarray(bn.scale[...], np.float64) / np.sqrt(
-      np.asarray(bn.var[...], np.float64) + bn.epsilon)
-  bias = np.zeros(kernel.shape[-1]) if conv.bias is None else np.asarray(conv.bias[...],
-                                                                           np.float64)
+    np.asarray(bn.var[...], np.float64) + bn.epsilon
+  )
+  bias = np.zeros(kernel.shape[-1]) if conv.bias is None else np.asarray(conv.bias[...], np.float64)
   new_bias = (bias - np.asarray(bn.mean[...], np.float64)) * scale + np.asarray(
-      bn.bias[...], np.float64)
+    bn.bias[...], np.float64
+  )
   dtype = conv.kernel[...].dtype
   conv.kernel[...] = jnp.asarray(kernel * scale, dtype)
   if conv.bias is None:

@@ -18,8 +18,8 @@ import functools
 
 from flax import nnx
 
-from hrnet_jax.models.layers import BasicBlock, Bottleneck
 from hrnet_jax.models.hrnet import HighResolutionModule
+from hrnet_jax.models.layers import BasicBlock, Bottleneck
 
 LEVELS = ('none', 'block', 'module')
 
@@ -28,9 +28,15 @@ LEVELS = ('none', 'block', 'module')
 def _remat_class(cls: type) -> type:
   """``cls`` with ``__call__`` under ``nnx.remat`` (one subclass per class, so graphdefs of two
   models built the same way compare equal and jit caches hit)."""
-  return type(f'Remat{cls.__name__}', (cls,), {
-      '__call__': nnx.remat(cls.__call__), '__module__': __name__,
-      '__doc__': f'{cls.__name__} whose activations are recomputed in the backward pass.'})
+  return type(
+    f'Remat{cls.__name__}',
+    (cls,),
+    {
+      '__call__': nnx.remat(cls.__call__),
+      '__module__': __name__,
+      '__doc__': f'{cls.__name__} whose activations are recomputed in the backward pass.',
+    },
+  )
 
 
 def apply(model: nnx.Module, level: str) -> nnx.Module:

@@ -16,12 +16,13 @@ that feeds it into YNNPACK). Results stay within float32 rounding of XLA's defau
 """
 
 from __future__ import annotations
+
 import jax
 
 _YNN_FUSION_TYPE = 'xla_cpu_experimental_ynn_fusion_type'
 _CPU_OPTIONS = {
-    'infer': {_YNN_FUSION_TYPE: 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'},
-    'train': {_YNN_FUSION_TYPE: 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'},
+  'infer': {_YNN_FUSION_TYPE: 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'},
+  'train': {_YNN_FUSION_TYPE: 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE'},
 }
 
 
@@ -33,7 +34,7 @@ def compiler_options(task: str, backend: str | None = None) -> dict[str, str]:
   options are XLA:CPU's, so other platforms get ``{}``. Raises ``ValueError`` for another task.
   """
   if task not in _CPU_OPTIONS:
-    raise ValueError(f"task must be one of {sorted(_CPU_OPTIONS)}, got {task!r}")
+    raise ValueError(f'task must be one of {sorted(_CPU_OPTIONS)}, got {task!r}')
   if backend is None:
     backend = jax.default_backend()
   return dict(_CPU_OPTIONS[task]) if backend == 'cpu' else {}

@@ -10,7 +10,9 @@ import pytest
 from benchmarks import tpu_aot
 
 
-@pytest.mark.parametrize('argv, flag', [
+@pytest.mark.parametrize(
+  'argv, flag',
+  [
     (['--topology', 'v4:2x2x1'], 'megacore'),
     (['--topology', 'v9x:2x2'], 'unknown generation'),
     (['--topology', 'v5e'], 'give the slice shape'),
@@ -22,7 +24,8 @@ from benchmarks import tpu_aot
     (['--topology', 'v5e:2x2', '--remat', 'none,blocks'], '--remat'),
     (['--topology', 'v5e:2x2', '--tasks', 'infer'], '--tasks'),
     (['--topology', 'v5e:2x2', '--image-size', '16'], '--image-size'),
-])
+  ],
+)
 def test_bad_arguments_exit_2_with_one_line(argv, flag, capsys, tmp_path):
   assert tpu_aot.main([*argv, '--out', str(tmp_path / 'x.csv')]) == 2
   err = capsys.readouterr().err.strip().splitlines()
@@ -37,11 +40,28 @@ def test_usage_error_from_argparse_exits_2(capsys):
 
 def test_good_arguments_parse():
   ns = tpu_aot.build_parser().parse_args(
-      ['--topology', 'v6e:2x2', '--models', 'hrnet_w18,hrnet_w18_small', '--batch-per-chip',
-       '32,64', '--remat', 'none,block', '--fsdp', '2'])
+    [
+      '--topology',
+      'v6e:2x2',
+      '--models',
+      'hrnet_w18,hrnet_w18_small',
+      '--batch-per-chip',
+      '32,64',
+      '--remat',
+      'none,block',
+      '--fsdp',
+      '2',
+    ]
+  )
   a = tpu_aot.check_args(ns)
   assert (a.gen, a.chip.hbm_gib, a.models, a.batches, a.remats, a.fsdp) == (
-      'v6e', 32, ['hrnet_w18', 'hrnet_w18_small'], [32, 64], ['none', 'block'], 2)
+    'v6e',
+    32,
+    ['hrnet_w18', 'hrnet_w18_small'],
+    [32, 64],
+    ['none', 'block'],
+    2,
+  )
   assert tpu_aot.host_bounds('v5e:2x2') == {} and tpu_aot.host_bounds('v5e:4x4') == {}
   assert tpu_aot.host_bounds('v5e:1x1') == {'chips_per_host_bounds': [1, 1, 1]}
   assert tpu_aot.host_bounds('v5p:2x2x1') == {}
@@ -68,15 +88,34 @@ def test_roofline_is_the_slower_of_compute_and_memory():
 
 
 def test_csv_append_and_markdown(tmp_path):
-  row = {'model': 'hrnet_w18_small', 'task': 'train', 'topology': 'v5e:2x2', 'chip': 'TPU v5e',
-         'chips': 4, 'mesh': '4x1', 'batch_per_chip': 256, 'global_batch': 1024,
-         'image_size': 224, 'dtype': 'bfloat16', 'remat': 'none', 'status': 'ok', 'fits': True,
-         'lower_s': 12.3456, 'compile_s': 100.0, 'total_gib': 4.2, 'temp_gib': 3.9,
-         'hbm_gib': 16, 'gflop_per_image': 9.7, 'est_step_ms': 12.5, 'est_img_s_per_chip': 2048.0}
+  row = {
+    'model': 'hrnet_w18_small',
+    'task': 'train',
+    'topology': 'v5e:2x2',
+    'chip': 'TPU v5e',
+    'chips': 4,
+    'mesh': '4x1',
+    'batch_per_chip': 256,
+    'global_batch': 1024,
+    'image_size': 224,
+    'dtype': 'bfloat16',
+    'remat': 'none',
+    'status': 'ok',
+    'fits': True,
+    'lower_s': 12.3456,
+    'compile_s': 100.0,
+    'total_gib': 4.2,
+    'temp_gib': 3.9,
+    'hbm_gib': 16,
+    'gflop_per_image': 9.7,
+    'est_step_ms': 12.5,
+    'est_img_s_per_chip': 2048.0,
+  }
   out = tmp_path / 'r' / 'aot.csv'
   tpu_aot.append_rows(str(out), [row])
-  tpu_aot.append_rows(str(out), [{**row, 'batch_per_chip': 512, 'status': 'oom', 'fits': False,
-                                  'total_gib': None}])
+  tpu_aot.append_rows(
+    str(out), [{**row, 'batch_per_chip': 512, 'status': 'oom', 'fits': False, 'total_gib': None}]
+  )
   with open(out, newline='') as f:
     rows = list(csv.DictReader(f))
   assert list(rows[0]) == tpu_aot.COLUMNS and len(rows) == 2
@@ -87,8 +126,10 @@ def test_csv_append_and_markdown(tmp_path):
   tpu_aot.update_markdown(str(md), str(out))
   text = md.read_text()
   assert text.startswith('intro\n') and text.endswith('outro\n') and 'old' not in text
-  assert '| hrnet_w18_small | train | v5e:2x2 | 4x1 | 256 | 224 | bfloat16 | none | ok | 4.20 (3.90) / 16' \
-      in text
+  assert (
+    '| hrnet_w18_small | train | v5e:2x2 | 4x1 | 256 | 224 | bfloat16 | none | ok | 4.20 (3.90) / 16'
+    in text
+  )
   assert '| 512 |' in text and '| oom |' in text
   (tmp_path / 'c.md').write_text('no markers')
   with pytest.raises(tpu_aot.BadInputError, match='c.md'):
@@ -99,14 +140,27 @@ def test_flops_of_a_target_without_cost_analysis_come_from_the_cpu_lowering(monk
   # XLA:GPU's compiled and lowered modules have no cost analysis; on CPU both exist, so the
   # fallback can be held against the compiled program's own count.
   import jax
+
   ns = tpu_aot.build_parser().parse_args(
-      ['--topology', 'h100', '--models', 'hrnet_w18_small', '--batch-per-chip', '2',
-       '--tasks', 'eval', '--image-size', '32'])
+    [
+      '--topology',
+      'h100',
+      '--models',
+      'hrnet_w18_small',
+      '--batch-per-chip',
+      '2',
+      '--tasks',
+      'eval',
+      '--image-size',
+      '32',
+    ]
+  )
   compiler = tpu_aot.Compiler(tpu_aot.check_args(ns), jax.devices('cpu')[:1])
   own = tpu_aot._cost(compiler.lower('hrnet_w18_small', 'eval', 'none', 2).compile())
   cost = tpu_aot._cost
-  monkeypatch.setattr(tpu_aot, '_cost',
-                      lambda c: {} if isinstance(c, jax.stages.Compiled) else cost(c))
+  monkeypatch.setattr(
+    tpu_aot, '_cost', lambda c: {} if isinstance(c, jax.stages.Compiled) else cost(c)
+  )
   row = compiler.compile('hrnet_w18_small', 'eval', 'none', 2)
   assert row['status'] == 'ok' and row['flops_source'] == 'cpu lowering'
   # Before optimization XLA counts 12 % fewer FLOPs here than after (2.4 % fewer than the TPU

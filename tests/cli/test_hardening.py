@@ -20,16 +20,14 @@ import time
 import numpy as np
 import pytest
 import torch
+from oracles import timm_model
 from PIL import Image
 
-from hrnet_jax import interrupts
 import hrnet_jax
+from hrnet_jax import errors, interrupts
+from hrnet_jax.cli.predict import main as predict_main
 from hrnet_jax.convert.cli import main as convert_main
 from hrnet_jax.pretrained import checkpoint
-from hrnet_jax import errors
-from hrnet_jax.cli.predict import main as predict_main
-
-from oracles import timm_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NAME = 'hrnet_w18_small'
@@ -39,8 +37,12 @@ def _tree_hashes(folder) -> dict[str, str]:
   """Relative path -> sha256 of every file under ``folder`` (itself included if a file)."""
   folder = pathlib.Path(folder)
   files = [folder] if folder.is_file() else sorted(p for p in folder.rglob('*') if p.is_file())
-  return {str(p.relative_to(folder) if p != folder else p.name):
-          hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+  return {
+    str(p.relative_to(folder) if p != folder else p.name): hashlib.sha256(
+      p.read_bytes()
+    ).hexdigest()
+    for p in files
+  }
 
 
 def _one_error_line(err: str, prog: str, *expected: str) -> str:
@@ -55,32 +57,40 @@ def _one_error_line(err: str, prog: str, *expected: str) -> str:
 
 
 def _env(**extra):
-  return dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1',
-              **extra)
+  return dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1', **extra)
 
 
 def _unshare_ok() -> bool:
-  probe = subprocess.run(['unshare', '--user', '--map-root-user', '--mount', 'true'],
-                         capture_output=True)
+  probe = subprocess.run(
+    ['unshare', '--user', '--map-root-user', '--mount', 'true'], capture_output=True
+  )
   return probe.returncode == 0
 
 
-def _run_on_small_fs(mount_dir, seed_dir, cmd, *, size: str, options: str = '', env=None,
-                     timeout=600) -> subprocess.CompletedProcess:
+def _run_on_small_fs(
+  mount_dir, seed_dir, cmd, *, size: str, options: str = '', env=None, timeout=600
+) -> subprocess.CompletedProcess:
   """Runs ``cmd`` with a fresh tmpfs of ``size`` at ``mount_dir`` (private to the command),
   first filled with a copy of ``seed_dir``; afterwards ``mount_dir`` is replaced on the real disk
   by a copy of what the tmpfs held, for the test to inspect."""
   mount_dir = pathlib.Path(mount_dir)
   mount_dir.mkdir(parents=True, exist_ok=True)
   keep = mount_dir.with_name(mount_dir.name + '.after')
-  script = (f'set -e; mount -t tmpfs -o size={size} tmpfs {mount_dir}; '
-            f'cp -a {seed_dir}/. {mount_dir}/ 2>/dev/null || true; '
-            f'{"mount -o remount," + options + " " + str(mount_dir) + "; " if options else ""}'
-            f'set +e; "$@"; rc=$?; cp -a {mount_dir}/. {keep}/; exit $rc')
+  script = (
+    f'set -e; mount -t tmpfs -o size={size} tmpfs {mount_dir}; '
+    f'cp -a {seed_dir}/. {mount_dir}/ 2>/dev/null || true; '
+    f'{"mount -o remount," + options + " " + str(mount_dir) + "; " if options else ""}'
+    f'set +e; "$@"; rc=$?; cp -a {mount_dir}/. {keep}/; exit $rc'
+  )
   keep.mkdir()
-  proc = subprocess.run(['unshare', '--user', '--map-root-user', '--mount', 'sh', '-c', script,
-                         'sh', *cmd], env=env or _env(), cwd=ROOT, capture_output=True,
-                        text=True, timeout=timeout)
+  proc = subprocess.run(
+    ['unshare', '--user', '--map-root-user', '--mount', 'sh', '-c', script, 'sh', *cmd],
+    env=env or _env(),
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
   shutil.rmtree(mount_dir)
   keep.rename(mount_dir)
   return proc
@@ -108,8 +118,10 @@ def _convert(args, capsys):
 
 # --- 1. Never delete what the tool did not write --------------------------------------------
 
-def test_overwrite_refuses_folders_that_are_not_checkpoints(tmp_path, source, converted,
-                                                            capsys, monkeypatch):
+
+def test_overwrite_refuses_folders_that_are_not_checkpoints(
+  tmp_path, source, converted, capsys, monkeypatch
+):
   prog = 'convert_official_weights'
   models = tmp_path / 'models'
   models.mkdir()
@@ -121,11 +133,11 @@ def test_overwrite_refuses_folders_that_are_not_checkpoints(tmp_path, source, co
   monkeypatch.setenv('HOME', str(home))
   before = _tree_hashes(tmp_path)
   cases = [
-      ([str(models / 'hrnet.pth'), str(models), '--overwrite'], 'is inside the output folder'),
-      ([str(source), str(models), '--overwrite'], 'not an hrnet-jax checkpoint folder'),
-      ([str(source), str(home), '--overwrite'], 'the home folder'),
-      ([str(source), '/', '--overwrite'], 'the root folder'),
-      ([str(source), str(models / 'notes.txt')], 'is a file, not a folder'),
+    ([str(models / 'hrnet.pth'), str(models), '--overwrite'], 'is inside the output folder'),
+    ([str(source), str(models), '--overwrite'], 'not an hrnet-jax checkpoint folder'),
+    ([str(source), str(home), '--overwrite'], 'the home folder'),
+    ([str(source), '/', '--overwrite'], 'the root folder'),
+    ([str(source), str(models / 'notes.txt')], 'is a file, not a folder'),
   ]
   for args, message in cases:
     rc, err = _convert(args + ['--quiet'], capsys)
@@ -159,17 +171,31 @@ def _write_started(parent: pathlib.Path, name: str, proc, timeout=300):
     time.sleep(0.005)
 
 
-@pytest.mark.parametrize('sig, code', [(signal.SIGKILL, -signal.SIGKILL),
-                                       (signal.SIGTERM, errors.EXIT_PREEMPTED),
-                                       (signal.SIGINT, errors.EXIT_INTERRUPTED)])
+@pytest.mark.parametrize(
+  'sig, code',
+  [
+    (signal.SIGKILL, -signal.SIGKILL),
+    (signal.SIGTERM, errors.EXIT_PREEMPTED),
+    (signal.SIGINT, errors.EXIT_INTERRUPTED),
+  ],
+)
 def test_killed_conversion_keeps_the_old_folder(tmp_path, source, converted, sig, code):
   out = tmp_path / 'ckpt'
   shutil.copytree(converted, out)
   before = _tree_hashes(out)
-  cmd = [sys.executable, '-m', 'hrnet_jax.convert.cli', str(source), str(out), '--overwrite', '--quiet']
+  cmd = [
+    sys.executable,
+    '-m',
+    'hrnet_jax.convert.cli',
+    str(source),
+    str(out),
+    '--overwrite',
+    '--quiet',
+  ]
   for _ in range(3):
-    proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+      cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     _write_started(tmp_path, 'ckpt', proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
@@ -191,8 +217,9 @@ def test_killed_conversion_keeps_the_old_folder(tmp_path, source, converted, sig
     assert 'left by an interrupted run' in done.stderr
     assert os.listdir(tmp_path) == ['ckpt']
   else:
-    _one_error_line(err, 'convert_official_weights',
-                    'terminated' if sig == signal.SIGTERM else 'interrupted')
+    _one_error_line(
+      err, 'convert_official_weights', 'terminated' if sig == signal.SIGTERM else 'interrupted'
+    )
     assert leftovers == [], leftovers
 
 
@@ -286,15 +313,22 @@ def test_sigterm_storm_over_a_thread_pool_neither_hangs_nor_is_lost():
   # concurrent.futures / threading. Raised there, about 3% were dropped (raised in JAX's gc
   # callback) and some left a lock held, hanging the process at exit (CI, 2026-11).
   n = 300
-  done = subprocess.run([sys.executable, '-c', _SIGNAL_STORM, str(n)], env=_env(), cwd=ROOT,
-                        capture_output=True, text=True, timeout=240)
+  done = subprocess.run(
+    [sys.executable, '-c', _SIGNAL_STORM, str(n)],
+    env=_env(),
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=240,
+  )
   assert done.returncode == 0, done.stderr
   assert int(done.stdout) == n, done.stderr[-3000:]
   assert 'Exception ignored' not in done.stderr, done.stderr[-3000:]
 
 
-def test_old_folder_moved_aside_by_a_killed_run_is_put_back(tmp_path, source, converted,
-                                                           capsys, caplog):
+def test_old_folder_moved_aside_by_a_killed_run_is_put_back(
+  tmp_path, source, converted, capsys, caplog
+):
   # State of a run killed between "old folder moved aside" and "new folder renamed in".
   aside = tmp_path / '.ckpt.old-4194999'  # above Linux's largest pid: not alive
   shutil.copytree(converted, aside)
@@ -323,8 +357,15 @@ def test_read_only_parent_and_full_disk(tmp_path, source, converted):
   shutil.copytree(converted, seed / 'ckpt')
   before = _tree_hashes(seed / 'ckpt')
   fs = tmp_path / 'fs'
-  cmd = [sys.executable, '-m', 'hrnet_jax.convert.cli', str(source), str(fs / 'ckpt'), '--overwrite',
-         '--quiet']
+  cmd = [
+    sys.executable,
+    '-m',
+    'hrnet_jax.convert.cli',
+    str(source),
+    str(fs / 'ckpt'),
+    '--overwrite',
+    '--quiet',
+  ]
   # Read-only: exit 1 (environment), the path named, nothing changed.
   proc = _run_on_small_fs(fs, seed, cmd, size='200m', options='ro')
   assert proc.returncode == 1, proc.stderr
@@ -340,6 +381,7 @@ def test_read_only_parent_and_full_disk(tmp_path, source, converted):
 
 # --- 2. Non-finite and corrupted weights are refused -----------------------------------------
 
+
 def test_non_finite_weights_are_refused_unless_allowed(tmp_path, source, capsys):
   sd = torch.load(source, weights_only=True)
   sd['layer1.0.conv1.weight'][0, 0, 0, 0] = float('nan')
@@ -347,18 +389,26 @@ def test_non_finite_weights_are_refused_unless_allowed(tmp_path, source, capsys)
   torch.save(sd, tmp_path / 'nan.pth')
   rc, err = _convert([str(tmp_path / 'nan.pth'), str(tmp_path / 'out'), '--quiet'], capsys)
   assert rc == 2
-  _one_error_line(err, 'convert_official_weights', 'NaN or inf', 'layer1.0.conv1.weight',
-                  'stage2.0.fuse_layers.0.1.1.running_var')
+  _one_error_line(
+    err,
+    'convert_official_weights',
+    'NaN or inf',
+    'layer1.0.conv1.weight',
+    'stage2.0.fuse_layers.0.1.1.running_var',
+  )
   assert not (tmp_path / 'out').exists()
-  rc, err = _convert([str(tmp_path / 'nan.pth'), str(tmp_path / 'out'), '--quiet',
-                      '--allow-non-finite'], capsys)
+  rc, err = _convert(
+    [str(tmp_path / 'nan.pth'), str(tmp_path / 'out'), '--quiet', '--allow-non-finite'], capsys
+  )
   assert rc == 0, err
   assert json.loads((tmp_path / 'out' / 'config.json').read_text())['allow_non_finite'] is True
 
 
 def _data_files(ckpt):
-  return sorted((p for p in (ckpt / 'state').rglob('*') if p.is_file() and p.stat().st_size >
-                 1 << 20), key=lambda p: p.stat().st_size)
+  return sorted(
+    (p for p in (ckpt / 'state').rglob('*') if p.is_file() and p.stat().st_size > 1 << 20),
+    key=lambda p: p.stat().st_size,
+  )
 
 
 def test_bit_rot_is_detected(tmp_path, converted, capsys):
@@ -367,7 +417,7 @@ def test_bit_rot_is_detected(tmp_path, converted, capsys):
   data = _data_files(ckpt)[-1]
   raw = bytearray(data.read_bytes())
   middle = len(raw) // 2
-  raw[middle:middle + 4096] = os.urandom(4096)
+  raw[middle : middle + 4096] = os.urandom(4096)
   data.write_bytes(bytes(raw))
   with pytest.raises(checkpoint.CheckpointIntegrityError, match='checksum'):
     hrnet_jax.load_pretrained(ckpt)
@@ -393,8 +443,12 @@ def test_predict_never_prints_nan(tmp_path, source, capsys):
   sd = torch.load(source, weights_only=True)
   sd['classifier.bias'][7] = float('nan')
   torch.save(sd, tmp_path / 'nan.pth')
-  assert convert_main([str(tmp_path / 'nan.pth'), str(tmp_path / 'ckpt'), '--quiet',
-                       '--allow-non-finite']) == 0
+  assert (
+    convert_main(
+      [str(tmp_path / 'nan.pth'), str(tmp_path / 'ckpt'), '--quiet', '--allow-non-finite']
+    )
+    == 0
+  )
   capsys.readouterr()
   image = tmp_path / 'x.png'
   Image.fromarray(np.random.RandomState(0).randint(0, 255, (40, 40, 3), np.uint8)).save(image)
@@ -415,6 +469,7 @@ def test_predict_never_prints_nan(tmp_path, source, capsys):
 
 def test_float_tiff_is_scaled_not_black(tmp_path):
   import skimage.data
+
   from hrnet_jax.data.transforms import load_image
 
   gray = skimage.data.camera()
@@ -431,8 +486,10 @@ def test_float_tiff_is_scaled_not_black(tmp_path):
 
 # --- 4. One error policy: short, specific messages -------------------------------------------
 
+
 def test_messages_are_short_and_specific(tmp_path, capsys):
   import torchvision
+
   prog = 'convert_official_weights'
   torch.save(torchvision.models.resnet18().state_dict(), tmp_path / 'resnet.pth')
   rc, err = _convert([str(tmp_path / 'resnet.pth'), str(tmp_path / 'out')], capsys)
@@ -455,25 +512,37 @@ def test_messages_are_short_and_specific(tmp_path, capsys):
 
 # --- 3. Training workdirs ----------------------------------------------------------------------
 
+
 @pytest.fixture(scope='module')
 def train_env(tmp_path_factory):
   cache = tmp_path_factory.getbasetemp() / 'jax_cache'  # shared with the other training tests
-  return _env(XLA_FLAGS='', JAX_COMPILATION_CACHE_DIR=str(cache),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+  return _env(
+    XLA_FLAGS='',
+    JAX_COMPILATION_CACHE_DIR=str(cache),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+  )
 
 
 def _train(workdir, *flags, config='train/recipes/digits.py'):
-  return [sys.executable, '-m', 'hrnet_jax.train.main', f'--config={config}', f'--workdir={workdir}',
-          '--config.checkpoint.every_steps=2', '--config.eval_every_epochs=0', *flags]
+  return [
+    sys.executable,
+    '-m',
+    'hrnet_jax.train.main',
+    f'--config={config}',
+    f'--workdir={workdir}',
+    '--config.checkpoint.every_steps=2',
+    '--config.eval_every_epochs=0',
+    *flags,
+  ]
 
 
 def test_bad_config_or_workdir_writes_nothing(tmp_path, train_env):
   (tmp_path / 'file').write_text('mine')
   cases = [
-      (_train(tmp_path / 'a', '--config.model=hrnet_w99'), 'hrnet_w99'),
-      (_train(tmp_path / 'b', '--config.modell=hrnet_w18'), 'did you mean --config.model'),
-      (_train(tmp_path / 'c', config='train/recipes/nope.py'), 'nope.py: no such file'),
-      (_train(tmp_path / 'file'), 'is a file, not a folder'),
+    (_train(tmp_path / 'a', '--config.model=hrnet_w99'), 'hrnet_w99'),
+    (_train(tmp_path / 'b', '--config.modell=hrnet_w18'), 'did you mean --config.model'),
+    (_train(tmp_path / 'c', config='train/recipes/nope.py'), 'nope.py: no such file'),
+    (_train(tmp_path / 'file'), 'is a file, not a folder'),
   ]
   for cmd, message in cases:
     proc = subprocess.run(cmd, env=train_env, cwd=ROOT, capture_output=True, text=True)
@@ -484,35 +553,51 @@ def test_bad_config_or_workdir_writes_nothing(tmp_path, train_env):
 
 def test_a_second_run_on_a_locked_workdir_fails_at_once(tmp_path, train_env):
   import socket
+
   from hrnet_jax.train.workdir import WorkdirLock
 
   with WorkdirLock(str(tmp_path / 'run')):  # held by this live process
     t0 = time.time()
-    proc = subprocess.run(_train(tmp_path / 'run', '--config.max_steps=2'), env=train_env,
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+      _train(tmp_path / 'run', '--config.max_steps=2'),
+      env=train_env,
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+    )
   assert proc.returncode == 2, proc.stderr[-2000:]
-  _one_error_line(proc.stderr, 'hrnet-train', 'in use by another hrnet-train run',
-                  f'pid {os.getpid()} on {socket.gethostname()}')
+  _one_error_line(
+    proc.stderr,
+    'hrnet-train',
+    'in use by another hrnet-train run',
+    f'pid {os.getpid()} on {socket.gethostname()}',
+  )
   assert time.time() - t0 < 60, 'the second run must fail before compiling'
   assert sorted(os.listdir(tmp_path / 'run')) == ['.hrnet-train.lock']
 
 
 def test_disk_full_during_a_save(tmp_path, train_env):
   import orbax.checkpoint as ocp
+
   if not _unshare_ok():
     pytest.fail('unshare --user --mount is not permitted here; the disk-full test needs it')
   fs = tmp_path / 'fs'
   empty = tmp_path / 'empty'
   empty.mkdir()
   # 120 MB: checkpoint 2 (~85 MB) fits, checkpoint 4 does not fit beside it.
-  proc = _run_on_small_fs(fs, empty, _train(fs, '--config.max_steps=4'), size='120m',
-                          env=train_env)
+  proc = _run_on_small_fs(fs, empty, _train(fs, '--config.max_steps=4'), size='120m', env=train_env)
   assert proc.returncode == 1, proc.stderr[-3000:]
-  _one_error_line(proc.stderr, 'hrnet-train', 'No space left on device', str(fs / 'checkpoints'),
-                  'checkpoint 4 needs')
+  _one_error_line(
+    proc.stderr,
+    'hrnet-train',
+    'No space left on device',
+    str(fs / 'checkpoints'),
+    'checkpoint 4 needs',
+  )
   assert sorted(os.listdir(fs / 'checkpoints')) == ['2'], 'a temporary folder was left'
-  with ocp.CheckpointManager(fs / 'checkpoints',
-                             options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
+  with ocp.CheckpointManager(
+    fs / 'checkpoints', options=ocp.CheckpointManagerOptions(read_only=True)
+  ) as manager:
     assert list(manager.all_steps()) == [2]  # the previous checkpoint is committed and whole
     restored = manager.restore(2, args=ocp.args.StandardRestore())
   assert int(restored['step']) == 2

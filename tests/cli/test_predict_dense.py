@@ -10,8 +10,8 @@ from flax import nnx
 from PIL import Image
 
 import hrnet_jax
-from hrnet_jax.pretrained import default_pretrained_cfg
 from hrnet_jax.cli.predict import main
+from hrnet_jax.pretrained import default_pretrained_cfg
 
 
 def _save(tmp_path_factory, arch, input_size, **kwargs):
@@ -35,8 +35,21 @@ def images(tmp_path_factory):
 def test_segment(tmp_path_factory, images, tmp_path, capsys):
   ckpt = _save(tmp_path_factory, 'hrnetv2_w18_small_seg', (64, 96), num_classes=4)
   photos = [str(images / 'cat.jpg'), str(images / 'coffee.png')]
-  assert main(['--checkpoint', str(ckpt), '--task', 'segment', '--output-dir',
-               str(tmp_path / 'a'), '--json', *photos]) == 0
+  assert (
+    main(
+      [
+        '--checkpoint',
+        str(ckpt),
+        '--task',
+        'segment',
+        '--output-dir',
+        str(tmp_path / 'a'),
+        '--json',
+        *photos,
+      ]
+    )
+    == 0
+  )
   doc = json.loads(capsys.readouterr().out)
   assert doc['arch'] == 'hrnetv2_w18_small_seg' and len(doc['results']) == 2
   for stem, (h, w) in (('cat', (300, 451)), ('coffee', (400, 600))):
@@ -47,18 +60,40 @@ def test_segment(tmp_path_factory, images, tmp_path, capsys):
     assert png.mode == 'P' and png.size == (w, h)
     np.testing.assert_array_equal(np.asarray(png), mask)
   # Deterministic: a second run writes the same class maps.
-  assert main(['--checkpoint', str(ckpt), '--task', 'segment', '--output-dir',
-               str(tmp_path / 'b'), *photos]) == 0
+  assert (
+    main(
+      ['--checkpoint', str(ckpt), '--task', 'segment', '--output-dir', str(tmp_path / 'b'), *photos]
+    )
+    == 0
+  )
   for stem in ('cat', 'coffee'):
-    np.testing.assert_array_equal(np.load(tmp_path / 'a' / f'{stem}_mask.npy'),
-                                  np.load(tmp_path / 'b' / f'{stem}_mask.npy'))
+    np.testing.assert_array_equal(
+      np.load(tmp_path / 'a' / f'{stem}_mask.npy'), np.load(tmp_path / 'b' / f'{stem}_mask.npy')
+    )
   # A broken image is reported, the others still written (exit 1); wrong task: exit 2.
-  assert main(['--checkpoint', str(ckpt), '--task', 'segment', '--output-dir',
-               str(tmp_path / 'c'), str(images / 'broken.jpg'), photos[0]]) == 1
+  assert (
+    main(
+      [
+        '--checkpoint',
+        str(ckpt),
+        '--task',
+        'segment',
+        '--output-dir',
+        str(tmp_path / 'c'),
+        str(images / 'broken.jpg'),
+        photos[0],
+      ]
+    )
+    == 1
+  )
   assert 'broken.jpg' in capsys.readouterr().err
   assert (tmp_path / 'c' / 'cat_mask.npy').exists()
-  assert main(['--checkpoint', str(ckpt), '--task', 'pose', '--output-dir',
-               str(tmp_path / 'd'), photos[0]]) == 2
+  assert (
+    main(
+      ['--checkpoint', str(ckpt), '--task', 'pose', '--output-dir', str(tmp_path / 'd'), photos[0]]
+    )
+    == 2
+  )
   assert 'segment model' in capsys.readouterr().err
 
 
@@ -66,8 +101,12 @@ def test_pose(tmp_path_factory, images, tmp_path, capsys):
   ckpt = _save(tmp_path_factory, 'hrnet_w32_pose', (64, 48))
   photo = str(images / 'cat.jpg')
   for run in ('a', 'b'):
-    assert main(['--checkpoint', str(ckpt), '--task', 'pose', '--output-dir',
-                 str(tmp_path / run), photo]) == 0
+    assert (
+      main(
+        ['--checkpoint', str(ckpt), '--task', 'pose', '--output-dir', str(tmp_path / run), photo]
+      )
+      == 0
+    )
   capsys.readouterr()
   record = json.loads((tmp_path / 'a' / 'cat_keypoints.json').read_text())
   assert record == json.loads((tmp_path / 'b' / 'cat_keypoints.json').read_text())
@@ -81,6 +120,8 @@ def test_pose(tmp_path_factory, images, tmp_path, capsys):
   # A classifier checkpoint is not a pose model.
   cls = tmp_path / 'cls'
   hrnet_jax.save_pretrained(hrnet_jax.create_model('hrnet_w18_small'), cls)
-  assert main(['--checkpoint', str(cls), '--task', 'pose', '--output-dir', str(tmp_path / 'c'),
-               photo]) == 2
+  assert (
+    main(['--checkpoint', str(cls), '--task', 'pose', '--output-dir', str(tmp_path / 'c'), photo])
+    == 2
+  )
   assert 'classification model' in capsys.readouterr().err

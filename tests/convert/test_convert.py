@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from oracles import assert_close, inputs, timm_model, torch_forward
 
 import hrnet_jax
 from hrnet_jax.convert import CheckpointMismatchError, convert_checkpoint, sources
 from hrnet_jax.convert.cli import main as convert_main
 from hrnet_jax.pretrained import checkpoint, state
-
-from oracles import assert_close, inputs, timm_model, torch_forward
 
 NAME = 'hrnet_w18_small'
 
@@ -39,8 +38,9 @@ def x():
 
 
 def _check_logits(ckpt, reference, x):
-  assert_close(hrnet_jax.load_pretrained(ckpt)(jnp.asarray(x)), torch_forward(reference, x),
-               f'{ckpt} logits')
+  assert_close(
+    hrnet_jax.load_pretrained(ckpt)(jnp.asarray(x)), torch_forward(reference, x), f'{ckpt} logits'
+  )
 
 
 def _config(ckpt):
@@ -51,12 +51,15 @@ def test_official_training_checkpoint(tmp_path, reference, state_dict, x):
   """tools/train.py checkpoint.pth.tar: 'model' is the string 'cls_hrnet', weights in
   'state_dict' saved from a DataParallel model (module. prefix)."""
   optimizer = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9, nesterov=True)
-  container = {'epoch': 7, 'model': 'cls_hrnet', 'perf': 0.71,
-               'state_dict': {f'module.{k}': v for k, v in state_dict.items()},
-               'optimizer': optimizer.state_dict()}
+  container = {
+    'epoch': 7,
+    'model': 'cls_hrnet',
+    'perf': 0.71,
+    'state_dict': {f'module.{k}': v for k, v in state_dict.items()},
+    'optimizer': optimizer.state_dict(),
+  }
   torch.save(container, tmp_path / 'checkpoint.pth.tar')
-  assert convert_main([str(tmp_path / 'checkpoint.pth.tar'), str(tmp_path / 'out'),
-                       '--quiet']) == 0
+  assert convert_main([str(tmp_path / 'checkpoint.pth.tar'), str(tmp_path / 'out'), '--quiet']) == 0
   config = _config(tmp_path / 'out')
   assert config['arch'] == NAME and config['source']['container'] == 'state_dict'
   assert config['source']['training_checkpoint'] is True
@@ -66,8 +69,7 @@ def test_official_training_checkpoint(tmp_path, reference, state_dict, x):
 
 def test_compiled_prefix_bin_and_sha256(tmp_path, reference, state_dict, x):
   torch.save({f'_orig_mod.{k}': v for k, v in state_dict.items()}, tmp_path / 'pytorch_model.bin')
-  assert convert_main([str(tmp_path / 'pytorch_model.bin'), str(tmp_path / 'out'),
-                       '--quiet']) == 0
+  assert convert_main([str(tmp_path / 'pytorch_model.bin'), str(tmp_path / 'out'), '--quiet']) == 0
   digest = hashlib.sha256((tmp_path / 'pytorch_model.bin').read_bytes()).hexdigest()
   assert _config(tmp_path / 'out')['source']['sha256'] == digest
   _check_logits(tmp_path / 'out', reference, x)
@@ -75,16 +77,17 @@ def test_compiled_prefix_bin_and_sha256(tmp_path, reference, state_dict, x):
 
 def test_safetensors_is_timm_format(tmp_path, reference, state_dict, x):
   from safetensors.torch import save_file
+
   save_file({k: v.contiguous() for k, v in state_dict.items()}, tmp_path / 'model.safetensors')
-  assert convert_main([str(tmp_path / 'model.safetensors'), str(tmp_path / 'out'),
-                       '--quiet']) == 0
+  assert convert_main([str(tmp_path / 'model.safetensors'), str(tmp_path / 'out'), '--quiet']) == 0
   assert _config(tmp_path / 'out')['source']['format'] == 'timm'
   _check_logits(tmp_path / 'out', reference, x)
 
 
 def test_hub_id_downloads_with_huggingface_hub(tmp_path, monkeypatch, state_dict, reference, x):
-  from safetensors.torch import save_file
   import huggingface_hub
+  from safetensors.torch import save_file
+
   save_file({k: v.contiguous() for k, v in state_dict.items()}, tmp_path / 'model.safetensors')
   calls = []
 
@@ -109,11 +112,14 @@ def test_hub_id_is_timm_format_whatever_the_file(tmp_path, monkeypatch, state_di
   assert convert_main(['timm/hrnet_w18_small.ms_in1k', str(tmp_path / 'out'), '--quiet']) == 0
   config = _config(tmp_path / 'out')
   assert (config['source']['format'], config['source']['hub_id']) == (
-      'timm', 'timm/hrnet_w18_small.ms_in1k')
+    'timm',
+    'timm/hrnet_w18_small.ms_in1k',
+  )
 
 
 def test_hub_id_offline_is_a_clear_error(tmp_path, monkeypatch, capsys):
   from huggingface_hub import constants
+
   monkeypatch.setenv('HF_HUB_OFFLINE', '1')
   monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)  # read at import: set it directly too
   monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf'))
@@ -140,28 +146,38 @@ def test_refuses_and_reports_every_problem(tmp_path, capsys, state_dict):
   broken['stage2.0.extra.weight'] = torch.zeros(3)
   broken['transition2.2.0.0.weight'] = torch.zeros(64, 32, 1, 1)
   torch.save(broken, tmp_path / 'broken.pth')
-  err = _assert_refused(tmp_path, capsys, [str(tmp_path / 'broken.pth'), str(tmp_path / 'out')],
-                        'broken.pth', '1 missing, 1 unexpected, 1 mis-shaped',
-                        'stage3.0.fuse_layers.2.0.1.1.running_var', 'stage2.0.extra.weight',
-                        'transition2.2.0.0.weight: checkpoint (64, 32, 1, 1) vs hrnet_w18_small '
-                        '(64, 32, 3, 3)')
+  err = _assert_refused(
+    tmp_path,
+    capsys,
+    [str(tmp_path / 'broken.pth'), str(tmp_path / 'out')],
+    'broken.pth',
+    '1 missing, 1 unexpected, 1 mis-shaped',
+    'stage3.0.fuse_layers.2.0.1.1.running_var',
+    'stage2.0.extra.weight',
+    'transition2.2.0.0.weight: checkpoint (64, 32, 1, 1) vs hrnet_w18_small (64, 32, 3, 3)',
+  )
   assert 'nothing was written' in err
 
 
 def test_mismatch_names_the_keys_as_the_file_spells_them(tmp_path, state_dict):
   # mmpretrain names (backbone. + official, head.fc.) without the neck (HRFuseScales).
-  mm = {(f'head.fc.{k[len("classifier."):]}' if k.startswith('classifier.') else f'backbone.{k}'): v
-        for k, v in state_dict.items()
-        if not k.startswith(('incre_modules.', 'downsamp_modules.', 'final_layer.'))}
+  mm = {
+    (f'head.fc.{k[len("classifier.") :]}' if k.startswith('classifier.') else f'backbone.{k}'): v
+    for k, v in state_dict.items()
+    if not k.startswith(('incre_modules.', 'downsamp_modules.', 'final_layer.'))
+  }
   del mm['backbone.conv1.weight']
   mm['head.fc.weight'] = torch.zeros(1000, 3)
   torch.save({'state_dict': mm}, tmp_path / 'mm.pth')
   with pytest.raises(CheckpointMismatchError) as err:
     convert_checkpoint(tmp_path / 'mm.pth', tmp_path / 'out')
   missing = err.value.missing
-  assert {'backbone.conv1.weight', 'neck.0.increase_layers.0.0.conv1.weight',
-          'neck.0.downsample_layers.0.bn.running_var',
-          'neck.0.final_layer.conv.weight'} <= set(missing)
+  assert {
+    'backbone.conv1.weight',
+    'neck.0.increase_layers.0.0.conv1.weight',
+    'neck.0.downsample_layers.0.bn.running_var',
+    'neck.0.final_layer.conv.weight',
+  } <= set(missing)
   assert not any(k.startswith(('conv1.', 'incre_modules.', 'final_layer.')) for k in missing)
   assert err.value.unexpected == []
   assert err.value.mismatched == [f'head.fc.weight: checkpoint (1000, 3) vs {NAME} (1000, 2048)']
@@ -173,25 +189,53 @@ def test_refuses_wrong_forced_arch(tmp_path, capsys, state_dict):
   torch.save(state_dict, tmp_path / 'small.pth')
   args = [str(tmp_path / 'small.pth'), str(tmp_path / 'out'), '--arch', 'hrnet_w18']
   # The first 20 keys per category and the counts; --verbose lists every key.
-  _assert_refused(tmp_path, capsys, args, 'does not match hrnet_w18', 'missing (', 'unexpected',
-                  'mis-shaped (', 'more (--verbose lists all)')
+  _assert_refused(
+    tmp_path,
+    capsys,
+    args,
+    'does not match hrnet_w18',
+    'missing (',
+    'unexpected',
+    'mis-shaped (',
+    'more (--verbose lists all)',
+  )
   _assert_refused(tmp_path, capsys, args + ['--verbose'], 'stage4.2.branches.0.3.conv1.weight')
 
 
 def test_refuses_truncated_and_foreign_files(tmp_path, capsys, state_dict):
   torch.save(state_dict, tmp_path / 'full.pth')
   data = (tmp_path / 'full.pth').read_bytes()
-  (tmp_path / 'truncated.pth').write_bytes(data[:len(data) // 2])
+  (tmp_path / 'truncated.pth').write_bytes(data[: len(data) // 2])
   (tmp_path / 'notes.pth').write_text('not a checkpoint')
   torch.save([1, 2, 3], tmp_path / 'list.pth')
-  _assert_refused(tmp_path, capsys, [str(tmp_path / 'truncated.pth'), str(tmp_path / 'out')],
-                  'truncated.pth', 'truncated, corrupt or not a checkpoint')
-  _assert_refused(tmp_path, capsys, [str(tmp_path / 'notes.pth'), str(tmp_path / 'out')],
-                  'notes.pth', 'truncated, corrupt or not a checkpoint')
-  _assert_refused(tmp_path, capsys, [str(tmp_path / 'list.pth'), str(tmp_path / 'out')],
-                  'list.pth', 'not a state_dict')
-  _assert_refused(tmp_path, capsys, [str(tmp_path / 'absent.pth'), str(tmp_path / 'out')],
-                  'absent.pth', 'no such file')
+  _assert_refused(
+    tmp_path,
+    capsys,
+    [str(tmp_path / 'truncated.pth'), str(tmp_path / 'out')],
+    'truncated.pth',
+    'truncated, corrupt or not a checkpoint',
+  )
+  _assert_refused(
+    tmp_path,
+    capsys,
+    [str(tmp_path / 'notes.pth'), str(tmp_path / 'out')],
+    'notes.pth',
+    'truncated, corrupt or not a checkpoint',
+  )
+  _assert_refused(
+    tmp_path,
+    capsys,
+    [str(tmp_path / 'list.pth'), str(tmp_path / 'out')],
+    'list.pth',
+    'not a state_dict',
+  )
+  _assert_refused(
+    tmp_path,
+    capsys,
+    [str(tmp_path / 'absent.pth'), str(tmp_path / 'out')],
+    'absent.pth',
+    'no such file',
+  )
 
 
 def test_existing_output_is_kept_unless_overwrite(tmp_path, capsys, state_dict):
@@ -202,14 +246,16 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path, capsys, state_dict):
   assert 'not empty' in capsys.readouterr().err
   assert os.listdir(tmp_path / 'out') == ['keep.txt']
   # --overwrite replaces only a checkpoint folder: a folder with the user's files is refused.
-  assert convert_main([str(tmp_path / 'w.pth'), str(tmp_path / 'out'), '--overwrite',
-                       '--quiet']) == 2
+  assert (
+    convert_main([str(tmp_path / 'w.pth'), str(tmp_path / 'out'), '--overwrite', '--quiet']) == 2
+  )
   assert 'not an hrnet-jax checkpoint folder' in capsys.readouterr().err
   assert os.listdir(tmp_path / 'out') == ['keep.txt']
   (tmp_path / 'out' / 'keep.txt').unlink()
   for _ in range(2):  # into the empty folder, then over the checkpoint written there
-    assert convert_main([str(tmp_path / 'w.pth'), str(tmp_path / 'out'), '--overwrite',
-                         '--quiet']) == 0
+    assert (
+      convert_main([str(tmp_path / 'w.pth'), str(tmp_path / 'out'), '--overwrite', '--quiet']) == 0
+    )
     assert sorted(os.listdir(tmp_path / 'out')) == ['config.json', 'state']
     assert sorted(os.listdir(tmp_path)) == ['out', 'w.pth']
 
@@ -217,11 +263,13 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path, capsys, state_dict):
 @pytest.mark.parametrize('name', [NAME, 'hrnet_w18_ssld'])
 def test_round_trip_flax_pytorch_flax_is_bit_exact(tmp_path, name):
   import timm
+
   reference = timm_model(name, seed=4)
   torch.save(reference.state_dict(), tmp_path / 'a.pth')
   assert convert_main([str(tmp_path / 'a.pth'), str(tmp_path / 'a'), '--quiet']) == 0
-  assert convert_main(['--to-pytorch', str(tmp_path / 'a'), str(tmp_path / 'b.pth'),
-                       '--quiet']) == 0
+  assert (
+    convert_main(['--to-pytorch', str(tmp_path / 'a'), str(tmp_path / 'b.pth'), '--quiet']) == 0
+  )
   exported = torch.load(tmp_path / 'b.pth', weights_only=True)
   fresh = timm.create_model(name)
   fresh.load_state_dict(exported, strict=True)  # timm accepts it as is
@@ -246,8 +294,9 @@ def test_pretrained_backbone_and_new_head(tmp_path, state_dict, reference, x):
   tuned = hrnet_jax.create_model(NAME, pretrained=tmp_path / 'out', num_classes=10)
   tuned.eval()
   assert tuned(jnp.asarray(x)).shape == (2, 10)
-  np.testing.assert_array_equal(tuned.forward_features(jnp.asarray(x)),
-                                full.forward_features(jnp.asarray(x)))
+  np.testing.assert_array_equal(
+    tuned.forward_features(jnp.asarray(x)), full.forward_features(jnp.asarray(x))
+  )
   with pytest.raises(ValueError, match="checkpoint is 'hrnet_w18_small', not 'hrnet_w18'"):
     hrnet_jax.create_model('hrnet_w18', pretrained=tmp_path / 'out')
 
@@ -282,10 +331,22 @@ def test_strict_loading_assigns_nothing_on_mismatch():
 
 def test_console_script(tmp_path, state_dict):
   torch.save(state_dict, tmp_path / 'w.pth')
-  done = subprocess.run([sys.executable, '-m', 'hrnet_jax.convert.cli', str(tmp_path / 'w.pth'),
-                         str(tmp_path / 'out')], capture_output=True, text=True)
+  done = subprocess.run(
+    [sys.executable, '-m', 'hrnet_jax.convert.cli', str(tmp_path / 'w.pth'), str(tmp_path / 'out')],
+    capture_output=True,
+    text=True,
+  )
   assert done.returncode == 0, done.stderr
   assert 'hrnet_w18_small (official format, 461 tensors)' in done.stdout
-  bad = subprocess.run([sys.executable, '-m', 'hrnet_jax.convert.cli', str(tmp_path / 'nothing.pth'),
-                        str(tmp_path / 'out2')], capture_output=True, text=True)
+  bad = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'hrnet_jax.convert.cli',
+      str(tmp_path / 'nothing.pth'),
+      str(tmp_path / 'out2'),
+    ],
+    capture_output=True,
+    text=True,
+  )
   assert bad.returncode == 2 and 'nothing.pth: no such file' in bad.stderr

@@ -23,12 +23,11 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from oracles import assert_close, timm_model
 
 import hrnet_jax
-from hrnet_jax.convert.cli import main as convert_main
 from hrnet_jax.cli.export import main
-
-from oracles import assert_close, timm_model
+from hrnet_jax.convert.cli import main as convert_main
 
 SIZE = 64
 FORMATS = ('stablehlo', 'onnx', 'savedmodel', 'tflite')
@@ -39,6 +38,7 @@ NCHW_FOLDED = ('onnx', 'tflite')  # feature maps exported with --layout nchw --f
 def one_build_per_options():
   """``core.build`` memoized by options for this module: formats share one program."""
   from hrnet_jax.export import core
+
   real, built = core.build, {}
 
   def build(options):
@@ -60,8 +60,19 @@ def ckpt(tmp_path_factory):
 
 
 def _export(ckpt, out, fmt, *extra):
-  rc = main(['--checkpoint', str(ckpt), '--format', fmt, str(out), '--input-size', str(SIZE),
-             str(SIZE), *extra])
+  rc = main(
+    [
+      '--checkpoint',
+      str(ckpt),
+      '--format',
+      fmt,
+      str(out),
+      '--input-size',
+      str(SIZE),
+      str(SIZE),
+      *extra,
+    ]
+  )
   assert rc == 0
   return out, json.loads(open(f'{out}.json').read())
 
@@ -75,8 +86,9 @@ def artifacts(request, ckpt, tmp_path_factory):
   # ONNX users ask for NCHW; TFLite, the on-device format, for folded BatchNorms (same float32
   # bound). Each pair of formats shares one feature program.
   layout = ('--layout', 'nchw', '--fold-bn') if fmt in NCHW_FOLDED else ()
-  features = _export(ckpt, tmp / f'features.{fmt}', fmt, '--features-only', '--input-dtype',
-                     'float32', *layout)
+  features = _export(
+    ckpt, tmp / f'features.{fmt}', fmt, '--features-only', '--input-dtype', 'float32', *layout
+  )
   return fmt, *logits, *features
 
 
@@ -94,7 +106,7 @@ def references(ckpt):
   cfg = model.pretrained_cfg
   rng = np.random.default_rng(3)
   images = rng.integers(0, 256, (3, SIZE, SIZE, 3), np.uint8)
-  normalized = ((images / 255.0 - np.array(cfg['mean'])) / np.array(cfg['std']))
+  normalized = (images / 255.0 - np.array(cfg['mean'])) / np.array(cfg['std'])
   x = rng.standard_normal((3, SIZE, SIZE, 3), np.float32)
   features = _jitted(hrnet_jax.load_pretrained(ckpt, features_only=True))(x)
   return cfg, images, _jitted(model)(normalized.astype(np.float32)), x, features
@@ -108,9 +120,11 @@ def _runtime(fmt, path, names):
     return lambda x: [np.asarray(o) for o in model(x)]
   if fmt == 'onnx':
     import onnxruntime as ort
+
     sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     return lambda x: sess.run(names, {'image': x})
   import tensorflow as tf
+
   if fmt == 'savedmodel':
     serve = tf.saved_model.load(str(path)).signatures['serving_default']
     return lambda x: [serve(image=tf.constant(x))[n].numpy() for n in names]
@@ -122,19 +136,21 @@ def test_logits_round_trip_batch_1_and_3(artifacts, references, parity_log):
   fmt, path, meta = artifacts[:3]
   cfg, images, logits = references[:3]
   pre = meta['preprocessing']
-  assert meta['input'] == {**meta['input'], 'shape': [None, SIZE, SIZE, 3], 'dtype': 'uint8',
-                           'layout': 'NHWC'}
+  assert meta['input'] == {
+    **meta['input'],
+    'shape': [None, SIZE, SIZE, 3],
+    'dtype': 'uint8',
+    'layout': 'NHWC',
+  }
   assert pre['mean'] == list(cfg['mean']) and pre['std'] == list(cfg['std'])
   assert len(meta['class_names']) == 1000 and meta['class_names'][0] == 'tench'
-  assert meta['verification']['max_abs_diff'] <= meta['verification']['outputs']['logits'][
-      'bound']
+  assert meta['verification']['max_abs_diff'] <= meta['verification']['outputs']['logits']['bound']
   run = _runtime(fmt, path, ['logits'])
   for batch in (1, 3):
     (out,) = run(images[:batch])
     ref = logits[:batch]
     diff = assert_close(out, ref, f'{fmt} logits batch {batch}')
-    parity_log(f'export {fmt} hrnet_w18_small b{batch}', 'logits', diff,
-               float(np.abs(ref).max()))
+    parity_log(f'export {fmt} hrnet_w18_small b{batch}', 'logits', diff, float(np.abs(ref).max()))
 
 
 def test_features_round_trip_batch_1_and_3(artifacts, references, parity_log):
@@ -161,11 +177,13 @@ def test_format_specific_contracts(artifacts):
   fmt, path = artifacts[:2]
   if fmt == 'onnx':
     import onnx
+
     onnx.checker.check_model(str(path))
     dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == 'B' and [d.dim_value for d in dims[1:]] == [SIZE, SIZE, 3]
   elif fmt == 'tflite':
     import tensorflow as tf
+
     interpreter = tf.lite.Interpreter(model_path=str(path))
     ops = {op['op_name'] for op in interpreter._get_ops_details()}
     assert 'CONV_2D' in ops
@@ -180,8 +198,9 @@ def test_format_specific_contracts(artifacts):
 
 
 def test_bfloat16_fixed_batch_stablehlo(ckpt, tmp_path):
-  path, meta = _export(ckpt, tmp_path / 'bf16.stablehlo', 'stablehlo', '--dtype', 'bfloat16',
-                       '--batch-size', '2')
+  path, meta = _export(
+    ckpt, tmp_path / 'bf16.stablehlo', 'stablehlo', '--dtype', 'bfloat16', '--batch-size', '2'
+  )
   check = meta['verification']
   assert check['bound_relative'] == hrnet_jax.export.RELATIVE_BOUND['bfloat16']
   assert 0 < check['max_abs_diff'] <= check['outputs']['logits']['bound']
@@ -205,18 +224,20 @@ def test_bad_arguments_exit_2(ckpt, tmp_path, capsys):
   _one_error_line(capsys, str(tmp_path))
   assert main(['--checkpoint', str(ckpt), '--format', 'onnx', out, '--out-indices', '2']) == 2
   _one_error_line(capsys, '--features-only')
-  assert main(['--checkpoint', str(ckpt), '--format', 'tflite', out, '--dtype',
-               'bfloat16']) == 2
+  assert main(['--checkpoint', str(ckpt), '--format', 'tflite', out, '--dtype', 'bfloat16']) == 2
   _one_error_line(capsys, 'bfloat16')
-  assert main(['--checkpoint', str(ckpt), '--format', 'onnx',
-               str(tmp_path / 'nowhere' / 'm.onnx')]) == 2
+  assert (
+    main(['--checkpoint', str(ckpt), '--format', 'onnx', str(tmp_path / 'nowhere' / 'm.onnx')]) == 2
+  )
   _one_error_line(capsys, 'nowhere')
   assert main(['--checkpoint', str(ckpt), '--format', 'keras', out]) == 2  # argparse
   assert main(['--checkpoint', str(ckpt), '--format', 'onnx', out, '--batch-size', '0']) == 2
   assert '--batch-size' in capsys.readouterr().err
   (tmp_path / 'taken.stablehlo').write_bytes(b'keep me')
-  assert main(['--checkpoint', str(ckpt), '--format', 'stablehlo',
-               str(tmp_path / 'taken.stablehlo')]) == 2
+  assert (
+    main(['--checkpoint', str(ckpt), '--format', 'stablehlo', str(tmp_path / 'taken.stablehlo')])
+    == 2
+  )
   _one_error_line(capsys, 'taken.stablehlo', '--overwrite')
   assert (tmp_path / 'taken.stablehlo').read_bytes() == b'keep me'
   assert sorted(os.listdir(tmp_path)) == ['taken.stablehlo']
@@ -227,14 +248,30 @@ def test_mismatch_writes_nothing_exit_1(ckpt, tmp_path, capsys, monkeypatch):
   exit 1, one line naming the output, nothing written. The StableHLO export is real; the
   runtime is replaced so that no artifact needs compiling."""
   from hrnet_jax.export import core
+
   programs = []
   build = core.build
-  monkeypatch.setattr(core, 'build', lambda options: programs.append(build(options)) or
-                      programs[-1])
-  monkeypatch.setattr(core, '_runner', lambda *a: (
-      lambda x: [r + 1e-2 for r in programs[-1].reference_outputs(len(x))]))
-  assert main(['--checkpoint', str(ckpt), '--format', 'stablehlo', str(tmp_path / 'm.shlo'),
-               '--input-size', str(SIZE), str(SIZE)]) == 1
+  monkeypatch.setattr(
+    core, 'build', lambda options: programs.append(build(options)) or programs[-1]
+  )
+  monkeypatch.setattr(
+    core, '_runner', lambda *a: lambda x: [r + 1e-2 for r in programs[-1].reference_outputs(len(x))]
+  )
+  assert (
+    main(
+      [
+        '--checkpoint',
+        str(ckpt),
+        '--format',
+        'stablehlo',
+        str(tmp_path / 'm.shlo'),
+        '--input-size',
+        str(SIZE),
+        str(SIZE),
+      ]
+    )
+    == 1
+  )
   _one_error_line(capsys, 'logits', 'max abs diff', 'nothing was written')
   assert os.listdir(tmp_path) == []
 
@@ -247,18 +284,34 @@ def test_dense_model_exports_unchanged(tmp_path, capsys):
   rng = np.random.default_rng(0)
   for _, module in nnx.iter_graph(model):
     if isinstance(module, nnx.BatchNorm):
-      for param, low in ((module.mean, -1.0), (module.var, 0.5), (module.scale, 0.5),
-                         (module.bias, -1.0)):
+      for param, low in (
+        (module.mean, -1.0),
+        (module.var, 0.5),
+        (module.scale, 0.5),
+        (module.bias, -1.0),
+      ):
         param[...] = jnp.asarray(rng.uniform(low, low + 1.5, param[...].shape), jnp.float32)
   hrnet_jax.save_pretrained(model, tmp_path / 'seg')
   _, meta = _export(tmp_path / 'seg', tmp_path / 'seg.stablehlo', 'stablehlo')
   assert meta['task'] == 'segment' and meta['num_classes'] == 19 and meta['class_names'] is None
-  assert meta['outputs'] == [{'name': 'logits', 'channels': 19, 'reduction': 4,
-                              'shape': [None, SIZE // 4, SIZE // 4, 19]}]
+  assert meta['outputs'] == [
+    {'name': 'logits', 'channels': 19, 'reduction': 4, 'shape': [None, SIZE // 4, SIZE // 4, 19]}
+  ]
   check = meta['verification']['outputs']['logits']
   assert 0 <= check['max_abs_diff'] <= check['bound'] and check['max_abs_ref'] > 0
-  assert main(['--checkpoint', str(tmp_path / 'seg'), '--format', 'stablehlo',
-               str(tmp_path / 'f.stablehlo'), '--features-only']) == 2
+  assert (
+    main(
+      [
+        '--checkpoint',
+        str(tmp_path / 'seg'),
+        '--format',
+        'stablehlo',
+        str(tmp_path / 'f.stablehlo'),
+        '--features-only',
+      ]
+    )
+    == 2
+  )
   _one_error_line(capsys, 'dense model', '--features-only')
 
 
@@ -268,14 +321,16 @@ def test_jax2onnx_fast_lookups_change_nothing():
   cancel, and put jax2onnx's functions back afterwards."""
   import jax2onnx
   from jax2onnx.converter import ir_optimizations, output_binding
+
   from hrnet_jax.export.jax2onnx_lookups import fast_lookups
 
   rng = np.random.default_rng(0)
   w1, w2 = (jnp.asarray(rng.standard_normal((3, 3, c, 8), np.float32)) for c in (3, 8))
 
   def net(x):
-    conv = lambda y, w: jax.lax.conv_general_dilated(y, w, (1, 1), 'SAME',
-                                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    conv = lambda y, w: jax.lax.conv_general_dilated(
+      y, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+    )
     y = jax.nn.relu(conv(x, w1))
     return (jax.nn.relu(conv(y, w2) + y).mean(axis=(1, 2)),)
 

@@ -28,12 +28,13 @@ class _Unavailable:
   """Stands for an op of compiled mmcv (or xtcocotools); using it raises."""
 
   def __init__(self, *args, **kwargs):
-    raise RuntimeError(f'{type(self).__module__}.{type(self).__name__} needs the compiled '
-                       'mmcv / xtcocotools, which the tests do not install')
+    raise RuntimeError(
+      f'{type(self).__module__}.{type(self).__name__} needs the compiled '
+      'mmcv / xtcocotools, which the tests do not install'
+    )
 
 
 class _PlaceholderModule(types.ModuleType):
-
   def __getattr__(self, name: str):
     if name.startswith('__'):
       raise AttributeError(name)
@@ -43,7 +44,6 @@ class _PlaceholderModule(types.ModuleType):
 
 
 class _Loader(importlib.abc.Loader):
-
   def create_module(self, spec):
     return _PlaceholderModule(spec.name)
 
@@ -57,6 +57,7 @@ def _real_point_sample():
   name = 'mmcv.ops.point_sample'
   if name not in sys.modules:
     import mmcv
+
     path = pathlib.Path(mmcv.__file__).parent / 'ops' / 'point_sample.py'
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -66,7 +67,6 @@ def _real_point_sample():
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-
   def find_spec(self, fullname, path=None, target=None):
     if fullname == 'mmcv.ops.point_sample':
       return None  # loaded from mmcv's file by _real_point_sample

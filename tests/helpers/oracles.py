@@ -42,6 +42,7 @@ def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 def timm_model(name: str, seed: int = 0, **kwargs) -> torch.nn.Module:
   import timm
+
   torch.manual_seed(seed)
   return randomize_(timm.create_model(name, pretrained=False, **kwargs), seed)
 

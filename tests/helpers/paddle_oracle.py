@@ -63,6 +63,7 @@ def randomize(model, rng: np.random.RandomState, size: tuple[int, int]):
   it, and statistics measured at another size let activations grow to ~1e4), then perturbed
   per channel, as tests/helpers/oracles.py ``randomize_`` does for torch models."""
   import paddle
+
   bns = [m for m in model.sublayers() if isinstance(m, paddle.nn.BatchNorm)]
   for m in model.sublayers():
     if isinstance(m, paddle.nn.BatchNorm):
@@ -75,7 +76,10 @@ def randomize(model, rng: np.random.RandomState, size: tuple[int, int]):
 
   def measure(layer, inputs):
     x = inputs[0]
-    stats[id(layer)] = (x.mean(axis=[0, 2, 3]).numpy(), x.var(axis=[0, 2, 3], unbiased=False).numpy())
+    stats[id(layer)] = (
+      x.mean(axis=[0, 2, 3]).numpy(),
+      x.var(axis=[0, 2, 3], unbiased=False).numpy(),
+    )
 
   hooks = [m.register_forward_pre_hook(measure) for m in bns]
   model.train()  # each BN normalizes by the batch statistics it measures
@@ -93,14 +97,18 @@ def randomize(model, rng: np.random.RandomState, size: tuple[int, int]):
 def forward(model, x_nhwc: np.ndarray) -> dict[str, np.ndarray]:
   """Logits and, through forward hooks, the stem and the raw / incre stage-4 branches (NHWC)."""
   import paddle
+
   captured = {}
   hooks = [
-      model.conv_layer1_1.register_forward_post_hook(
-          lambda layer, inputs, output: captured.__setitem__('stem', [output])),
-      model.st4.register_forward_post_hook(
-          lambda layer, inputs, output: captured.__setitem__('raw', list(output))),
-      model.last_cls.register_forward_post_hook(
-          lambda layer, inputs, output: captured.__setitem__('incre', list(output))),
+    model.conv_layer1_1.register_forward_post_hook(
+      lambda layer, inputs, output: captured.__setitem__('stem', [output])
+    ),
+    model.st4.register_forward_post_hook(
+      lambda layer, inputs, output: captured.__setitem__('raw', list(output))
+    ),
+    model.last_cls.register_forward_post_hook(
+      lambda layer, inputs, output: captured.__setitem__('incre', list(output))
+    ),
   ]
   with paddle.no_grad():
     logits = model(paddle.to_tensor(x_nhwc.transpose(0, 3, 1, 2).copy()))
@@ -117,6 +125,7 @@ def forward(model, x_nhwc: np.ndarray) -> dict[str, np.ndarray]:
 
 def run_model(hrnet, name: str, width: int, se: bool, seed: int, x_path: str, out: str) -> dict:
   import paddle
+
   paddle.seed(seed)
   model = build(hrnet, width, se)
   x = np.load(x_path)
@@ -125,18 +134,23 @@ def run_model(hrnet, name: str, width: int, se: bool, seed: int, x_path: str, ou
   paddle.save(model.state_dict(), str(out / f'{name}.pdparams'))
   np.savez(out / f'{name}.partial.npz', **forward(model, x))
   os.replace(out / f'{name}.partial.npz', out / f'{name}.npz')  # last: both files complete
-  return {'trainable': sum(int(np.prod(p.shape)) for p in model.parameters()
-                           if not p.stop_gradient)}
+  return {
+    'trainable': sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient)
+  }
 
 
 def load_model(hrnet, width: int, se: bool, pdparams: str, x_path: str, out: str) -> dict:
   import paddle
+
   paddle.seed(12345)  # a different init: only the loaded file can give the logits
   model = build(hrnet, width, se)
   state = paddle.load(pdparams)
   missing, unexpected = model.set_state_dict(state)
-  differ = [k for k, v in model.state_dict().items()
-            if k in state and not np.array_equal(v.numpy(), np.asarray(state[k]))]
+  differ = [
+    k
+    for k, v in model.state_dict().items()
+    if k in state and not np.array_equal(v.numpy(), np.asarray(state[k]))
+  ]
   model.eval()
   np.savez(out, logits=forward(model, np.load(x_path))['logits'])
   return {'missing': list(missing), 'unexpected': list(unexpected), 'differ': differ}
@@ -145,10 +159,14 @@ def load_model(hrnet, width: int, se: bool, pdparams: str, x_path: str, out: str
 def eval_images(paths) -> dict[str, np.ndarray]:
   """The eval transform_ops of PaddleClas's HRNet configs (ppcls/configs/ImageNet/HRNet/*.yaml)."""
   pre = import_paddleclas('deploy.python.preprocess')
-  ops = [pre.DecodeImage(to_rgb=True, channel_first=False), pre.ResizeImage(resize_short=256),
-         pre.CropImage(size=224),
-         pre.NormalizeImage(scale='1.0/255.0', mean=[0.485, 0.456, 0.406],
-                            std=[0.229, 0.224, 0.225], order='')]
+  ops = [
+    pre.DecodeImage(to_rgb=True, channel_first=False),
+    pre.ResizeImage(resize_short=256),
+    pre.CropImage(size=224),
+    pre.NormalizeImage(
+      scale='1.0/255.0', mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], order=''
+    ),
+  ]
   out = {}
   for i, path in enumerate(paths):
     x = pathlib.Path(path).read_bytes()
@@ -164,11 +182,11 @@ def main() -> None:
   import_paddleclas('ppcls.utils.logger').init_logger(log_level=logging.ERROR)
   hrnet = import_paddleclas('ppcls.arch.backbone.legendary_models.hrnet')
   ops = {
-      'model': lambda r: run_model(hrnet, r['name'], r['width'], r['se'], r['seed'], r['input'],
-                                   r['out']),
-      'load': lambda r: load_model(hrnet, r['width'], r['se'], r['pdparams'], r['input'],
-                                   r['out']),
-      'images': lambda r: np.savez(r['out'], **eval_images(r['paths'])),
+    'model': lambda r: run_model(
+      hrnet, r['name'], r['width'], r['se'], r['seed'], r['input'], r['out']
+    ),
+    'load': lambda r: load_model(hrnet, r['width'], r['se'], r['pdparams'], r['input'], r['out']),
+    'images': lambda r: np.savez(r['out'], **eval_images(r['paths'])),
   }
   for line in sys.stdin:
     request = json.loads(line)

@@ -6,18 +6,24 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
+from oracles import assert_close, inputs
 
 import hrnet_jax
 from hrnet_jax.models.layers import upsample_nearest
 
-from oracles import assert_close, inputs
-
 # Published parameter counts (official README / timm results CSVs / hrnet_reference.md §1.6).
 OFFICIAL_PARAMS = {
-    'hrnet_w18_small': 13_187_464, 'hrnet_w18_small_v2': 15_597_464, 'hrnet_w18': 21_299_004,
-    'hrnet_w30': 37_712_220, 'hrnet_w32': 41_232_680, 'hrnet_w40': 57_557_160,
-    'hrnet_w44': 67_064_984, 'hrnet_w48': 77_469_864, 'hrnet_w64': 128_059_944,
-    'hrnet_w18_ssld': 21_295_164, 'hrnet_w48_ssld': 77_466_024,
+  'hrnet_w18_small': 13_187_464,
+  'hrnet_w18_small_v2': 15_597_464,
+  'hrnet_w18': 21_299_004,
+  'hrnet_w30': 37_712_220,
+  'hrnet_w32': 41_232_680,
+  'hrnet_w40': 57_557_160,
+  'hrnet_w44': 67_064_984,
+  'hrnet_w48': 77_469_864,
+  'hrnet_w64': 128_059_944,
+  'hrnet_w18_ssld': 21_295_164,
+  'hrnet_w48_ssld': 77_466_024,
 }
 
 
@@ -49,9 +55,11 @@ def test_parameter_count_equals_official(name):
 @pytest.mark.parametrize('name', ['hrnet_w18_small', 'hrnet_w48_ssld'])
 def test_parameter_count_equals_timm(name):
   import timm
+
   reference = timm.create_model(name)
   assert _count(hrnet_jax.create_model(name), nnx.Param) == sum(
-      p.numel() for p in reference.parameters())
+    p.numel() for p in reference.parameters()
+  )
   bn_buffers = sum(b.numel() for n, b in reference.named_buffers() if 'running' in n)
   assert _count(hrnet_jax.create_model(name), nnx.BatchStat) == bn_buffers
 
@@ -78,8 +86,9 @@ def test_num_classes_zero_returns_embedding(small):
   embedder.eval()
   out = embedder(x)
   assert out.shape == (2, 2048)
-  np.testing.assert_allclose(out, small.forward_head(small.forward_features(x), pre_logits=True),
-                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(
+    out, small.forward_head(small.forward_features(x), pre_logits=True), rtol=1e-6, atol=1e-6
+  )
 
 
 def test_custom_num_classes():
@@ -119,15 +128,19 @@ def test_runs_at_sizes_the_official_code_rejects(small, size):
     assert m.shape[1:3] == (h, w)
 
 
-@pytest.mark.parametrize('in_size,out_size', [((7, 7), (14, 14)), ((15, 8), (29, 29)),
-                                              ((4, 6), (15, 23)), ((29, 15), (57, 60))])
+@pytest.mark.parametrize(
+  'in_size,out_size',
+  [((7, 7), (14, 14)), ((15, 8), (29, 29)), ((4, 6), (15, 23)), ((29, 15), (57, 60))],
+)
 def test_upsample_matches_torch_interpolate(in_size, out_size):
   """At exact factors nn.Upsample(scale_factor); otherwise F.interpolate(size=...)."""
   x = np.random.RandomState(0).randn(2, *in_size, 3).astype(np.float32)
-  ref = torch.nn.functional.interpolate(torch.from_numpy(x.transpose(0, 3, 1, 2)),
-                                        size=out_size, mode='nearest')
-  np.testing.assert_array_equal(upsample_nearest(jnp.asarray(x), out_size),
-                                ref.numpy().transpose(0, 2, 3, 1))
+  ref = torch.nn.functional.interpolate(
+    torch.from_numpy(x.transpose(0, 3, 1, 2)), size=out_size, mode='nearest'
+  )
+  np.testing.assert_array_equal(
+    upsample_nearest(jnp.asarray(x), out_size), ref.numpy().transpose(0, 2, 3, 1)
+  )
 
 
 def test_input_validation(small):

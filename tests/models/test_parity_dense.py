@@ -16,16 +16,15 @@ import json
 import pathlib
 
 import jax.numpy as jnp
+import mm_shim
 import numpy as np
 import pytest
 import torch
+from oracles import assert_close, inputs, randomize_, torch_forward
 
 import hrnet_jax
 from hrnet_jax.convert.cli import main as convert_main
 from hrnet_jax.pretrained import checkpoint
-
-import mm_shim
-from oracles import assert_close, inputs, randomize_, torch_forward
 
 mm_shim.install()
 
@@ -34,6 +33,7 @@ def _config(package: str, relative: str):
   import importlib
 
   from mmengine.config import Config
+
   root = pathlib.Path(importlib.import_module(package).__file__).parent / '.mim' / 'configs'
   return Config.fromfile(str(root / relative))
 
@@ -42,6 +42,7 @@ def _build(scope: str, cfg):
   import importlib
 
   from mmengine.registry import DefaultScope
+
   importlib.import_module(f'{scope}.models')  # registers the model classes
   registry = importlib.import_module(f'{scope}.registry').MODELS
   with DefaultScope.overwrite_default_scope(scope):
@@ -83,6 +84,7 @@ class _BackboneNeck(torch.nn.Module):
 
 def _save_and_convert(model: torch.nn.Module, tmp: pathlib.Path, name: str, scope: str):
   from mmengine.runner.checkpoint import get_state_dict, save_checkpoint
+
   path = tmp / f'{name}.pth'
   save_checkpoint({'meta': {'scope': scope}, 'state_dict': get_state_dict(model)}, str(path))
   assert convert_main([str(path), str(tmp / 'flax'), '--quiet']) == 0
@@ -118,11 +120,15 @@ def test_mmseg_fcn_hr18(tmp_path, parity_log):
   # The same weights in HRNet-Semantic-Segmentation's layout, as its FullModel saves them
   # ('model.' + seg_hrnet keys, last_layer = conv(bias) BN ReLU conv, 'loss.' buffers).
   sd = reference.state_dict()
-  official = {f'model.{k[len("backbone."):]}': v for k, v in sd.items()
-              if k.startswith('backbone.')}
-  for src, dst in (('decode_head.convs.0.conv', 'last_layer.0'), ('decode_head.convs.0.bn',
-                   'last_layer.1'), ('decode_head.conv_seg', 'last_layer.3')):
-    official.update({f'model.{dst}{k[len(src):]}': v for k, v in sd.items() if k.startswith(src)})
+  official = {
+    f'model.{k[len("backbone.") :]}': v for k, v in sd.items() if k.startswith('backbone.')
+  }
+  for src, dst in (
+    ('decode_head.convs.0.conv', 'last_layer.0'),
+    ('decode_head.convs.0.bn', 'last_layer.1'),
+    ('decode_head.conv_seg', 'last_layer.3'),
+  ):
+    official.update({f'model.{dst}{k[len(src) :]}': v for k, v in sd.items() if k.startswith(src)})
   official['model.last_layer.0.bias'] = torch.zeros(270)
   official['loss.criterion.weight'] = torch.rand(19)
   torch.save(official, tmp_path / 'seg_hrnet.pth')
@@ -140,8 +146,9 @@ def test_mmseg_fcn_hr18(tmp_path, parity_log):
 
 
 def test_mmpose_hrnet_w32(tmp_path, parity_log):
-  cfg = _config('mmpose', 'body_2d_keypoint/topdown_heatmap/coco/'
-                'td-hm_hrnet-w32_8xb64-210e_coco-256x192.py').model
+  cfg = _config(
+    'mmpose', 'body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py'
+  ).model
   torch.manual_seed(0)
   reference = randomize_(_TensorMode(_build('mmpose', cfg)), seed=3).model
   assert not any('stage4.2.fuse_layers.1' in k for k in reference.state_dict())
@@ -157,16 +164,21 @@ def test_mmpose_hrnet_w32(tmp_path, parity_log):
   # deep-high-resolution-net's pose_hrnet layout: unprefixed backbone keys and 'final_layer'.
   official = {k.split('.', 1)[1]: v for k, v in reference.state_dict().items()}
   torch.save(official, tmp_path / 'pose_hrnet_w32_256x192.pth')
-  assert convert_main([str(tmp_path / 'pose_hrnet_w32_256x192.pth'), str(tmp_path / 'official'),
-                       '--quiet']) == 0
+  assert (
+    convert_main(
+      [str(tmp_path / 'pose_hrnet_w32_256x192.pth'), str(tmp_path / 'official'), '--quiet']
+    )
+    == 0
+  )
   config = json.loads((tmp_path / 'official' / 'config.json').read_text())
   assert (config['arch'], config['source']['format']) == ('hrnet_w32_pose', 'hrnet_pose')
   _same_arrays(tmp_path / 'official', tmp_path / 'flax')
 
 
 def test_mmpose_hrnetv2_face(tmp_path, parity_log):
-  cfg = _config('mmpose', 'face_2d_keypoint/topdown_heatmap/wflw/'
-                'td-hm_hrnetv2-w18_8xb64-60e_wflw-256x256.py').model
+  cfg = _config(
+    'mmpose', 'face_2d_keypoint/topdown_heatmap/wflw/td-hm_hrnetv2-w18_8xb64-60e_wflw-256x256.py'
+  ).model
   torch.manual_seed(0)
   reference = randomize_(_TensorMode(_build('mmpose', cfg)), seed=5).model
   config = _save_and_convert(reference, tmp_path, 'td-hm_hrnetv2-w18', 'mmpose')
@@ -178,8 +190,13 @@ def test_mmpose_hrnetv2_face(tmp_path, parity_log):
   with torch.no_grad():
     feats = reference.neck(reference.backbone(xt))[0].numpy().transpose(0, 2, 3, 1)
   assert feats.shape == (1, 32, 32, 270)
-  _compare(model.forward_features(jnp.asarray(x))[0], feats, 'mmpose hrnetv2-w18 face 128x128',
-           'HRNetV2 features', parity_log)
+  _compare(
+    model.forward_features(jnp.asarray(x))[0],
+    feats,
+    'mmpose hrnetv2-w18 face 128x128',
+    'HRNetV2 features',
+    parity_log,
+  )
   ref = torch_forward(reference, x, data_samples=None, mode='tensor')
   _compare(model(jnp.asarray(x)), ref, 'mmpose hrnetv2-w18 face 128x128', 'heatmaps', parity_log)
 
@@ -187,8 +204,9 @@ def test_mmpose_hrnetv2_face(tmp_path, parity_log):
 def test_mmdet_hrfpn(tmp_path, parity_log):
   cfg = _config('mmdet', 'hrnet/faster-rcnn_hrnetv2p-w18-1x_coco.py').model
   torch.manual_seed(0)
-  reference = randomize_(_BackboneNeck(_build('mmdet', cfg.backbone), _build('mmdet', cfg.neck)),
-                         seed=7)
+  reference = randomize_(
+    _BackboneNeck(_build('mmdet', cfg.backbone), _build('mmdet', cfg.neck)), seed=7
+  )
   config = _save_and_convert(reference, tmp_path, 'faster-rcnn_hrnetv2p-w18', 'mmdet')
   assert (config['arch'], config['source']['format']) == ('hrnetv2p_w18', 'mmdet')
   x = inputs(1, 128, 160, seed=8)
@@ -197,4 +215,4 @@ def test_mmdet_hrfpn(tmp_path, parity_log):
   assert [r.shape[1:3] for r in refs] == [(32, 40), (16, 20), (8, 10), (4, 5), (2, 2)]
   assert len(outs) == len(refs) == 5
   for i, (out, ref) in enumerate(zip(outs, refs)):
-    _compare(out, ref, 'mmdet HRFPN w18 128x160', f'level {i} (stride {4 * 2 ** i})', parity_log)
+    _compare(out, ref, 'mmdet HRFPN w18 128x160', f'level {i} (stride {4 * 2**i})', parity_log)

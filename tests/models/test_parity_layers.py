@@ -26,11 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from oracles import assert_close, inputs, timm_model
 
 import hrnet_jax
 from hrnet_jax.convert.cli import main as convert_main
-
-from oracles import assert_close, inputs, timm_model
 
 NAME = 'hrnet_w18_small'
 BATCH, HEIGHT, WIDTH = 2, 64, 64
@@ -67,8 +66,10 @@ def _sequential(layers, x):
 def _branch_inputs(channels, seed: int) -> list[np.ndarray]:
   """Random NHWC maps for branches at strides 4, 8, 16, ... of a HEIGHT x WIDTH image."""
   rng = np.random.RandomState(seed)
-  return [rng.randn(BATCH, HEIGHT // 2 ** (b + 2), WIDTH // 2 ** (b + 2), c).astype(np.float32)
-          for b, c in enumerate(channels)]
+  return [
+    rng.randn(BATCH, HEIGHT // 2 ** (b + 2), WIDTH // 2 ** (b + 2), c).astype(np.float32)
+    for b, c in enumerate(channels)
+  ]
 
 
 def _compare(out, ref: np.ndarray, output: str, parity_log) -> float:

@@ -31,30 +31,33 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
+from oracles import assert_close, inputs
 
 import hrnet_jax
-from hrnet_jax.convert import pdparams
-from hrnet_jax.convert.layouts import paddle as paddle_keys
-from hrnet_jax.convert.cli import main as convert_main
-from hrnet_jax.convert.classify import convert_source
-from hrnet_jax.convert.sources import read_source
-from hrnet_jax.pretrained import state
 from hrnet_jax import pretrained
-from hrnet_jax.pretrained import get_pretrained_cfg
+from hrnet_jax.convert import pdparams
+from hrnet_jax.convert.classify import convert_source
+from hrnet_jax.convert.cli import main as convert_main
+from hrnet_jax.convert.layouts import paddle as paddle_keys
+from hrnet_jax.convert.sources import read_source
 from hrnet_jax.data.transforms import eval_transform, load_image
-
-from oracles import assert_close, inputs
+from hrnet_jax.pretrained import get_pretrained_cfg, state
 
 ORACLE = pathlib.Path(__file__).parents[1] / 'helpers' / 'paddle_oracle.py'
 WIDTHS = (18, 30, 32, 40, 44, 48, 60, 64)  # every HRNet_W*_C / SE_HRNet_W*_C PaddleClas defines
 # Logits and every features_only map, with their input size (the wide ones smaller, for CI time).
-CHECKED = {'HRNet_W18_C': (18, False, 224), 'SE_HRNet_W18_C': (18, True, 224),
-           'HRNet_W48_C': (48, False, 64), 'SE_HRNet_W64_C': (64, True, 64)}
+CHECKED = {
+  'HRNet_W18_C': (18, False, 224),
+  'SE_HRNet_W18_C': (18, True, 224),
+  'HRNet_W48_C': (48, False, 64),
+  'SE_HRNet_W64_C': (64, True, 64),
+}
 # Every other width, plain and SE: logits at 64x64 (the size the wide CHECKED ones already
 # compiled; at 32x32 the deepest branch is 1x1 and a BN calibrated on 4 values makes SE nets
 # chaotic: PaddleClas in float32 is 4e-3 off its own float64).
-OTHERS = {f'{"SE_" if se else ""}HRNet_W{width}_C': (width, se)
-          for width in WIDTHS for se in (False, True)}
+OTHERS = {
+  f'{"SE_" if se else ""}HRNet_W{width}_C': (width, se) for width in WIDTHS for se in (False, True)
+}
 OTHERS = {name: variant for name, variant in OTHERS.items() if name not in CHECKED}
 PHOTOS = ('astronaut.png', 'chelsea.png', 'coffee.png', 'motorcycle_left.png', 'rocket.jpg')
 
@@ -73,8 +76,13 @@ class PaddleClasChild:
   def __init__(self, out: pathlib.Path):
     self.out = out
     self.log = open(out / 'oracle.log', 'w+')
-    self.proc = subprocess.Popen([sys.executable, str(ORACLE)], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=self.log, text=True)
+    self.proc = subprocess.Popen(
+      [sys.executable, str(ORACLE)],
+      stdin=subprocess.PIPE,
+      stdout=subprocess.PIPE,
+      stderr=self.log,
+      text=True,
+    )
     self.answers = {}
     self.sent = 0
 
@@ -111,6 +119,7 @@ def oracle(tmp_path_factory):
   """The child, with every request that depends on nothing of ours already queued:
   ``requests['shapes' | 'images' | NAME]``."""
   import skimage.data
+
   out = tmp_path_factory.mktemp('paddleclas')
   for size in (224, 64):
     np.save(out / f'x{size}.npy', inputs(2, size, size, seed=size))
@@ -118,12 +127,20 @@ def oracle(tmp_path_factory):
   photos = [os.path.join(os.path.dirname(skimage.data.__file__), p) for p in PHOTOS]
   requests = {}
   for seed, (name, (width, se, size)) in enumerate(CHECKED.items()):
-    requests[name] = child.send('model', name=name, width=width, se=se, seed=seed,
-                                input=str(out / f'x{size}.npy'), out=str(out))
+    requests[name] = child.send(
+      'model',
+      name=name,
+      width=width,
+      se=se,
+      seed=seed,
+      input=str(out / f'x{size}.npy'),
+      out=str(out),
+    )
   requests['images'] = child.send('images', paths=photos, out=str(out / 'images.npz'))
   for seed, (name, (width, se)) in enumerate(OTHERS.items(), start=len(CHECKED)):
-    requests[name] = child.send('model', name=name, width=width, se=se, seed=seed,
-                                input=str(out / 'x64.npy'), out=str(out))
+    requests[name] = child.send(
+      'model', name=name, width=width, se=se, seed=seed, input=str(out / 'x64.npy'), out=str(out)
+    )
   child.requests, child.photos = requests, photos
   # OTHERS are converted and run in one worker process (spawned: no forked jax), on the core the
   # child leaves idle while this process checks CHECKED.
@@ -174,12 +191,17 @@ def test_pdparams_converts_and_matches(name, oracle, converted, parity_log):
   model = hrnet_jax.load_pretrained(flax_dir)
   assert _num_params(model) == oracle.result(oracle.requests[name])['trainable']
   logits = model(x)
-  parity_log(case, 'logits', assert_close(logits, ref['logits'], f'{name} logits'),
-             float(np.abs(ref['logits']).max()))
+  parity_log(
+    case,
+    'logits',
+    assert_close(logits, ref['logits'], f'{name} logits'),
+    float(np.abs(ref['logits']).max()),
+  )
   over = []
   for location, kind in (('incre', 'incre'), ('', 'raw')):
-    model = hrnet_jax.create_model(_arch(width, se), pretrained=flax_dir, features_only=True,
-                                   feature_location=location)
+    model = hrnet_jax.create_model(
+      _arch(width, se), pretrained=flax_dir, features_only=True, feature_location=location
+    )
     model.eval()
     refs = [ref['stem']] + [ref[f'{kind}{i}'] for i in range(1, 5)]
     maps = model(x)
@@ -197,7 +219,8 @@ def test_pdparams_converts_and_matches(name, oracle, converted, parity_log):
       diff = float(np.abs(np.asarray(o) - r).max())
       parity_log(case, f'feature {i} {kind}', diff, float(np.abs(r).max()))
       over += [f'{name} feature {i} ({kind}): max abs diff {diff:.3g}'] * (
-          diff > relative * max(float(np.abs(r).max()), 10.0))
+        diff > relative * max(float(np.abs(r).max()), 10.0)
+      )
   assert not over, over
 
 
@@ -218,8 +241,11 @@ def _convert_and_run(name: str, out: str) -> dict:
   model = hrnet_jax.create_model(arch, head_conv_bias=head_conv_bias)
   state.assign_arrays(model, arrays, what=str(src))
   model.eval()
-  return {'variant': (arch, head_conv_bias, num_classes, fmt), 'params': _num_params(model),
-          'logits': np.asarray(model(np.load(out / 'x64.npy')))}
+  return {
+    'variant': (arch, head_conv_bias, num_classes, fmt),
+    'params': _num_params(model),
+    'logits': np.asarray(model(np.load(out / 'x64.npy'))),
+  }
 
 
 @pytest.mark.parametrize('name', list(OTHERS))
@@ -247,8 +273,12 @@ def test_eval_transform_equals_paddleclas(oracle, parity_log):
     ref = refs[str(i)]
     assert ours.shape == ref.shape == (224, 224, 3) and ours.dtype == ref.dtype == np.float32
     diff = float(np.abs(ours - ref).max())
-    parity_log(f'paddleclas eval transform {os.path.basename(path)}', 'pixels', diff,
-               float(np.abs(ref).max()))
+    parity_log(
+      f'paddleclas eval transform {os.path.basename(path)}',
+      'pixels',
+      diff,
+      float(np.abs(ref).max()),
+    )
     assert diff <= 1e-6, f'{path}: max abs diff {diff}'
 
 
@@ -258,8 +288,7 @@ def test_to_paddle_round_trip_loads_in_paddleclas(oracle, converted, tmp_path):
   PaddleClas's logits again."""
   src = oracle.out / 'SE_HRNet_W18_C.pdparams'
   back = tmp_path / 'back.pdparams'
-  assert convert_main(['--to-paddle', str(converted('SE_HRNet_W18_C')), str(back),
-                       '--quiet']) == 0
+  assert convert_main(['--to-paddle', str(converted('SE_HRNet_W18_C')), str(back), '--quiet']) == 0
   original = pdparams.load_pdparams(src)
   exported = pdparams.load_pdparams(back)
   assert sorted(exported) == sorted(original)
@@ -269,12 +298,20 @@ def test_to_paddle_round_trip_loads_in_paddleclas(oracle, converted, tmp_path):
   with open(back, 'rb') as f:
     assert pdparams.PARAM_TABLE_KEY not in pickle.load(f)  # noqa: S301 (our own file)
 
-  loaded = oracle.result(oracle.send('load', width=18, se=True, pdparams=str(back),
-                                     input=str(oracle.out / 'x224.npy'),
-                                     out=str(tmp_path / 'logits.npz')))
+  loaded = oracle.result(
+    oracle.send(
+      'load',
+      width=18,
+      se=True,
+      pdparams=str(back),
+      input=str(oracle.out / 'x224.npy'),
+      out=str(tmp_path / 'logits.npz'),
+    )
+  )
   assert loaded == {'missing': [], 'unexpected': [], 'differ': []}
-  np.testing.assert_array_equal(np.load(tmp_path / 'logits.npz')['logits'],
-                                np.load(oracle.out / 'SE_HRNet_W18_C.npz')['logits'])
+  np.testing.assert_array_equal(
+    np.load(tmp_path / 'logits.npz')['logits'], np.load(oracle.out / 'SE_HRNet_W18_C.npz')['logits']
+  )
 
 
 class _RunsCode:
@@ -293,8 +330,10 @@ class _Evaluates:
 @pytest.mark.parametrize('payload', ['system', 'builtins.eval'])
 def test_malicious_pdparams_is_refused_and_nothing_runs(payload, tmp_path, capsys):
   marker = tmp_path / 'pwned'
-  evil = {'conv_layer1_1.conv.weight': np.zeros((64, 3, 3, 3), np.float32),
-          'conv_layer1_1.bn._mean': _RunsCode(marker) if payload == 'system' else _Evaluates()}
+  evil = {
+    'conv_layer1_1.conv.weight': np.zeros((64, 3, 3, 3), np.float32),
+    'conv_layer1_1.bn._mean': _RunsCode(marker) if payload == 'system' else _Evaluates(),
+  }
   (tmp_path / 'evil.pdparams').write_bytes(pickle.dumps(evil, protocol=4))
   before = set(os.listdir(tmp_path))
   assert convert_main([str(tmp_path / 'evil.pdparams'), str(tmp_path / 'out')]) == 2
@@ -305,8 +344,9 @@ def test_malicious_pdparams_is_refused_and_nothing_runs(payload, tmp_path, capsy
 
 
 def test_pdparams_with_non_array_entry_is_refused(tmp_path, capsys):
-  (tmp_path / 'odd.pdparams').write_bytes(pickle.dumps(
-      {'conv_layer1_1.conv.weight': [1.0, 2.0]}, protocol=2))
+  (tmp_path / 'odd.pdparams').write_bytes(
+    pickle.dumps({'conv_layer1_1.conv.weight': [1.0, 2.0]}, protocol=2)
+  )
   assert convert_main([str(tmp_path / 'odd.pdparams'), str(tmp_path / 'out')]) == 2
   assert "odd.pdparams: entry 'conv_layer1_1.conv.weight' is a list" in capsys.readouterr().err
   assert not (tmp_path / 'out').exists()

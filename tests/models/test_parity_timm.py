@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 import timm
 import torch
+from oracles import assert_close, inputs, timm_model, torch_forward
 
 import hrnet_jax
 from hrnet_jax.convert.cli import main as convert_main
-
-from oracles import assert_close, inputs, timm_model, torch_forward
 
 # Every variant timm has (the PaddleClas-only ones are checked in tests/models/test_parity_paddle.py).
 VARIANTS = [n for n in hrnet_jax.list_models() if n in timm.list_models('hrnet*')]
@@ -62,13 +61,15 @@ def test_logits(converted, parity_log):
 def test_features(converted, location, parity_log):
   name, reference, ckpt = converted
   # Built on the meta device (no init) and given the reference's tensors: no key may be missing.
-  timm_features = timm.create_model(name, features_only=True, feature_location=location,
-                                    device='meta')
+  timm_features = timm.create_model(
+    name, features_only=True, feature_location=location, device='meta'
+  )
   missing, _ = timm_features.load_state_dict(reference.state_dict(), strict=False, assign=True)
   assert not missing
   timm_features.eval()
-  ours = hrnet_jax.create_model(name, pretrained=ckpt, features_only=True,
-                                feature_location=location)
+  ours = hrnet_jax.create_model(
+    name, pretrained=ckpt, features_only=True, feature_location=location
+  )
   ours.eval()
   assert [f['num_chs'] for f in ours.feature_info] == timm_features.feature_info.channels()
   assert [f['reduction'] for f in ours.feature_info] == timm_features.feature_info.reduction()
@@ -79,5 +80,9 @@ def test_features(converted, location, parity_log):
     assert len(outs) == len(refs) == 5
     for i, (out, ref) in enumerate(zip(outs, refs)):
       diff = assert_close(out, ref, f'{name} feature {i} ({location or "raw"}) {size}')
-      parity_log(f'timm {name} {size[0]}x{size[1]}', f'feature {i} {location or "raw"}', diff,
-                 float(np.abs(ref).max()))
+      parity_log(
+        f'timm {name} {size[0]}x{size[1]}',
+        f'feature {i} {location or "raw"}',
+        diff,
+        float(np.abs(ref).max()),
+      )

@@ -10,8 +10,8 @@ import pytest
 from flax import nnx
 
 import hrnet_jax
-from hrnet_jax.runtime import compile_cache
 from hrnet_jax.pretrained import get_pretrained_cfg
+from hrnet_jax.runtime import compile_cache
 
 
 def test_resolve_dir_rules(tmp_path):
@@ -19,7 +19,8 @@ def test_resolve_dir_rules(tmp_path):
   assert compile_cache.resolve_dir({}) == compile_cache.default_dir()
   assert compile_cache.resolve_dir({compile_cache.ENV: str(tmp_path / 'c')}) == str(tmp_path / 'c')
   assert compile_cache.resolve_dir({compile_cache.JAX_ENV: str(tmp_path / 'j')}) == str(
-      tmp_path / 'j')
+    tmp_path / 'j'
+  )
   both = {compile_cache.ENV: str(tmp_path / 'c'), compile_cache.JAX_ENV: str(tmp_path / 'j')}
   assert compile_cache.resolve_dir(both) == str(tmp_path / 'c')  # ours wins
   for off in ('off', 'OFF', '0', '', 'none', ' false '):
@@ -49,8 +50,9 @@ print(json.dumps({'rc': rc, 'hits': len(hits)}))
 
 
 def _predict(args, env):
-  out = subprocess.run([sys.executable, '-c', _PREDICT, *args], env=env, capture_output=True,
-                       text=True, timeout=600)
+  out = subprocess.run(
+    [sys.executable, '-c', _PREDICT, *args], env=env, capture_output=True, text=True, timeout=600
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -59,6 +61,7 @@ def test_second_predict_process_hits_the_cache(tmp_path):
   import numpy as np
   import skimage.data
   from PIL import Image
+
   model = hrnet_jax.create_model('hrnet_w18_small', rngs=nnx.Rngs(0))
   cfg = get_pretrained_cfg('hrnet_w18_small.ms_in1k').to_dict()
   cfg['input_size'] = [3, 32, 32]  # smallest input: the compile stays cheap

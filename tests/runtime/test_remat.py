@@ -10,8 +10,8 @@ import pytest
 from flax import nnx
 
 import hrnet_jax
-from hrnet_jax.runtime import remat
 from hrnet_jax.models.layers import run_sequential
+from hrnet_jax.runtime import remat
 
 
 def _loss_and_model(level):
@@ -31,8 +31,10 @@ def _loss_and_model(level):
 def _inputs(model):
   keys = jax.random.split(jax.random.key(1), 3)
   x = jax.random.normal(keys[0], (2, 8, 8, 64))
-  xs = [jax.random.normal(keys[1], (2, 8, 8, model.cfg.stages[0].out_channels[0])),
-        jax.random.normal(keys[2], (2, 4, 4, model.cfg.stages[0].out_channels[1]))]
+  xs = [
+    jax.random.normal(keys[1], (2, 8, 8, model.cfg.stages[0].out_channels[0])),
+    jax.random.normal(keys[2], (2, 4, 4, model.cfg.stages[0].out_channels[1])),
+  ]
   return x, xs
 
 
@@ -69,8 +71,10 @@ def test_remat_levels():
   model = hrnet_jax.create_model('hrnet_w18_small', rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="remat='blocks'"):
     remat.apply(model, 'blocks')
-  n_blocks = sum(isinstance(m, (hrnet_jax.models.layers.BasicBlock, hrnet_jax.models.layers.Bottleneck))
-                 for _, m in nnx.iter_modules(model))
+  n_blocks = sum(
+    isinstance(m, (hrnet_jax.models.layers.BasicBlock, hrnet_jax.models.layers.Bottleneck))
+    for _, m in nnx.iter_modules(model)
+  )
   remat.apply(model, 'block')
   wrapped = [m for _, m in nnx.iter_modules(model) if type(m).__name__.startswith('Remat')]
   assert len(wrapped) == n_blocks
@@ -82,14 +86,17 @@ def test_fast_trace_keeps_results_and_state_tree():
   """``hrnet_jax.runtime.fast_trace`` (linear-time tracing of BN statistic writes): bit-identical
   outputs, BN statistics and gradients, the same state paths."""
   from hrnet_jax.runtime import fast_trace
+
   loss, model, params, stats = _loss_and_model('none')
   x, xs = _inputs(model)
   ref = jax.jit(jax.value_and_grad(loss, argnums=(0, 2, 3), has_aux=True))(params, stats, x, xs)
   fast_trace.apply(model)
   graphdef, params2, stats2 = nnx.split(model, nnx.Param, nnx.BatchStat)
   assert jax.tree.structure(nnx.as_pure(stats2)) == jax.tree.structure(nnx.as_pure(stats))
-  assert all(type(v) is fast_trace.RunningStat for v in jax.tree.leaves(
-      stats2, is_leaf=lambda v: isinstance(v, nnx.Variable)))
+  assert all(
+    type(v) is fast_trace.RunningStat
+    for v in jax.tree.leaves(stats2, is_leaf=lambda v: isinstance(v, nnx.Variable))
+  )
 
   def loss2(params, stats, x, xs):
     m = nnx.merge(graphdef, params, stats, copy=True)

@@ -4,16 +4,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from oracles import assert_close, inputs
 
 import hrnet_jax
 from hrnet_jax import runtime
 
-from oracles import assert_close, inputs
-
 
 def _conv(x, w):
-  return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
-                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return jax.lax.conv_general_dilated(
+    x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
 
 
 def _uses_ynnpack(fn, options, *args) -> bool:
@@ -35,7 +35,7 @@ def test_options_reach_xla():
 def test_other_backends_and_tasks():
   assert runtime.compiler_options('train', 'gpu') == {}
   assert runtime.compiler_options('infer', 'tpu') == {}
-  with pytest.raises(ValueError, match="task must be one of"):
+  with pytest.raises(ValueError, match='task must be one of'):
     runtime.compiler_options('predict', 'cpu')
 
 
@@ -50,6 +50,7 @@ def test_options_keep_the_logits(task):
   apply = lambda s, x: nnx.merge(graphdef, s)(x)
   with jax.default_matmul_precision('highest'):
     ref = np.asarray(jax.jit(apply)(state, x))
-    out = np.asarray(jax.jit(apply, compiler_options=runtime.compiler_options(task, 'cpu'))(
-        state, x))
+    out = np.asarray(
+      jax.jit(apply, compiler_options=runtime.compiler_options(task, 'cpu'))(state, x)
+    )
   assert_close(out, ref, f'{task} logits with the {task} options')

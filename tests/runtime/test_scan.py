@@ -8,17 +8,21 @@ three 2-branch HighResolutionModules of BasicBlocks at 8x8, the last of which ou
 only in the pose case (so it is not scanned with the others); the whole-model wiring is checked
 on the traced program only."""
 
-
 import jax
 import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from hrnet_jax.runtime import fast_trace, remat
 from hrnet_jax.models.configs import BASIC, BOTTLENECK, HRNetConfig, StageConfig
+from hrnet_jax.models.hrnet import (
+  HighResolutionModule,
+  HighResolutionNet,
+  _run_layers,
+  _structure_runs,
+  set_scan,
+)
 from hrnet_jax.models.layers import Precision, make_layer
-from hrnet_jax.models.hrnet import (HighResolutionModule, HighResolutionNet, _run_layers,
-                             _structure_runs, set_scan)
+from hrnet_jax.runtime import fast_trace, remat
 
 STAGE = StageConfig(3, BASIC, (2, 2), (4, 8))
 
@@ -29,9 +33,19 @@ class Tiny(nnx.Module):
   def __init__(self, *, se: bool, pose: bool, scan: bool):
     kw = dict(precision=Precision(), rngs=nnx.Rngs(0))
     self.layer1 = make_layer(BOTTLENECK, 8, 4, 3, se=se, **kw)
-    self.stage = nnx.List([
-        HighResolutionModule(STAGE.out_channels, STAGE, se=se, scan=scan,
-                             multi_scale_output=not (pose and m == 2), **kw) for m in range(3)])
+    self.stage = nnx.List(
+      [
+        HighResolutionModule(
+          STAGE.out_channels,
+          STAGE,
+          se=se,
+          scan=scan,
+          multi_scale_output=not (pose and m == 2),
+          **kw,
+        )
+        for m in range(3)
+      ]
+    )
     self.scan = scan
 
   def __call__(self, x, xs):
@@ -90,8 +104,10 @@ def unrolled():
   return get
 
 
-@pytest.mark.parametrize('name,level,fast', [('plain', 'none', False), ('plain', 'module', True),
-                                             ('se_pose', 'block', True)])
+@pytest.mark.parametrize(
+  'name,level,fast',
+  [('plain', 'none', False), ('plain', 'module', True), ('se_pose', 'block', True)],
+)
 def test_scan_keeps_outputs_gradients_and_bn_statistics(unrolled, name, level, fast):
   ref_jaxpr, ref = unrolled(name)
   with jax.default_matmul_precision('highest'):
@@ -108,11 +124,14 @@ def test_scan_runs_state_tree_and_model_wiring():
   """Runs group consecutive layers of one structure only; ``set_scan`` toggles the option,
   leaves the state (paths, shapes, values) as it is, and puts the scans in the whole model's
   traced forward (traced only, not compiled)."""
-  tiny = HRNetConfig(stage1=StageConfig(1, BOTTLENECK, (3,), (4,)),
-                     stage2=StageConfig(2, BASIC, (2, 2), (4, 8)),
-                     stage3=StageConfig(1, BASIC, (1, 1, 1), (4, 8, 16)),
-                     stage4=StageConfig(3, BASIC, (2, 2, 2, 2), (4, 8, 16, 32)),
-                     se=True, multi_scale_output=False)
+  tiny = HRNetConfig(
+    stage1=StageConfig(1, BOTTLENECK, (3,), (4,)),
+    stage2=StageConfig(2, BASIC, (2, 2), (4, 8)),
+    stage3=StageConfig(1, BASIC, (1, 1, 1), (4, 8, 16)),
+    stage4=StageConfig(3, BASIC, (2, 2, 2, 2), (4, 8, 16, 32)),
+    se=True,
+    multi_scale_output=False,
+  )
   model = HighResolutionNet(tiny, head='', num_classes=0, rngs=nnx.Rngs(0))
   assert [len(r) for _, r, _ in _structure_runs(model.layer1)] == [1, 2]
   assert [len(r) for _, r, _ in _structure_runs(model.stage2)] == [2]
@@ -133,6 +152,7 @@ def test_trainer_config_turns_scan_on():
   """``hrnet-train``'s ``config.scan`` (off by default) reaches every HR module."""
   from hrnet_jax.train import train_state
   from hrnet_jax.train.recipes import digits
+
   config = digits.get_config()
   assert config.scan is False
   config.scan = True

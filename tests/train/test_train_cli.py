@@ -14,9 +14,8 @@ import subprocess
 import sys
 import threading
 
-import pytest
-
 import ml_collections  # noqa: F401  (the train extra; a missing install must fail, not skip)
+import pytest
 
 from hrnet_jax import interrupts  # noqa: E402
 from hrnet_jax.errors import Terminated  # noqa: E402
@@ -24,10 +23,27 @@ from hrnet_jax.train import cli, recipes  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RECIPES = ('base', 'digits', 'finetune', 'imagenet_cosine', 'imagenet_official')
-TRAIN_FLAGS = ('--config', '--workdir', '--distributed', '--coordinator_address',
-               '--num_processes', '--process_id', '--verbose')
-EVAL_FLAGS = ('--checkpoint', '--dataset', '--split', '--data_dir', '--batch_size', '--step',
-              '--image_size', '--crop_pct', '--json', '--verbose')
+TRAIN_FLAGS = (
+  '--config',
+  '--workdir',
+  '--distributed',
+  '--coordinator_address',
+  '--num_processes',
+  '--process_id',
+  '--verbose',
+)
+EVAL_FLAGS = (
+  '--checkpoint',
+  '--dataset',
+  '--split',
+  '--data_dir',
+  '--batch_size',
+  '--step',
+  '--image_size',
+  '--crop_pct',
+  '--json',
+  '--verbose',
+)
 
 
 def _script(name):
@@ -65,20 +81,30 @@ def test_recipe_file_wins_over_a_name(tmp_path, monkeypatch):
 
 
 def test_unknown_recipe_is_one_error_line(tmp_path):
-  proc = _run([_script('hrnet-train'), '--config', 'nope', f'--workdir={tmp_path / "w"}'],
-              tmp_path)
+  proc = _run([_script('hrnet-train'), '--config', 'nope', f'--workdir={tmp_path / "w"}'], tmp_path)
   assert proc.returncode == 2, proc.stderr[-3000:]
   lines = [l for l in proc.stderr.splitlines() if l.startswith('hrnet-train: error:')]
-  assert lines == [f'hrnet-train: error: --config=nope: no such file or recipe (recipes: '
-                   f'{", ".join(RECIPES)})'], proc.stderr[-3000:]
+  assert lines == [
+    f'hrnet-train: error: --config=nope: no such file or recipe (recipes: {", ".join(RECIPES)})'
+  ], proc.stderr[-3000:]
   assert 'Traceback' not in proc.stderr and not (tmp_path / 'w').exists()
 
 
 def test_recipe_by_name_loads_outside_the_checkout(tmp_path):
   """``--config digits`` from another folder loads the recipe: a misspelt field of it is
   reported with the close valid name (the override check reads the loaded recipe)."""
-  proc = _run([sys.executable, '-m', 'hrnet_jax.train.main', '--config', 'digits',
-               '--config.modell=hrnet_w18', f'--workdir={tmp_path / "w"}'], tmp_path)
+  proc = _run(
+    [
+      sys.executable,
+      '-m',
+      'hrnet_jax.train.main',
+      '--config',
+      'digits',
+      '--config.modell=hrnet_w18',
+      f'--workdir={tmp_path / "w"}',
+    ],
+    tmp_path,
+  )
   assert proc.returncode == 2, proc.stderr[-3000:]
   lines = [l for l in proc.stderr.splitlines() if l.startswith('hrnet-train: error:')]
   assert len(lines) == 1 and 'did you mean --config.model' in lines[0], proc.stderr[-3000:]
@@ -88,18 +114,23 @@ def test_recipe_by_name_loads_outside_the_checkout(tmp_path):
 # --------------------------------------------------------------------------------------- help
 
 
-@pytest.mark.parametrize('cmd, flags', [
+@pytest.mark.parametrize(
+  'cmd, flags',
+  [
     (['hrnet-train', '--config', 'digits', '--help'], TRAIN_FLAGS),
     (['hrnet-eval', '--help'], EVAL_FLAGS),
     ([sys.executable, '-m', 'hrnet_jax.train.main', '--help'], TRAIN_FLAGS),
-], ids=['hrnet-train', 'hrnet-eval', 'python-m'])
+  ],
+  ids=['hrnet-train', 'hrnet-eval', 'python-m'],
+)
 def test_help_exits_0_and_lists_the_flags(tmp_path, cmd, flags):
   if not cmd[0].startswith('/'):
     cmd = [_script(cmd[0])] + cmd[1:]
   proc = _run(cmd, tmp_path)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-  missing = [f for f in flags if f'  {f}' not in proc.stdout and f'  --[no]{f[2:]}' not in
-             proc.stdout]
+  missing = [
+    f for f in flags if f'  {f}' not in proc.stdout and f'  --[no]{f[2:]}' not in proc.stdout
+  ]
   assert not missing, f'{missing} not in:\n{proc.stdout}'
   assert 'Exit status' in proc.stdout  # the command's docstring heads the help
 
@@ -162,19 +193,35 @@ def test_sigterm_polled_off_the_main_thread_changes_nothing():
 def _calls_signal_signal(path: pathlib.Path) -> list[int]:
   """Lines of ``path`` that call ``signal.signal`` (or ``signal`` imported from it)."""
   tree = ast.parse(path.read_text(), str(path))
-  bare = any(isinstance(n, ast.ImportFrom) and n.module == 'signal'
-             and any(a.name == 'signal' for a in n.names) for n in ast.walk(tree))
-  return [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call) and (
-      (isinstance(n.func, ast.Attribute) and n.func.attr == 'signal'
-       and isinstance(n.func.value, ast.Name) and n.func.value.id == 'signal')
-      or (bare and isinstance(n.func, ast.Name) and n.func.id == 'signal'))]
+  bare = any(
+    isinstance(n, ast.ImportFrom)
+    and n.module == 'signal'
+    and any(a.name == 'signal' for a in n.names)
+    for n in ast.walk(tree)
+  )
+  return [
+    n.lineno
+    for n in ast.walk(tree)
+    if isinstance(n, ast.Call)
+    and (
+      (
+        isinstance(n.func, ast.Attribute)
+        and n.func.attr == 'signal'
+        and isinstance(n.func.value, ast.Name)
+        and n.func.value.id == 'signal'
+      )
+      or (bare and isinstance(n.func, ast.Name) and n.func.id == 'signal')
+    )
+  ]
 
 
 def test_one_module_installs_signal_handlers():
-  found = {str(p.relative_to(ROOT)): lines
-           for folder in ('hrnet_jax', 'train', 'convert')
-           for p in sorted((ROOT / folder).rglob('*.py'))
-           if (lines := _calls_signal_signal(p))}
+  found = {
+    str(p.relative_to(ROOT)): lines
+    for folder in ('hrnet_jax', 'train', 'convert')
+    for p in sorted((ROOT / folder).rglob('*.py'))
+    if (lines := _calls_signal_signal(p))
+  }
   assert list(found) == ['hrnet_jax/interrupts.py'], found
 
 

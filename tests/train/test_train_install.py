@@ -53,14 +53,22 @@ def _run(cmd, cwd, env, timeout=120):
 def _copy_source(dst: pathlib.Path) -> None:
   """The files of the checkout that git tracks or would track (not ignored), into ``dst``."""
   try:
-    listed = subprocess.run(['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'],
-                            cwd=ROOT, capture_output=True, check=True).stdout
+    listed = subprocess.run(
+      ['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'],
+      cwd=ROOT,
+      capture_output=True,
+      check=True,
+    ).stdout
     names = [n for n in listed.decode().split('\0') if n]
   except (OSError, subprocess.CalledProcessError):  # not a git checkout: everything but outputs
     skip = {'.git', '.venv', 'build', 'dist', '__pycache__', '.pytest_cache'}
-    names = [str(p.relative_to(ROOT)) for p in ROOT.rglob('*')
-             if p.is_file() and not skip & set(p.relative_to(ROOT).parts)
-             and not any(part.endswith('.egg-info') for part in p.relative_to(ROOT).parts)]
+    names = [
+      str(p.relative_to(ROOT))
+      for p in ROOT.rglob('*')
+      if p.is_file()
+      and not skip & set(p.relative_to(ROOT).parts)
+      and not any(part.endswith('.egg-info') for part in p.relative_to(ROOT).parts)
+    ]
   for name in names:
     if (ROOT / name).is_file():  # listed but deleted in the work tree: left out
       (dst / name).parent.mkdir(parents=True, exist_ok=True)
@@ -72,8 +80,11 @@ def test_wheel_install_resolves_recipes_from_the_installed_package(tmp_path):
   elsewhere.mkdir()
   _copy_source(src)
   pip = [sys.executable, '-m', 'pip', '--disable-pip-version-check', '-q']
-  _run(pip + ['wheel', '--no-deps', '--no-build-isolation', '-w', str(dist), str(src)],
-       tmp_path, _env())
+  _run(
+    pip + ['wheel', '--no-deps', '--no-build-isolation', '-w', str(dist), str(src)],
+    tmp_path,
+    _env(),
+  )
   wheels = sorted(dist.glob('hrnet_jax-*.whl'))
   assert len(wheels) == 1, wheels
   _run(pip + ['install', '--no-deps', '--target', str(site), str(wheels[0])], tmp_path, _env())

@@ -22,32 +22,47 @@ import subprocess
 import sys
 import time
 
+import ml_collections  # noqa: F401  (the train extra; a missing install must fail, not skip)
 import numpy as np
 import pytest
-
-import ml_collections  # noqa: F401  (the train extra; a missing install must fail, not skip)
 
 from hrnet_jax.pretrained import checkpoint as hrnet_checkpoint  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # A short digits run: the first 12 steps of the digits config (so the same compiled programs as
 # the full run), a checkpoint every 2 steps, one evaluation at the end.
-TINY = ['--config.max_steps=12', '--config.checkpoint.every_steps=2',
-        '--config.checkpoint.keep=10', '--config.eval_every_epochs=0',
-        '--config.log_every_steps=1']
+TINY = [
+  '--config.max_steps=12',
+  '--config.checkpoint.every_steps=2',
+  '--config.checkpoint.keep=10',
+  '--config.eval_every_epochs=0',
+  '--config.log_every_steps=1',
+]
 
 
 @pytest.fixture(scope='module')
 def env(tmp_path_factory):
   cache = tmp_path_factory.getbasetemp() / 'jax_cache'  # shared with the notebook test
-  return dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu', XLA_FLAGS='',
-              JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-              PYTHONUNBUFFERED='1')
+  return dict(
+    os.environ,
+    PYTHONPATH=ROOT,
+    JAX_PLATFORMS='cpu',
+    XLA_FLAGS='',
+    JAX_COMPILATION_CACHE_DIR=str(cache),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+    PYTHONUNBUFFERED='1',
+  )
 
 
 def _train_cmd(workdir, *overrides, config='train/recipes/digits.py'):
-  return [sys.executable, '-m', 'hrnet_jax.train.main', f'--config={config}', f'--workdir={workdir}',
-          *overrides]
+  return [
+    sys.executable,
+    '-m',
+    'hrnet_jax.train.main',
+    f'--config={config}',
+    f'--workdir={workdir}',
+    *overrides,
+  ]
 
 
 def _run(cmd, env, timeout=600):
@@ -66,8 +81,9 @@ def _steps(workdir):
 
 def _start(cmd, env, log):
   """Starts ``cmd`` with stdout and stderr in the file ``log`` (no pipe to fill and block)."""
-  return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=open(log, 'w'),
-                          stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen(
+    cmd, env=env, cwd=ROOT, stdout=open(log, 'w'), stderr=subprocess.STDOUT, text=True
+  )
 
 
 def _wait_for_checkpoint_after(workdir, step, proc, log, timeout=300):
@@ -152,8 +168,17 @@ def test_killed_runs_resume_bit_exact(tmp_path, env, reference):
   # Strictly increasing: no step twice. (The first step of each start is not timed, so some
   # steps are absent.)
   assert logged == sorted(set(logged)) and logged[-1] == 12, f'seed {seed}: {logged}'
-  ev = _run([sys.executable, '-m', 'hrnet_jax.train.eval_main', f'--checkpoint={workdir}',
-             '--dataset=digits', '--step=99'], env)
+  ev = _run(
+    [
+      sys.executable,
+      '-m',
+      'hrnet_jax.train.eval_main',
+      f'--checkpoint={workdir}',
+      '--dataset=digits',
+      '--step=99',
+    ],
+    env,
+  )
   assert ev.returncode == 2
   assert ev.stderr.strip().splitlines()[-1].startswith('hrnet-eval: error: --step=99: ')
   assert ', '.join(map(str, _steps(workdir))) in ev.stderr
@@ -183,8 +208,9 @@ finally:
 """
 
 
-def test_sigterm_to_train_and_evaluate_called_directly_saves_and_exits_143(tmp_path, env,
-                                                                           reference):
+def test_sigterm_to_train_and_evaluate_called_directly_saves_and_exits_143(
+  tmp_path, env, reference
+):
   """(``reference`` first: its compiled programs are in the shared cache.)"""
   workdir = tmp_path / 'direct'
   log = tmp_path / 'direct.log'
@@ -204,8 +230,12 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, env):
   # Left by killed runs: a lock record of a dead process and an uncommitted first save.
   os.makedirs(workdir / 'checkpoints' / '1.orbax-checkpoint-tmp-1795000000')
   (workdir / '.hrnet-train.lock').write_text(json.dumps({'pid': 4194999, 'host': 'gone'}))
-  proc = _run(_train_cmd(workdir, *TINY, '--config.checkpoint.every_steps=1',
-                         '--config.optimizer.base_lr=1e30'), env)
+  proc = _run(
+    _train_cmd(
+      workdir, *TINY, '--config.checkpoint.every_steps=1', '--config.optimizer.base_lr=1e30'
+    ),
+    env,
+  )
   assert 'took over the lock of an earlier run (pid 4194999 on gone)' in proc.stderr
   assert 'discarded an incomplete save of step 1' in proc.stderr
   assert 'starting from step 0' in proc.stderr
@@ -225,8 +255,17 @@ def test_digits_reaches_95_percent_and_hrnet_eval_agrees(tmp_path, env):
   print(proc.stdout.splitlines()[-1])
   top1 = _summary_top1(proc.stdout) / 100
   assert top1 >= 0.95, proc.stdout[-2000:]
-  ev = _run([sys.executable, '-m', 'hrnet_jax.train.eval_main', f'--checkpoint={workdir}',
-             '--dataset=digits', '--json'], env)
+  ev = _run(
+    [
+      sys.executable,
+      '-m',
+      'hrnet_jax.train.eval_main',
+      f'--checkpoint={workdir}',
+      '--dataset=digits',
+      '--json',
+    ],
+    env,
+  )
   assert ev.returncode == 0, ev.stderr[-3000:]
   result = json.loads(ev.stdout.strip().splitlines()[-1])
   assert result['count'] == 360

@@ -24,15 +24,14 @@ import subprocess
 import sys
 import textwrap
 
+import ml_collections  # noqa: F401  (the train extra; a missing install must fail, not skip)
 import numpy as np
 import pytest
-
-import ml_collections  # noqa: F401  (the train extra; a missing install must fail, not skip)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Shared set-up: PID, NPROC, OUT are defined before it runs.
-PRELUDE = textwrap.dedent('''
+PRELUDE = textwrap.dedent("""
     import json, os
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update('jax_enable_x64', True)
@@ -78,9 +77,12 @@ PRELUDE = textwrap.dedent('''
     def save(name, **values):
       with open(os.path.join(OUT, name), 'w') as f:
         json.dump(values, f)
-''')
+""")
 
-EIGHT_DEVICES = 'import sys\nPID, NPROC, OUT = 0, 1, sys.argv[1]\n' + PRELUDE + textwrap.dedent('''
+EIGHT_DEVICES = (
+  'import sys\nPID, NPROC, OUT = 0, 1, sys.argv[1]\n'
+  + PRELUDE
+  + textwrap.dedent("""
     assert jax.device_count() == 8, jax.devices()
     ref, ref_loss, mesh, shardings, _ = train_one_step(jax.devices()[:1], 1)
     ref_leaves = jax.tree.leaves(jax.device_get(ref))  # params, BN statistics, momentum
@@ -110,15 +112,19 @@ EIGHT_DEVICES = 'import sys\nPID, NPROC, OUT = 0, 1, sys.argv[1]\n' + PRELUDE + 
       correct5 += int(y in np.argsort(-logits, kind='stable')[:5])
     out['loop'] = dict(top1=correct1 / len(labels), top5=correct5 / len(labels), n=len(labels))
     save('eight_devices.json', **out)
-''')
+""")
+)
 
-TWO_PROCESSES = textwrap.dedent('''
+TWO_PROCESSES = (
+  textwrap.dedent("""
     import sys
     PID, NPROC, PORT, OUT = int(sys.argv[1]), 2, sys.argv[2], sys.argv[3]
     from hrnet_jax.train import distributed
     assert distributed.maybe_initialize(coordinator_address=f'localhost:{PORT}',
                                         num_processes=NPROC, process_id=PID)
-''') + PRELUDE + textwrap.dedent('''
+""")
+  + PRELUDE
+  + textwrap.dedent("""
     from jax.experimental import multihost_utils
     assert jax.process_count() == 2 and jax.device_count() == 2
     state, loss, mesh, shardings, _ = train_one_step(jax.devices(), 1)
@@ -135,7 +141,8 @@ TWO_PROCESSES = textwrap.dedent('''
       np.savez(os.path.join(OUT, 'two.npz'), *jax.tree.leaves(gathered))
       save('two_processes.json', loss=loss, eval=results, restored_equal=same,
            restored_step=step, eval_batches=data.num_eval_batches)
-''')
+""")
+)
 
 
 def _env(xla_flags=''):
@@ -164,13 +171,32 @@ def runs(tmp_path_factory):
   """Runs the 8-device process, then the two processes (one after the other: a process waiting
   in a collective for a peer that is still compiling would only compete for the CPU)."""
   out = tmp_path_factory.mktemp('sharded')
-  _wait([subprocess.Popen([sys.executable, '-c', EIGHT_DEVICES, str(out)],
-                          env=_env('--xla_force_host_platform_device_count=8'), cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)])
+  _wait(
+    [
+      subprocess.Popen(
+        [sys.executable, '-c', EIGHT_DEVICES, str(out)],
+        env=_env('--xla_force_host_platform_device_count=8'),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+      )
+    ]
+  )
   port = str(_free_port())
-  _wait([subprocess.Popen([sys.executable, '-c', TWO_PROCESSES, str(pid), port, str(out)],
-                          env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True) for pid in range(2)])
+  _wait(
+    [
+      subprocess.Popen(
+        [sys.executable, '-c', TWO_PROCESSES, str(pid), port, str(out)],
+        env=_env(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+      )
+      for pid in range(2)
+    ]
+  )
   yield out
   shutil.rmtree(out)
 

@@ -28,6 +28,7 @@ def check(fn):
   CHECKS[fn.__name__] = fn
   return fn
 
+
 CLASSES = ('cat', 'dog', 'eel')
 N_TRAIN, N_EVAL = 10, 7  # per class
 
@@ -61,13 +62,16 @@ def make_folder(root):
         size = (40 + 7 * i, 48 + 5 * (k % 4))
         img = Image.new('RGB', size, tuple(int(v) for v in PALETTE[k]))
         ext = ('png', 'jpg', 'bmp')[k % 3]
-        img.save(os.path.join(root, split, c, f'{k:03d}.{ext}'),
-                 **({'quality': 98} if ext == 'jpg' else {}))
+        img.save(
+          os.path.join(root, split, c, f'{k:03d}.{ext}'),
+          **({'quality': 98} if ext == 'jpg' else {}),
+        )
         k += 1
 
 
 def _config(folder_root, **input_overrides):
   from hrnet_jax.train.recipes import base
+
   c = base.get_config()
   c.dataset.name, c.dataset.folder = 'folder', str(folder_root)
   c.input.image_size = 32
@@ -86,6 +90,7 @@ def _take(it, n):
 @check
 def folder_train_batches(folder, tmp):
   from hrnet_jax.train import data as input_pipeline
+
   data = input_pipeline.create_input(_config(folder), process_index=0, process_count=1)
   assert data.info.num_classes == 3 and data.info.class_names == CLASSES
   assert (data.info.num_train, data.info.num_eval) == (30, 21)
@@ -102,19 +107,23 @@ def folder_train_batches(folder, tmp):
 @check
 def folder_order_is_deterministic_and_resumes_exactly(folder, tmp):
   from hrnet_jax.train import data as input_pipeline
+
   config = _config(folder)
   data = input_pipeline.create_input(config, process_index=0, process_count=1)
   spe = data.steps_per_epoch
   stream = _take(data.train_batches(0), 2 * spe + 1)
-  again = _take(input_pipeline.create_input(config, process_index=0, process_count=1)
-                .train_batches(0), 2 * spe + 1)
+  again = _take(
+    input_pipeline.create_input(config, process_index=0, process_count=1).train_batches(0),
+    2 * spe + 1,
+  )
   for a, b in zip(stream, again):
     np.testing.assert_array_equal(a['image'], b['image'])
   for start in (1, spe + 1):  # mid-epoch and in the second epoch
     for a, b in zip(stream[start:], _take(data.train_batches(start), 2 * spe + 1 - start)):
       np.testing.assert_array_equal(a['image'], b['image'])
-  epochs = [np.concatenate([_identify(b['image']) for b in stream[e * spe:(e + 1) * spe]])
-            for e in (0, 1)]
+  epochs = [
+    np.concatenate([_identify(b['image']) for b in stream[e * spe : (e + 1) * spe]]) for e in (0, 1)
+  ]
   assert len(set(epochs[0])) == spe * 8  # no example twice in an epoch
   assert not np.array_equal(epochs[0], epochs[1])  # reshuffled
 
@@ -122,23 +131,34 @@ def folder_order_is_deterministic_and_resumes_exactly(folder, tmp):
 @check
 def folder_random_resized_crop_and_resize_read_the_same_examples(folder, tmp):
   from hrnet_jax.train import data as input_pipeline
-  crop = next(input_pipeline.create_input(_config(folder), process_index=0, process_count=1)
-              .train_batches())
-  plain = next(input_pipeline.create_input(_config(folder, train_augment='resize'),
-                                           process_index=0, process_count=1).train_batches())
+
+  crop = next(
+    input_pipeline.create_input(_config(folder), process_index=0, process_count=1).train_batches()
+  )
+  plain = next(
+    input_pipeline.create_input(
+      _config(folder, train_augment='resize'), process_index=0, process_count=1
+    ).train_batches()
+  )
   np.testing.assert_array_equal(_identify(crop['image']), _identify(plain['image']))
 
 
 @check
 def folder_processes_read_disjoint_shards(folder, tmp):
   from hrnet_jax.train import data as input_pipeline
+
   config = _config(folder)
   seen = []
   for pi in range(2):
     data = input_pipeline.create_input(config, process_index=pi, process_count=2)
     assert data.steps_per_epoch == 15 // 4
-    seen.append(set(np.concatenate([_identify(b['image']) for b in
-                                    _take(data.train_batches(), data.steps_per_epoch)])))
+    seen.append(
+      set(
+        np.concatenate(
+          [_identify(b['image']) for b in _take(data.train_batches(), data.steps_per_epoch)]
+        )
+      )
+    )
   assert not seen[0] & seen[1]
 
 
@@ -151,6 +171,7 @@ def folder_eval_covers_every_example_once(folder, tmp):
 def _eval_covers_every_example_once(folder, pc):
   from hrnet_jax.train import data as input_pipeline
   from hrnet_jax.train.data import base
+
   config = _config(folder)
   ids, counts = [], set()
   for pi in range(pc):
@@ -169,6 +190,7 @@ def _eval_covers_every_example_once(folder, pc):
 @check
 def folder_errors_name_the_path(folder, tmp):
   from hrnet_jax.train import data as input_pipeline
+
   config = _config(os.path.join(tmp, 'missing'))
   with pytest.raises(FileNotFoundError, match='config.dataset.folder'):
     input_pipeline.create_input(config, process_index=0, process_count=1)
@@ -181,6 +203,7 @@ def folder_errors_name_the_path(folder, tmp):
 @check
 def tfds_dataset_by_name(folder, tmp):
   import tensorflow_datasets as tfds
+
   from hrnet_jax.train import data as input_pipeline
 
   class TinyShapes(tfds.core.GeneratorBasedBuilder):
@@ -189,13 +212,21 @@ def tfds_dataset_by_name(folder, tmp):
     VERSION = tfds.core.Version('1.0.0')
 
     def _info(self):
-      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-          'image': tfds.features.Image(shape=(None, None, 3)),
-          'label': tfds.features.ClassLabel(names=list(CLASSES))}))
+      return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict(
+          {
+            'image': tfds.features.Image(shape=(None, None, 3)),
+            'label': tfds.features.ClassLabel(names=list(CLASSES)),
+          }
+        ),
+      )
 
     def _split_generators(self, dl_manager):
-      return {'train': self._generate_examples(0, N_TRAIN),
-              'validation': self._generate_examples(3 * N_TRAIN, N_EVAL)}
+      return {
+        'train': self._generate_examples(0, N_TRAIN),
+        'validation': self._generate_examples(3 * N_TRAIN, N_EVAL),
+      }
 
     def _generate_examples(self, first, n):
       for c in range(len(CLASSES)):
@@ -232,11 +263,14 @@ def crop_windows_lie_inside_the_image(folder, tmp):
   """Samples ``crop_window`` (through tf.data, as training does) for the parent's comparison
   with torchvision, and checks that every window lies inside its image."""
   import tensorflow as tf
+
   from hrnet_jax.train.data import tfdata as tf_input
+
   out = {}
   for hw in CROP_SHAPES:
     ds = tf.data.Dataset.range(N_CROPS).map(
-        lambda i: tf.stack(tf_input.crop_window(*hw, tf.stack([tf.constant(7, tf.int64), i]))))
+      lambda i: tf.stack(tf_input.crop_window(*hw, tf.stack([tf.constant(7, tf.int64), i])))
+    )
     win = next(ds.batch(N_CROPS).as_numpy_iterator())
     y, x, h, w = win.T
     assert (y >= 0).all() and (x >= 0).all() and (h > 0).all() and (w > 0).all()
@@ -267,11 +301,17 @@ def child_tmp(tmp_path_factory):
 @pytest.fixture(scope='module')
 def results(child_tmp):
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
-  proc = subprocess.run([sys.executable, __file__, str(child_tmp)],
-                        env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  proc = subprocess.run(
+    [sys.executable, __file__, str(child_tmp)],
+    env=env,
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
   assert proc.returncode == 0 and lines, proc.stderr[-4000:]
-  return json.loads(lines[-1][len('RESULT '):])
+  return json.loads(lines[-1][len('RESULT ') :])
 
 
 @pytest.mark.parametrize('name', list(CHECKS))
@@ -282,17 +322,20 @@ def test_tf_input(results, name):
 def _torchvision_windows(height, width, n):
   import torch
   from torchvision.transforms import RandomResizedCrop
+
   img = torch.empty(3, height, width, dtype=torch.uint8)
   with torch.random.fork_rng():
     torch.manual_seed(0)
-    return np.asarray([RandomResizedCrop.get_params(img, [0.08, 1.0], [3 / 4, 4 / 3])
-                       for _ in range(n)])
+    return np.asarray(
+      [RandomResizedCrop.get_params(img, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(n)]
+    )
 
 
 def test_crop_window_matches_torchvision_random_resized_crop(results, child_tmp):
   """The TF crop window has torchvision's distribution (area, log aspect ratio, position) and
   exactly its center-crop fallback. TF ran in the child; torchvision runs here."""
   from scipy import stats
+
   assert results['crop_windows_lie_inside_the_image'] == 'ok'
   tf_windows = np.load(os.path.join(child_tmp, 'crop_windows.npz'))
   for height, width in CROP_SHAPES:
@@ -306,8 +349,12 @@ def test_crop_window_matches_torchvision_random_resized_crop(results, child_tmp)
 
     def features(win):
       y, x, h, w = win.T.astype(float)
-      return {'area': h * w / (height * width), 'log_ratio': np.log(w / h),
-              'center_y': (y + h / 2) / height, 'center_x': (x + w / 2) / width}
+      return {
+        'area': h * w / (height * width),
+        'log_ratio': np.log(w / h),
+        'center_y': (y + h / 2) / height,
+        'center_x': (x + w / 2) / width,
+      }
 
     a, b = features(ours), features(ref)
     for k in a:
@@ -317,7 +364,6 @@ def test_crop_window_matches_torchvision_random_resized_crop(results, child_tmp)
     size = (min(height, round(width / 0.75)), min(width, round(height * 4 / 3)))
     rate = [np.mean((win[:, 2] == size[0]) & (win[:, 3] == size[1])) for win in (ours, ref)]
     assert abs(rate[0] - rate[1]) < 0.03, (height, width, rate)
-
 
 
 if __name__ == '__main__':

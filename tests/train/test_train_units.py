@@ -5,12 +5,13 @@ multi-host detection, checkpoint fallback."""
 import logging
 import os
 
+import ml_collections  # noqa: F401  (the train extra; a missing install must fail, not skip)
 import numpy as np
 import pytest
 
-import ml_collections  # noqa: F401  (the train extra; a missing install must fail, not skip)
-
-from hrnet_jax.train import checkpointing, distributed, data as input_pipeline, mesh as mesh_lib  # noqa: E402
+from hrnet_jax.train import checkpointing, distributed  # noqa: E402
+from hrnet_jax.train import data as input_pipeline
+from hrnet_jax.train import mesh as mesh_lib
 from hrnet_jax.train import train_state as ts  # noqa: E402
 from hrnet_jax.train.data import arrays  # noqa: E402
 from hrnet_jax.train.recipes import base, digits, finetune, imagenet_cosine, imagenet_official  # noqa: E402
@@ -39,8 +40,11 @@ def test_step_schedule_scales_with_batch_and_decays_at_epochs():
   c = imagenet_official.get_config()
   c.batch_size = 256
   lr = ts.learning_rate_schedule(c, steps_per_epoch=10)
-  np.testing.assert_allclose([float(lr(s)) for s in (0, 299, 300, 599, 600, 900, 999)],
-                             [0.1, 0.1, 0.01, 0.01, 0.001, 0.0001, 0.0001], rtol=1e-6)
+  np.testing.assert_allclose(
+    [float(lr(s)) for s in (0, 299, 300, 599, 600, 900, 999)],
+    [0.1, 0.1, 0.01, 0.01, 0.001, 0.0001, 0.0001],
+    rtol=1e-6,
+  )
 
 
 def test_cosine_schedule_warms_up_then_decays():
@@ -58,6 +62,7 @@ def test_optimizer_matches_torch_sgd_nesterov(on):
   update: g += wd * p; b = mu * b + g (b = g at the first step); p -= lr * (g + mu * b)."""
   import jax.numpy as jnp
   import optax
+
   c = imagenet_official.get_config()
   c.optimizer.weight_decay_on = on
   tx = ts.create_optimizer(c, steps_per_epoch=1000)
@@ -128,11 +133,11 @@ def test_digits_order_is_deterministic_resumable_and_process_invariant(digits_co
   for b in stream:
     np.testing.assert_array_equal(next(again)['image'], b['image'])
   resumed = data.train_batches(data.steps_per_epoch - 2)
-  for b in stream[data.steps_per_epoch - 2:]:
+  for b in stream[data.steps_per_epoch - 2 :]:
     np.testing.assert_array_equal(next(resumed)['label'], b['label'])
-  epoch0 = np.concatenate([b['label'] for b in stream[:data.steps_per_epoch]])
-  epoch1 = np.concatenate([b['label'] for b in stream[data.steps_per_epoch:]])
-  assert not np.array_equal(epoch0[:len(epoch1)], epoch1)  # reshuffled each epoch
+  epoch0 = np.concatenate([b['label'] for b in stream[: data.steps_per_epoch]])
+  epoch1 = np.concatenate([b['label'] for b in stream[data.steps_per_epoch :]])
+  assert not np.array_equal(epoch0[: len(epoch1)], epoch1)  # reshuffled each epoch
   # Two processes read disjoint halves whose union is the one-process global batch.
   halves = [next(_digits(digits_config, pi, 2).train_batches(5)) for pi in (0, 1)]
   whole = stream[5]
@@ -166,13 +171,16 @@ def test_digits_eval_counts_each_example_once(digits_config, pc):
 
 def test_fsdp_leaf_sharding_rule():
   import jax
+
   mesh = mesh_lib.create_mesh(1, devices=jax.devices()[:1])
   assert mesh_lib.leaf_sharding(mesh, (3, 3, 64, 128)).spec == jax.sharding.PartitionSpec()
   with pytest.raises(ValueError, match='config.mesh.fsdp=3'):
     mesh_lib.create_mesh(3, devices=jax.devices()[:1] * 2)
 
 
-@pytest.mark.parametrize('env,expected', [
+@pytest.mark.parametrize(
+  'env,expected',
+  [
     ({}, False),
     ({'SLURM_JOB_ID': '1', 'SLURM_NTASKS': '1'}, False),
     ({'SLURM_JOB_ID': '1', 'SLURM_NTASKS': '4'}, True),
@@ -180,7 +188,8 @@ def test_fsdp_leaf_sharding_rule():
     ({'TPU_WORKER_HOSTNAMES': 'localhost'}, False),
     ({'TPU_WORKER_HOSTNAMES': 'h0,h1,h2,h3'}, True),
     ({'JAX_COORDINATOR_ADDRESS': '10.0.0.1:1234'}, True),
-])
+  ],
+)
 def test_environment_detection(env, expected):
   assert distributed.environment_wants_distributed(env) is expected
 
@@ -195,6 +204,7 @@ def test_explicit_coordinator_needs_all_flags():
 
 def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, caplog):
   import jax
+
   tree = {'w': np.arange(6, dtype=np.float32).reshape(2, 3), 'step': np.int32(0)}
   ckpts = checkpointing.Checkpoints(tmp_path, keep=3, async_save=False)
   for step in (1, 2):
@@ -220,6 +230,7 @@ def test_corrupt_latest_checkpoint_falls_back_with_warning(tmp_path, caplog):
 
 def test_no_readable_checkpoint_is_an_error(tmp_path):
   import jax
+
   ckpts = checkpointing.Checkpoints(tmp_path, async_save=False)
   ckpts.save(1, {'w': np.ones(3, np.float32)})
   ckpts.close()
@@ -237,8 +248,11 @@ def test_no_readable_checkpoint_is_an_error(tmp_path):
 def test_keeps_latest_n_plus_best(tmp_path):
   ckpts = checkpointing.Checkpoints(tmp_path, keep=2, async_save=False)
   for step, top1 in ((1, 0.5), (2, 0.9), (3, None), (4, 0.7), (5, None)):
-    ckpts.save(step, {'w': np.full(2, step, np.float32)},
-               None if top1 is None else {'top1': top1, 'top5': 1.0})
+    ckpts.save(
+      step,
+      {'w': np.full(2, step, np.float32)},
+      None if top1 is None else {'top1': top1, 'top5': 1.0},
+    )
   assert ckpts.steps() == [2, 4, 5] and ckpts.best() == (2, 0.9)
   ckpts.close()
 
@@ -247,21 +261,37 @@ def test_bf16_step_keeps_float32_state():
   """bf16 compute; params, BN statistics, optimizer state and loss stay float32 (traced only)."""
   import jax
   import jax.numpy as jnp
+
   from hrnet_jax.train import step as step_lib
+
   c = digits.get_config()
   c.dtype = 'bfloat16'
   model_def, params, stats = ts.split_model(ts.recipe_model(c, 10))
   tx = ts.create_optimizer(c, 10)
   state = ts.init_state(params, stats, tx)
-  batch = {'image': jax.ShapeDtypeStruct((4, 32, 32, 3), jnp.uint8),
-           'label': jax.ShapeDtypeStruct((4,), jnp.int32)}
+  batch = {
+    'image': jax.ShapeDtypeStruct((4, 32, 32, 3), jnp.uint8),
+    'label': jax.ShapeDtypeStruct((4,), jnp.int32),
+  }
   new_state, metrics = jax.eval_shape(
-      lambda s, b: step_lib.train_step(s, b, model_def=model_def, tx=tx,
-                                       lr_fn=ts.learning_rate_schedule(c, 10), mean=(0.5,) * 3,
-                                       std=(0.5,) * 3, label_smoothing=0.1), state, batch)
-  dtypes = {x.dtype for x in jax.tree.leaves((new_state.params, new_state.batch_stats,
-                                              new_state.opt_state))
-            if jnp.issubdtype(x.dtype, jnp.floating)}  # (the schedule's step count is int32)
+    lambda s, b: step_lib.train_step(
+      s,
+      b,
+      model_def=model_def,
+      tx=tx,
+      lr_fn=ts.learning_rate_schedule(c, 10),
+      mean=(0.5,) * 3,
+      std=(0.5,) * 3,
+      label_smoothing=0.1,
+    ),
+    state,
+    batch,
+  )
+  dtypes = {
+    x.dtype
+    for x in jax.tree.leaves((new_state.params, new_state.batch_stats, new_state.opt_state))
+    if jnp.issubdtype(x.dtype, jnp.floating)
+  }  # (the schedule's step count is int32)
   assert dtypes == {jnp.dtype(jnp.float32)}
   assert metrics['loss'].dtype == jnp.float32
   assert model_def.merge(params, stats, train=False).dtype == jnp.bfloat16
@@ -269,6 +299,7 @@ def test_bf16_step_keeps_float32_state():
 
 def test_hrnet_eval_names_a_bad_checkpoint(tmp_path):
   from hrnet_jax.train import eval_main
+
   with pytest.raises(FileNotFoundError, match='neither a training workdir'):
     eval_main.evaluate_checkpoint(str(tmp_path), dataset='digits')
   with pytest.raises(FileNotFoundError, match='no such folder'):

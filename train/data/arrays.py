@@ -16,8 +16,15 @@ from PIL import Image
 from sklearn import datasets as sk_datasets
 from sklearn import model_selection
 
-from hrnet_jax.train.data.base import (Batch, DatasetInfo, epoch_seed, eval_shard,
-                                       local_batch_size, num_eval_batches, pad_batch)
+from hrnet_jax.train.data.base import (
+  Batch,
+  DatasetInfo,
+  epoch_seed,
+  eval_shard,
+  local_batch_size,
+  num_eval_batches,
+  pad_batch,
+)
 
 VALIDATION_FRACTION = 0.2
 SPLIT_SEED = 0
@@ -32,10 +39,18 @@ class ArrayInput:
   number of processes does not divide or that exceeds the training examples.
   """
 
-  def __init__(self, train: tuple[np.ndarray, np.ndarray], evaluation: tuple[np.ndarray,
-                                                                              np.ndarray],
-               *, info: DatasetInfo, batch_size: int, eval_batch_size: int, seed: int,
-               process_index: int, process_count: int):
+  def __init__(
+    self,
+    train: tuple[np.ndarray, np.ndarray],
+    evaluation: tuple[np.ndarray, np.ndarray],
+    *,
+    info: DatasetInfo,
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int,
+    process_index: int,
+    process_count: int,
+  ):
     self.info = info
     self._train, self._eval = train, evaluation
     self._seed = seed
@@ -45,8 +60,9 @@ class ArrayInput:
     self._local_eval = local_batch_size(eval_batch_size, process_count, 'eval_batch_size')
     self.steps_per_epoch = info.num_train // batch_size
     if self.steps_per_epoch == 0:
-      raise ValueError(f'config.batch_size={batch_size} exceeds the {info.num_train} training '
-                       'examples')
+      raise ValueError(
+        f'config.batch_size={batch_size} exceeds the {info.num_train} training examples'
+      )
     self.num_eval_batches = num_eval_batches(info.num_eval, process_count, self._local_eval)
 
   def train_batches(self, start_step: int = 0) -> Iterator[Batch]:
@@ -58,7 +74,7 @@ class ArrayInput:
         epoch = e
         order = np.random.default_rng(epoch_seed(self._seed, e)).permutation(len(labels))
       start = i * self._batch + self._pi * self._local
-      idx = order[start:start + self._local]
+      idx = order[start : start + self._local]
       yield {'image': images[idx], 'label': labels[idx].astype(np.int32)}
       step += 1
 
@@ -66,21 +82,24 @@ class ArrayInput:
     images, labels = self._eval
     shard = eval_shard(len(labels), self._pi, self._pc)
     for b in range(self.num_eval_batches):
-      idx = np.asarray(shard[b * self._local_eval:(b + 1) * self._local_eval], dtype=np.int64)
-      yield pad_batch({'image': images[idx], 'label': labels[idx].astype(np.int32)},
-                      self._local_eval)
+      idx = np.asarray(shard[b * self._local_eval : (b + 1) * self._local_eval], dtype=np.int64)
+      yield pad_batch(
+        {'image': images[idx], 'label': labels[idx].astype(np.int32)}, self._local_eval
+      )
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
   """``[N, 8, 8]`` float 0..16 -> uint8 ``[N, size, size, 3]``."""
   pixels = np.round(images * (255.0 / 16.0)).astype(np.uint8)
-  out = np.stack([np.asarray(Image.fromarray(p).resize((size, size), Image.Resampling.BILINEAR))
-                  for p in pixels])
+  out = np.stack(
+    [np.asarray(Image.fromarray(p).resize((size, size), Image.Resampling.BILINEAR)) for p in pixels]
+  )
   return np.repeat(out[..., None], 3, axis=-1)
 
 
-def load_digits(image_size: int) -> tuple[tuple[np.ndarray, np.ndarray],
-                                          tuple[np.ndarray, np.ndarray], DatasetInfo]:
+def load_digits(
+  image_size: int,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], DatasetInfo]:
   """Returns ``(train_images, train_labels), (val_images, val_labels), info``; images uint8
   ``[N, image_size, image_size, 3]``, labels int32 ``[N]``. ``ValueError`` for
   ``image_size < 8``."""
@@ -90,7 +109,12 @@ def load_digits(image_size: int) -> tuple[tuple[np.ndarray, np.ndarray],
   images = _resize(digits.images, image_size)
   labels = digits.target.astype(np.int32)
   x_tr, x_ev, y_tr, y_ev = model_selection.train_test_split(
-      images, labels, test_size=VALIDATION_FRACTION, random_state=SPLIT_SEED, stratify=labels)
-  info = DatasetInfo(num_classes=10, num_train=len(y_tr), num_eval=len(y_ev),
-                     class_names=tuple(str(d) for d in range(10)))
+    images, labels, test_size=VALIDATION_FRACTION, random_state=SPLIT_SEED, stratify=labels
+  )
+  info = DatasetInfo(
+    num_classes=10,
+    num_train=len(y_tr),
+    num_eval=len(y_ev),
+    class_names=tuple(str(d) for d in range(10)),
+  )
   return (x_tr, y_tr), (x_ev, y_ev), info

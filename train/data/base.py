@@ -61,8 +61,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def local_batch_size(global_batch: int, process_count: int, what: str = 'batch_size') -> int:
   """``global_batch // process_count``; ``ValueError`` naming ``what`` if it does not divide."""
   if global_batch < 1 or global_batch % process_count:
-    raise ValueError(f'config.{what}={global_batch} must be a positive multiple of the number of '
-                     f'processes ({process_count})')
+    raise ValueError(
+      f'config.{what}={global_batch} must be a positive multiple of the number of '
+      f'processes ({process_count})'
+    )
   return global_batch // process_count
 
 
@@ -81,7 +83,8 @@ def eval_shard(num_examples: int, process_index: int, process_count: int) -> ran
 def pad_batch(batch: Batch, size: int) -> Batch:
   """Pads ``batch`` with zeros to ``size`` rows and adds ``'mask'`` (True on real rows)."""
   n = len(batch['label'])
-  out = {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)])
-         for k, v in batch.items()}
+  out = {
+    k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)]) for k, v in batch.items()
+  }
   out['mask'] = np.arange(size) < n
   return out

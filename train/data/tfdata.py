@@ -21,8 +21,13 @@ from typing import Iterator
 
 import numpy as np
 
-from hrnet_jax.train.data.base import (Batch, DatasetInfo, epoch_seed, local_batch_size,
-                                       num_eval_batches)
+from hrnet_jax.train.data.base import (
+  Batch,
+  DatasetInfo,
+  epoch_seed,
+  local_batch_size,
+  num_eval_batches,
+)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 
@@ -31,6 +36,7 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 def _tf():
   # Imported on first use: TensorFlow is heavy, and only TFDS / folder inputs need it.
   import tensorflow as tf
+
   tf.config.set_visible_devices([], 'GPU')  # TF is only the input pipeline: keep it off GPUs
   return tf
 
@@ -44,6 +50,7 @@ class TFDSSource:
 
   def __init__(self, dataset_config, *, process_count: int):
     import tensorflow_datasets as tfds  # imports TensorFlow: on first use, as _tf()
+
     _tf()
     self._tfds = tfds
     cfg = dataset_config
@@ -54,43 +61,59 @@ class TFDSSource:
       raise ValueError(f'config.dataset.name={cfg.name!r}: {e}') from None
     if not self._builder.is_prepared():
       if process_count > 1:
-        raise ValueError(f'TFDS dataset {cfg.name!r} is not prepared in '
-                         f'{self._builder.data_dir}; prepare it once with a single process')
+        raise ValueError(
+          f'TFDS dataset {cfg.name!r} is not prepared in '
+          f'{self._builder.data_dir}; prepare it once with a single process'
+        )
       try:
-        self._builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-            manual_dir=os.path.expanduser(cfg.manual_dir) if cfg.manual_dir else None))
+        self._builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+            manual_dir=os.path.expanduser(cfg.manual_dir) if cfg.manual_dir else None
+          )
+        )
       except Exception as e:
-        raise ValueError(f'cannot prepare TFDS dataset {cfg.name!r} in {self._builder.data_dir}'
-                         f' (manual_dir={cfg.manual_dir!r}): {e}') from e
+        raise ValueError(
+          f'cannot prepare TFDS dataset {cfg.name!r} in {self._builder.data_dir}'
+          f' (manual_dir={cfg.manual_dir!r}): {e}'
+        ) from e
     features = self._builder.info.features
     for key in (self._image_key, self._label_key):
       if key not in features:
-        raise ValueError(f'TFDS dataset {cfg.name!r} has no feature {key!r} (features: '
-                         f'{", ".join(features)}); set config.dataset.image_key / label_key')
+        raise ValueError(
+          f'TFDS dataset {cfg.name!r} has no feature {key!r} (features: '
+          f'{", ".join(features)}); set config.dataset.image_key / label_key'
+        )
     label = features[self._label_key]
     self.class_names = tuple(label.names) if hasattr(label, 'names') else None
     self.num_classes = label.num_classes
 
-  def num_examples(self, split: str, index: int = 0, count: int = 1,
-                   drop_remainder: bool = False) -> int:
+  def num_examples(
+    self, split: str, index: int = 0, count: int = 1, drop_remainder: bool = False
+  ) -> int:
     """Examples in shard ``index`` of ``count`` of ``split``; ``ValueError`` for a bad split."""
     sub = self._tfds.even_splits(split, n=count, drop_remainder=drop_remainder)[index]
     try:
       return self._builder.info.splits[sub].num_examples
     except (KeyError, ValueError) as e:
-      raise ValueError(f'TFDS dataset {self._builder.name!r}: bad split {split!r} ({e}); '
-                       f'splits: {", ".join(self._builder.info.splits)}') from None
+      raise ValueError(
+        f'TFDS dataset {self._builder.name!r}: bad split {split!r} ({e}); '
+        f'splits: {", ".join(self._builder.info.splits)}'
+      ) from None
 
-  def dataset(self, split: str, index: int, count: int, *, drop_remainder: bool,
-              shuffle_seed: int | None):
+  def dataset(
+    self, split: str, index: int, count: int, *, drop_remainder: bool, shuffle_seed: int | None
+  ):
     """tf.data of ``(encoded bytes, int32 label)``; files in an order fixed by ``shuffle_seed``
     (None: the stored order)."""
     tf = _tf()
     sub = self._tfds.even_splits(split, n=count, drop_remainder=drop_remainder)[index]
     read_config = self._tfds.ReadConfig(shuffle_seed=shuffle_seed)
     ds = self._builder.as_dataset(
-        split=sub, shuffle_files=shuffle_seed is not None, read_config=read_config,
-        decoders={self._image_key: self._tfds.decode.SkipDecoding()})
+      split=sub,
+      shuffle_files=shuffle_seed is not None,
+      read_config=read_config,
+      decoders={self._image_key: self._tfds.decode.SkipDecoding()},
+    )
     return ds.map(lambda ex: (ex[self._image_key], tf.cast(ex[self._label_key], tf.int32)))
 
 
@@ -102,21 +125,25 @@ class FolderSource:
   def __init__(self, dataset_config):
     self._root = os.path.expanduser(dataset_config.folder)
     if not dataset_config.folder or not os.path.isdir(self._root):
-      raise FileNotFoundError(f'config.dataset.folder={dataset_config.folder!r} is not a folder '
-                              '(expected FOLDER/<split>/<class>/<image>)')
+      raise FileNotFoundError(
+        f'config.dataset.folder={dataset_config.folder!r} is not a folder '
+        '(expected FOLDER/<split>/<class>/<image>)'
+      )
     split = dataset_config.train_split
     if not os.path.isdir(os.path.join(self._root, split)):
       split = dataset_config.eval_split
-    self.class_names = tuple(sorted(
-        d.name for d in os.scandir(self._split_dir(split)) if d.is_dir()))
+    self.class_names = tuple(
+      sorted(d.name for d in os.scandir(self._split_dir(split)) if d.is_dir())
+    )
     self.num_classes = len(self.class_names)
     self._files: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
   def _split_dir(self, split: str) -> str:
     path = os.path.join(self._root, split)
     if not os.path.isdir(path):
-      raise FileNotFoundError(f'{path} does not exist (expected {self._root}/<split>/<class>/'
-                              '<image>)')
+      raise FileNotFoundError(
+        f'{path} does not exist (expected {self._root}/<split>/<class>/<image>)'
+      )
     return path
 
   def _list(self, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -145,13 +172,15 @@ class FolderSource:
     bounds = [round(i * n / count) for i in range(count + 1)]
     return slice(bounds[index], bounds[index + 1])
 
-  def num_examples(self, split: str, index: int = 0, count: int = 1,
-                   drop_remainder: bool = False) -> int:
+  def num_examples(
+    self, split: str, index: int = 0, count: int = 1, drop_remainder: bool = False
+  ) -> int:
     s = self._shard(split, index, count, drop_remainder)
     return s.stop - s.start
 
-  def dataset(self, split: str, index: int, count: int, *, drop_remainder: bool,
-              shuffle_seed: int | None):
+  def dataset(
+    self, split: str, index: int, count: int, *, drop_remainder: bool, shuffle_seed: int | None
+  ):
     tf = _tf()
     paths, labels = self._list(split)
     s = self._shard(split, index, count, drop_remainder)
@@ -188,10 +217,14 @@ def crop_window(height, width, seed):
   area_seed, ratio_seed, pos_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
   fh, fw = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
   lo, hi = RRC_RATIO
-  target = fh * fw * tf.random.stateless_uniform([RRC_ATTEMPTS], area_seed, *RRC_SCALE,
-                                                 dtype=tf.float64)
-  ratio = tf.exp(tf.random.stateless_uniform([RRC_ATTEMPTS], ratio_seed, math.log(lo),
-                                             math.log(hi), dtype=tf.float64))
+  target = (
+    fh * fw * tf.random.stateless_uniform([RRC_ATTEMPTS], area_seed, *RRC_SCALE, dtype=tf.float64)
+  )
+  ratio = tf.exp(
+    tf.random.stateless_uniform(
+      [RRC_ATTEMPTS], ratio_seed, math.log(lo), math.log(hi), dtype=tf.float64
+    )
+  )
   ws, hs = tf.round(tf.sqrt(target * ratio)), tf.round(tf.sqrt(target / ratio))  # half to even
   ok = (ws > 0) & (ws <= fw) & (hs > 0) & (hs <= fh)
   first = tf.argmax(tf.cast(ok, tf.int32))
@@ -202,10 +235,12 @@ def crop_window(height, width, seed):
   # Top-left uniform over the valid positions (randint(0, H - h) inclusive); min() guards
   # u * n rounding up to n.
   u = tf.random.stateless_uniform([2], pos_seed, dtype=tf.float64)
-  top = tf.where(tf.reduce_any(ok), tf.minimum(tf.floor(u[0] * (fh - h + 1)), fh - h),
-                 tf.floor((fh - h) / 2))
-  left = tf.where(tf.reduce_any(ok), tf.minimum(tf.floor(u[1] * (fw - w + 1)), fw - w),
-                  tf.floor((fw - w) / 2))
+  top = tf.where(
+    tf.reduce_any(ok), tf.minimum(tf.floor(u[0] * (fh - h + 1)), fh - h), tf.floor((fh - h) / 2)
+  )
+  left = tf.where(
+    tf.reduce_any(ok), tf.minimum(tf.floor(u[1] * (fw - w + 1)), fw - w), tf.floor((fw - w) / 2)
+  )
   return tuple(tf.cast(v, tf.int32) for v in (top, left, h, w))
 
 
@@ -221,7 +256,7 @@ def _random_resized_crop(data, seed, size: int, method: str):
   def other():
     image = _decode(data)
     y, x, h, w = crop_window(tf.shape(image)[0], tf.shape(image)[1], seed)
-    return image[y:y + h, x:x + w]
+    return image[y : y + h, x : x + w]
 
   image = tf.cond(tf.io.is_jpeg(data), jpeg, other)
   return _resize(image, size, size, method)
@@ -254,7 +289,7 @@ def eval_preprocess(data, label, input_config):
   image = _resize(image, nh, nw, input_config.interpolation)
   top = tf.cast(tf.round(tf.cast(nh - size, tf.float32) / 2), tf.int32)
   left = tf.cast(tf.round(tf.cast(nw - size, tf.float32) / 2), tf.int32)
-  return image[top:top + size, left:left + size], label
+  return image[top : top + size, left : left + size], label
 
 
 class TFInput:
@@ -264,15 +299,29 @@ class TFInput:
   AUGMENTATIONS = ('random_resized_crop', 'resize')
   INTERPOLATIONS = ('bilinear', 'bicubic', 'nearest')
 
-  def __init__(self, source, input_config, *, batch_size: int,
-               eval_batch_size: int, seed: int, process_index: int, process_count: int,
-               train_split: str, eval_split: str):
+  def __init__(
+    self,
+    source,
+    input_config,
+    *,
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int,
+    process_index: int,
+    process_count: int,
+    train_split: str,
+    eval_split: str,
+  ):
     if input_config.train_augment not in self.AUGMENTATIONS:
-      raise ValueError(f'config.input.train_augment={input_config.train_augment!r}; valid: '
-                       f'{", ".join(self.AUGMENTATIONS)}')
+      raise ValueError(
+        f'config.input.train_augment={input_config.train_augment!r}; valid: '
+        f'{", ".join(self.AUGMENTATIONS)}'
+      )
     if input_config.interpolation not in self.INTERPOLATIONS:
-      raise ValueError(f'config.input.interpolation={input_config.interpolation!r}; valid: '
-                       f'{", ".join(self.INTERPOLATIONS)}')
+      raise ValueError(
+        f'config.input.interpolation={input_config.interpolation!r}; valid: '
+        f'{", ".join(self.INTERPOLATIONS)}'
+      )
     self._source, self._input = source, input_config
     self._seed, self._pi, self._pc = seed, process_index, process_count
     self._train_split, self._eval_split = train_split, eval_split
@@ -280,28 +329,41 @@ class TFInput:
     self._local_eval = local_batch_size(eval_batch_size, process_count, 'eval_batch_size')
     num_train = source.num_examples(train_split) if train_split else 0
     num_eval = source.num_examples(eval_split)
-    self.info = DatasetInfo(num_classes=source.num_classes, num_train=num_train,
-                            num_eval=num_eval, class_names=source.class_names)
-    self._host_train = (source.num_examples(train_split, process_index, process_count, True)
-                        if train_split else 0)
+    self.info = DatasetInfo(
+      num_classes=source.num_classes,
+      num_train=num_train,
+      num_eval=num_eval,
+      class_names=source.class_names,
+    )
+    self._host_train = (
+      source.num_examples(train_split, process_index, process_count, True) if train_split else 0
+    )
     self.steps_per_epoch = self._host_train // self._local
     if train_split and self.steps_per_epoch == 0:
-      raise ValueError(f'config.batch_size={batch_size} exceeds the {num_train} training '
-                       f'examples of split {train_split!r}')
+      raise ValueError(
+        f'config.batch_size={batch_size} exceeds the {num_train} training '
+        f'examples of split {train_split!r}'
+      )
     self._host_eval = source.num_examples(eval_split, process_index, process_count)
     self.num_eval_batches = num_eval_batches(num_eval, process_count, self._local_eval)
 
   def _epoch(self, epoch: int, skip_batches: int):
     tf = _tf()
     seed = epoch_seed(self._seed, epoch)
-    ds = self._source.dataset(self._train_split, self._pi, self._pc, drop_remainder=True,
-                              shuffle_seed=seed)
-    ds = ds.shuffle(min(self._input.shuffle_buffer, self._host_train), seed=seed,
-                    reshuffle_each_iteration=False)
+    ds = self._source.dataset(
+      self._train_split, self._pi, self._pc, drop_remainder=True, shuffle_seed=seed
+    )
+    ds = ds.shuffle(
+      min(self._input.shuffle_buffer, self._host_train), seed=seed, reshuffle_each_iteration=False
+    )
     ds = ds.enumerate().skip(skip_batches * self._local)
-    ds = ds.map(lambda i, ex: train_preprocess(
-        ex[0], ex[1], tf.stack([tf.constant(seed, tf.int64), i]), self._input),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(
+      lambda i, ex: train_preprocess(
+        ex[0], ex[1], tf.stack([tf.constant(seed, tf.int64), i]), self._input
+      ),
+      num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True,
+    )
     ds = ds.batch(self._local, drop_remainder=True).take(self.steps_per_epoch - skip_batches)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -315,13 +377,22 @@ class TFInput:
   def eval_batches(self) -> Iterator[Batch]:
     tf = _tf()
     size = self._input.image_size
-    ds = self._source.dataset(self._eval_split, self._pi, self._pc, drop_remainder=False,
-                              shuffle_seed=None)
-    ds = ds.map(lambda x, y: eval_preprocess(x, y, self._input),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = self._source.dataset(
+      self._eval_split, self._pi, self._pc, drop_remainder=False, shuffle_seed=None
+    )
+    ds = ds.map(
+      lambda x, y: eval_preprocess(x, y, self._input),
+      num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True,
+    )
     ds = ds.map(lambda x, y: {'image': x, 'label': y, 'mask': True})
     padding = self.num_eval_batches * self._local_eval - self._host_eval
-    pad = tf.data.Dataset.from_tensors({'image': tf.zeros([size, size, 3], tf.uint8),
-                                        'label': tf.constant(0, tf.int32), 'mask': False})
+    pad = tf.data.Dataset.from_tensors(
+      {
+        'image': tf.zeros([size, size, 3], tf.uint8),
+        'label': tf.constant(0, tf.int32),
+        'mask': False,
+      }
+    )
     ds = ds.concatenate(pad.repeat(padding)).batch(self._local_eval)
     yield from ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()

@@ -16,8 +16,7 @@ import pkgutil
 
 def names() -> tuple[str, ...]:
   """The recipe names: the public modules of this package, sorted."""
-  return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)
-                      if not m.name.startswith('_')))
+  return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith('_')))
 
 
 def find(name: str) -> str | None:
