@@ -1,4 +1,5 @@
-"""Every write that readers must see whole or not at all, and the storage errors around it.
+"""Every write that readers must see whole or not at all, the one replace policy, and the
+storage errors around it.
 
 ``write_file(path, write)`` has ``write`` fill a temporary file beside ``path`` (same
 filesystem), then renames it over ``path``; ``replace(src, dst)`` puts a finished file or folder
@@ -6,16 +7,29 @@ filesystem), then renames it over ``path``; ``replace(src, dst)`` puts a finishe
 the new one is in place. On any failure, Ctrl-C included, the temporary file is removed and
 ``path`` is left as it was. Files get the usual permissions (``0o666`` minus the umask), not
 ``mkstemp``'s private ``0o600``.
+
+The replace policy every tool that writes follows: the output path is resolved (symlinks
+included) before any check (``resolve_output``); the root, home and current folder (or an
+ancestor of it) and any folder holding an input are never replaced (``refuse_unsafe_output``);
+the tool replaces only what it recognises as its own; and the temporary (``.NAME.tmp-PID-*``,
+``temp_dir``) and aside (``.NAME.old-PID``) entries of a killed writer are removed, or put back,
+by the next run (``recover_leftovers``).
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import pathlib
+import re
 import shutil
 import tempfile
-from typing import Callable
+from typing import Callable, Iterable
+
+from hrnet_jax.errors import BadInputError
+
+log = logging.getLogger(__name__)
 
 
 def write_file(path: str | os.PathLike, write: Callable[[str], None]) -> pathlib.Path:
@@ -58,6 +72,88 @@ def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
       shutil.rmtree(old)
     else:
       old.unlink()
+
+
+def resolve_output(path: str | os.PathLike) -> pathlib.Path:
+  """The absolute, symlink-free path an output named ``path`` is written to: checks and the
+  replace act on what a link points to, and a link is never removed in its place."""
+  return pathlib.Path(os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(path)))))
+
+
+def temp_dir(out: pathlib.Path) -> pathlib.Path:
+  """A new temporary folder beside ``out`` (same filesystem) that ``recover_leftovers`` knows by
+  this process's pid."""
+  return pathlib.Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-{os.getpid()}-', dir=out.parent))
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # someone else's live process
+    return True
+  return True
+
+
+def recover_leftovers(out: pathlib.Path, *, ours: Callable[[pathlib.Path], bool]) -> None:
+  """Cleans up after writers of ``out`` that were killed (``temp_dir`` and ``aside_name``
+  entries whose pid is gone): an old ``out`` moved aside but never replaced is put back; other
+  entries for which ``ours(entry)`` holds are removed, the rest left in place with a warning.
+  Live writers' entries are left."""
+  if not out.parent.is_dir():
+    return
+  pattern = re.compile(rf'^\.{re.escape(out.name)}\.(tmp|old)-(\d+)(-.*)?$')
+  for entry in sorted(out.parent.iterdir()):
+    m = pattern.match(entry.name)
+    if not m or entry.is_symlink() or _pid_alive(int(m.group(2))):
+      continue
+    if m.group(1) == 'old' and not os.path.lexists(out):
+      entry.rename(out)
+      kind = 'folder' if out.is_dir() else 'file'
+      log.warning('%s: restored the previous %s, left aside by an interrupted run', out, kind)
+    elif ours(entry):
+      shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+      log.warning('%s: removed %s, left by an interrupted run', out, entry.name)
+    else:
+      log.warning(
+        '%s: %s looks like a leftover of an interrupted run but holds other files; left in place',
+        out,
+        entry,
+      )
+
+
+def _is_within(path: pathlib.Path, folder: pathlib.Path) -> bool:
+  try:
+    path.relative_to(folder)
+  except ValueError:
+    return False
+  return True
+
+
+def refuse_unsafe_output(
+  out: pathlib.Path, given: str | os.PathLike, *, protect: Iterable[str | os.PathLike], noun: str
+) -> None:
+  """``BadInputError`` naming ``given`` when the resolved output ``out`` exists and is the root,
+  home or current folder or an ancestor of it, or when a ``protect`` path (an input) is ``out``
+  or inside it. ``noun`` names what is written (``'checkpoint'``)."""
+  if out.exists():
+    cwd = pathlib.Path(os.path.realpath(os.getcwd()))
+    special = {
+      pathlib.Path('/'): 'the root folder',
+      pathlib.Path(os.path.realpath(os.path.expanduser('~'))): 'the home folder',
+    }
+    if out in special or _is_within(cwd, out):
+      what = special.get(out) or (
+        'the current folder' if out == cwd else 'an ancestor of the current folder'
+      )
+      raise BadInputError(f'{given}: is {what}; write the {noun} to a new folder')
+  for p in protect:
+    p = resolve_output(p)
+    if _is_within(p, out):
+      raise BadInputError(
+        f'{given}: the input {p} is inside the output folder; choose another output folder'
+      )
 
 
 def storage_error(exc: BaseException, path: str) -> OSError | None:

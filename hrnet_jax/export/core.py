@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pathlib
 import shutil
-import tempfile
 import time
 from importlib import metadata
 from typing import Any, Callable
@@ -113,6 +113,26 @@ def _versions() -> dict[str, str]:
   return out
 
 
+def written_by_export(out: pathlib.Path) -> bool:
+  """Whether ``out`` and ``out.json`` are an artifact and metadata this module wrote: the
+  metadata names ``out`` as its artifact, and ``out`` is a folder exactly for 'savedmodel'."""
+  try:
+    meta = json.loads(out.with_name(out.name + '.json').read_text())
+  except (OSError, ValueError):
+    return False
+  if not isinstance(meta, dict) or meta.get('artifact') != out.name:
+    return False
+  fmt = meta.get('format')
+  return fmt in FORMATS and (not os.path.lexists(out) or out.is_dir() == (fmt == 'savedmodel'))
+
+
+def _leftover_of_export(entry: pathlib.Path, out: pathlib.Path) -> bool:
+  """A killed export's working folder (the artifact and its metadata) or an aside copy."""
+  if entry.is_dir() and not (entry / 'saved_model.pb').exists():
+    return set(os.listdir(entry)) <= {out.name, 'metadata.json'}
+  return True
+
+
 def export(
   options: ExportOptions, fmt: str, out: str | os.PathLike, *, overwrite: bool = False
 ) -> dict[str, Any]:
@@ -131,17 +151,24 @@ def export(
       f'--dtype bfloat16: {fmt} runtimes have no bfloat16 kernels; '
       f'use it with {" or ".join(BFLOAT16_FORMATS)}, or float32'
     )
-  out = os.fspath(out)
-  parent = os.path.dirname(os.path.abspath(out))
-  if not os.path.isdir(parent):
-    raise BadInputError(f'{out}: destination folder {parent} does not exist')
-  meta_path = out + '.json'
-  for path in (out, meta_path):
+  given = os.fspath(out)
+  out = atomic.resolve_output(given)
+  if not out.parent.is_dir():
+    raise BadInputError(f'{given}: destination folder {out.parent} does not exist')
+  meta = out.with_name(out.name + '.json')
+  atomic.recover_leftovers(out, ours=lambda entry: _leftover_of_export(entry, out))
+  atomic.refuse_unsafe_output(out, given, protect=[options.checkpoint], noun='artifact')
+  for path, name in ((out, given), (meta, given + '.json')):
     if os.path.lexists(path) and not overwrite:
-      raise FileExistsError(f'{path}: exists (use --overwrite)')
+      raise FileExistsError(f'{name}: exists (use --overwrite)')
+  if (os.path.lexists(out) or os.path.lexists(meta)) and not written_by_export(out):
+    raise BadInputError(
+      f'{given}: not an artifact hrnet-export wrote (no {given}.json naming it); --overwrite '
+      'only replaces what hrnet-export wrote. Nothing was touched'
+    )
 
   program = build(options)
-  work = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}.tmp-', dir=parent)
+  work = atomic.temp_dir(out)
   try:
     artifact = os.path.join(work, os.path.basename(out))
     t0 = time.perf_counter()
@@ -176,7 +203,7 @@ def export(
       json.dump(metadata, f, indent=2)
     # Existence without ``overwrite`` was refused above.
     atomic.replace(artifact, out)
-    atomic.replace(tmp_meta, meta_path)
+    atomic.replace(tmp_meta, meta)
   finally:
     shutil.rmtree(work, ignore_errors=True)
   return metadata

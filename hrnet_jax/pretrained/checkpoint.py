@@ -30,9 +30,7 @@ import json
 import logging
 import os
 import pathlib
-import re
 import shutil
-import tempfile
 from typing import Any, Callable, Iterable
 
 import jax
@@ -158,81 +156,25 @@ def is_checkpoint_folder(path: str | os.PathLike) -> bool:
   )
 
 
-def _pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:  # someone else's live process
-    return True
-  return True
-
-
-def _recover_leftovers(out: pathlib.Path) -> None:
-  """Cleans up after writers of ``out`` that were killed: their temporary folders are removed and
-  an old folder moved aside but never replaced is put back. Live writers' folders are left."""
-  if not out.parent.is_dir():
-    return
-  pattern = re.compile(rf'^\.{re.escape(out.name)}\.(tmp|old)-(\d+)(-.*)?$')
-  for entry in sorted(out.parent.iterdir()):
-    m = pattern.match(entry.name)
-    if not m or not entry.is_dir() or _pid_alive(int(m.group(2))):
-      continue
-    if m.group(1) == 'old' and not out.exists():
-      entry.rename(out)
-      log.warning('%s: restored the previous folder, left aside by an interrupted run', out)
-    elif set(os.listdir(entry)) <= {CONFIG_FILE, STATE_DIR}:
-      shutil.rmtree(entry)
-      log.warning('%s: removed %s, left by an interrupted run', out, entry.name)
-    else:
-      log.warning(
-        '%s: %s looks like a leftover of an interrupted run but holds other files; left in place',
-        out,
-        entry,
-      )
-
-
-def _is_within(path: pathlib.Path, folder: pathlib.Path) -> bool:
-  try:
-    path.relative_to(folder)
-  except ValueError:
-    return False
-  return True
-
-
 def check_output_folder(
   out_dir: str | os.PathLike, *, overwrite: bool = False, protect: Iterable[str | os.PathLike] = ()
 ) -> pathlib.Path:
-  """Checks that a checkpoint folder may be written at ``out_dir``; returns its absolute path.
+  """Checks that a release folder may be written at ``out_dir``; returns its absolute path, any
+  symlink resolved (``atomic``'s replace policy).
 
-  First cleans up after killed writers of ``out_dir`` (``_recover_leftovers``). Refused
+  First cleans up after killed writers of ``out_dir`` (``atomic.recover_leftovers``). Refused
   (``BadInputError``, nothing touched): ``out_dir`` a file; the current directory, one
   of its ancestors, the home directory or ``/`` when it exists; a ``protect`` path (e.g. the
   source checkpoint) equal to or inside it; an existing non-empty folder without ``overwrite``
   (``FileExistsError``), or with ``overwrite`` when it is not a checkpoint folder.
   """
-  out = pathlib.Path(os.path.abspath(os.path.expanduser(os.fspath(out_dir))))
-  real = pathlib.Path(os.path.realpath(out))
+  out = atomic.resolve_output(out_dir)
   if out.exists() and not out.is_dir():
     raise BadInputError(f'{out_dir}: exists and is a file, not a folder')
-  _recover_leftovers(out)
-  if out.exists():
-    cwd = pathlib.Path(os.path.realpath(os.getcwd()))
-    special = {
-      pathlib.Path('/'): 'the root folder',
-      pathlib.Path(os.path.realpath(os.path.expanduser('~'))): 'the home folder',
-    }
-    if real in special or _is_within(cwd, real):
-      what = special.get(real) or (
-        'the current folder' if real == cwd else 'an ancestor of the current folder'
-      )
-      raise BadInputError(f'{out_dir}: is {what}; write the checkpoint to a new folder')
-  for p in protect:
-    p = pathlib.Path(os.path.realpath(os.fspath(p)))
-    if _is_within(p, real):
-      raise BadInputError(
-        f'{out_dir}: the input {p} is inside the output folder; choose another output folder'
-      )
+  atomic.recover_leftovers(
+    out, ours=lambda entry: entry.is_dir() and set(os.listdir(entry)) <= {CONFIG_FILE, STATE_DIR}
+  )
+  atomic.refuse_unsafe_output(out, out_dir, protect=protect, noun='checkpoint')
   if out.exists():
     contents = sorted(os.listdir(out))
     if contents and not overwrite:
@@ -274,7 +216,7 @@ def write_pretrained(
   atomic.ensure_free_space(
     out.parent, sum(np.asarray(a).nbytes for a in arrays.values()) + 2**20, 'the checkpoint'
   )
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{out.name}.tmp-{os.getpid()}-', dir=out.parent))
+  tmp = atomic.temp_dir(out)
   try:
     _save_state(tmp / STATE_DIR, _nested(arrays))
     config = {

@@ -350,3 +350,16 @@ def test_console_script(tmp_path, state_dict):
     text=True,
   )
   assert bad.returncode == 2 and 'nothing.pth: no such file' in bad.stderr
+
+
+def test_overwrite_through_a_symlink_replaces_the_folder_it_points_to(tmp_path, state_dict):
+  # The link is resolved before any check and never removed; no leftover blocks the next run.
+  torch.save(state_dict, tmp_path / 'w.pth')
+  assert convert_main([str(tmp_path / 'w.pth'), str(tmp_path / 'real'), '--quiet']) == 0
+  os.symlink(tmp_path / 'real', tmp_path / 'link')
+  for _ in range(2):
+    args = [str(tmp_path / 'w.pth'), str(tmp_path / 'link'), '--overwrite', '--quiet']
+    assert convert_main(args) == 0
+    assert os.path.islink(tmp_path / 'link')
+    assert checkpoint.is_checkpoint_folder(tmp_path / 'real')
+    assert sorted(os.listdir(tmp_path)) == ['link', 'real', 'w.pth']

@@ -16,6 +16,7 @@ verification in its runtime, writing) is unchanged.
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -343,3 +344,33 @@ def test_jax2onnx_fast_lookups_change_nothing():
   assert active, 'jax2onnx is not the version jax2onnx_lookups was written against'
   assert (ir_optimizations._producer_node, output_binding._value_is_graph_connected) == originals
   assert fast == export()
+
+
+def test_overwrite_replaces_only_what_hrnet_export_wrote(ckpt, tmp_path, capsys):
+  # A user's folder holding the checkpoint, the checkpoint itself, a user's file: all refused.
+  proj = tmp_path / 'proj'
+  shutil.copytree(ckpt, proj / 'ck')
+  (proj / 'notes.txt').write_text('mine')
+  user_file = tmp_path / 'user.stablehlo'
+  user_file.write_bytes(b'keep me')
+  cases = [
+    (proj / 'ck', proj, 'the input'),
+    (proj / 'ck', proj / 'ck', 'the input'),
+    (ckpt, user_file, 'not an artifact hrnet-export wrote'),
+  ]
+  for checkpoint, out, expected in cases:
+    args = ['--checkpoint', str(checkpoint), '--format', 'stablehlo', str(out), '--overwrite']
+    assert main(args) == 2
+    _one_error_line(capsys, str(out), expected)
+  assert sorted(os.listdir(proj)) == ['ck', 'notes.txt']
+  assert (proj / 'notes.txt').read_text() == 'mine'
+  assert sorted(os.listdir(proj / 'ck')) == ['config.json', 'state']
+  assert user_file.read_bytes() == b'keep me'
+  # Its own artifact, reached through a symlink: replaced where the link points, link kept.
+  out, _ = _export(ckpt, tmp_path / 'm.stablehlo', 'stablehlo')
+  os.symlink(out, tmp_path / 'link.stablehlo')
+  os.symlink(f'{out}.json', tmp_path / 'link.stablehlo.json')
+  _export(ckpt, tmp_path / 'link.stablehlo', 'stablehlo', '--overwrite')
+  assert os.path.islink(tmp_path / 'link.stablehlo')
+  assert json.loads((tmp_path / 'm.stablehlo.json').read_text())['artifact'] == 'm.stablehlo'
+  assert not [n for n in os.listdir(tmp_path) if '.tmp-' in n or '.old-' in n]
