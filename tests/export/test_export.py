@@ -366,8 +366,13 @@ def test_overwrite_replaces_only_what_hrnet_export_wrote(ckpt, tmp_path, capsys)
   assert (proj / 'notes.txt').read_text() == 'mine'
   assert sorted(os.listdir(proj / 'ck')) == ['config.json', 'state']
   assert user_file.read_bytes() == b'keep me'
+  # A killed export's working folder (pid above Linux's largest: not alive) goes with the next.
+  left = tmp_path / '.m.stablehlo.tmp-4194999-x'
+  left.mkdir()
+  (left / 'm.stablehlo').write_bytes(b'partial')
   # Its own artifact, reached through a symlink: replaced where the link points, link kept.
   out, _ = _export(ckpt, tmp_path / 'm.stablehlo', 'stablehlo')
+  assert not left.exists()
   os.symlink(out, tmp_path / 'link.stablehlo')
   os.symlink(f'{out}.json', tmp_path / 'link.stablehlo.json')
   _export(ckpt, tmp_path / 'link.stablehlo', 'stablehlo', '--overwrite')
