@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     'hrnet_jax.data.decode',
   )
   p.add_argument('--output-dir', metavar='DIR', help='where --task segment/pose write files')
+  p.add_argument(
+    '--overwrite',
+    action='store_true',
+    help='with --output-dir: replace output files that already exist there',
+  )
   p.add_argument('--verbose', action='store_true', help='tracebacks on errors')
   return p
 
@@ -198,6 +203,36 @@ def _predict(args: argparse.Namespace) -> int:
   return 0 if all('top_k' in r for r in results) else 1
 
 
+# The files ``--task`` writes per image, by record key: ``<stem><suffix>`` in ``--output-dir``.
+DENSE_OUTPUTS = {
+  'segment': {'mask_png': '_mask.png', 'mask_npy': '_mask.npy'},
+  'pose': {'keypoints_json': '_keypoints.json', 'overlay_png': '_pose.png'},
+}
+
+
+def dense_outputs(task: str, image_path: str, out_dir: str) -> dict[str, pathlib.Path]:
+  """The files ``task`` writes for ``image_path``, by record key."""
+  stem = pathlib.Path(image_path).stem
+  return {k: pathlib.Path(out_dir) / f'{stem}{s}' for k, s in DENSE_OUTPUTS[task].items()}
+
+
+def check_dense_outputs(task: str, images: Sequence[str], out_dir: str, overwrite: bool) -> None:
+  """Refuses, before anything is written, two images that would write the same file
+  (``BadInputError``) and, unless ``overwrite``, a file that already exists
+  (``FileExistsError``); both name the files at fault (exit 2)."""
+  writers: dict[pathlib.Path, str] = {}
+  for image in images:
+    for path in dense_outputs(task, image, out_dir).values():
+      if path in writers:
+        raise errors.BadInputError(
+          f'{writers[path]} and {image} would both write {path}; rename one or predict them '
+          'into separate --output-dir folders'
+        )
+      writers[path] = image
+      if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(f'{path}: exists (use --overwrite to replace it)')
+
+
 def _predict_dense_file(
   model, task: str, image_path: str, img, cfg: dict[str, Any], out_dir: str
 ) -> dict[str, Any]:
@@ -213,8 +248,7 @@ def _predict_dense_file(
     ``<stem>_pose.png`` the image with the keypoints.
   """
 
-  stem = pathlib.Path(image_path).stem
-  out = pathlib.Path(out_dir)
+  paths = dense_outputs(task, image_path, out_dir)
   if task == 'segment':
     w, h = img.size
     size = decode.fit_size(w, h, tuple(cfg['input_size'][1:]))
@@ -223,7 +257,7 @@ def _predict_dense_file(
     )
     mask = decode.mask_from_logits(model(jnp.asarray(x)), (h, w))
     colours = decode.palette(model.num_outputs)
-    png, npy = out / f'{stem}_mask.png', out / f'{stem}_mask.npy'
+    png, npy = paths['mask_png'], paths['mask_npy']
 
     def write_png(tmp):
       im = Image.fromarray(mask.astype(np.uint8), 'P')
@@ -250,7 +284,7 @@ def _predict_dense_file(
     'keypoints': [[float(v) for v in kp] for kp in keypoints],
     'names': list(decode.COCO_KEYPOINTS) if coco else None,
   }
-  js, png = out / f'{stem}_keypoints.json', out / f'{stem}_pose.png'
+  js, png = paths['keypoints_json'], paths['overlay_png']
   atomic.write_file(
     js, lambda tmp: pathlib.Path(tmp).write_text(json.dumps(record, indent=2) + '\n')
   )
@@ -269,6 +303,7 @@ def _main_dense(args: argparse.Namespace, model: Any, cfg: dict[str, Any]) -> in
     )
   if not args.output_dir:
     raise errors.BadInputError(f'--task {args.task} needs --output-dir')
+  check_dense_outputs(args.task, args.images, args.output_dir, args.overwrite)
   os.makedirs(args.output_dir, exist_ok=True)
   results, failed = [], 0
   for path in args.images:

@@ -2,6 +2,9 @@
 files, shapes, determinism and refusals (not semantics: the weights are random)."""
 
 import json
+import os
+import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -125,3 +128,25 @@ def test_pose(tmp_path_factory, images, tmp_path, capsys):
     == 2
   )
   assert 'classification model' in capsys.readouterr().err
+
+
+def test_outputs_never_collide_or_replace_a_users_file(tmp_path_factory, images, tmp_path, capsys):
+  ckpt = _save(tmp_path_factory, 'hrnetv2_w18_small_seg', (64, 96), num_classes=4)
+  for sub, photo in (('a', 'cat.jpg'), ('b', 'coffee.png')):
+    (tmp_path / sub).mkdir()
+    shutil.copy(images / photo, tmp_path / sub / f'x{pathlib.Path(photo).suffix}')
+  a, b, out = str(tmp_path / 'a' / 'x.jpg'), str(tmp_path / 'b' / 'x.png'), tmp_path / 'out'
+  run = lambda *args: main(['--checkpoint', str(ckpt), '--task', 'segment', '--output-dir', *args])
+  # Two inputs with one output name: refused before anything is written.
+  assert run(str(out), a, b) == 2
+  err = capsys.readouterr().err
+  assert a in err and b in err and 'x_mask.png' in err and len(err.strip().splitlines()) == 1
+  assert not out.exists()
+  # A file already there is kept unless --overwrite.
+  out.mkdir()
+  (out / 'x_mask.png').write_bytes(b'mine')
+  assert run(str(out), a) == 2
+  assert 'x_mask.png: exists (use --overwrite' in capsys.readouterr().err
+  assert (out / 'x_mask.png').read_bytes() == b'mine' and os.listdir(out) == ['x_mask.png']
+  assert run(str(out), a, '--overwrite') == 0
+  assert Image.open(out / 'x_mask.png').size == (451, 300)
