@@ -20,7 +20,7 @@ import numpy as np
 from hrnet_jax.convert import layouts
 from hrnet_jax.convert.layouts import official
 from hrnet_jax.convert.sources import Source
-from hrnet_jax.pretrained import state
+from hrnet_jax.pretrained import checkpoint, state
 
 
 @dataclasses.dataclass
@@ -50,7 +50,10 @@ def check_mapping(
 ) -> None:
   """Raises ``CheckpointMismatchError`` naming ``what`` unless ``found`` (source key -> tensor)
   holds every key of ``expected`` (Flax path -> (source key, Flax shape)) in its PyTorch shape,
-  and nothing else but ``allow_unexpected``."""
+  and nothing else but ``allow_unexpected``; then ``CheckpointIntegrityError`` naming every
+  tensor that cannot be a weight: not floating point (every HRNet parameter and statistic is),
+  or a BatchNorm running variance below zero. NaN / inf are ``refuse_non_finite``'s to judge
+  (``--allow-non-finite``)."""
   shapes = {k: official.torch_shape(p, shape) for p, (k, shape) in expected.items()}
   state.check_keys(
     str(what),
@@ -59,6 +62,27 @@ def check_mapping(
     allow_unexpected=allow_unexpected,
     against=arch,
   )
+  not_float = sorted(
+    f'{k}: {found[k].dtype}'
+    for k, _ in expected.values()
+    if not np.issubdtype(found[k].dtype, np.floating)
+  )
+  negative_var = sorted(
+    k
+    for p, (k, _) in expected.items()
+    if p.endswith('.var') and np.issubdtype(found[k].dtype, np.floating) and (found[k] < 0).any()
+  )
+  if not_float or negative_var:
+    raise checkpoint.CheckpointIntegrityError(
+      '\n'.join(
+        [
+          f'{what}: {len(not_float) + len(negative_var)} tensor(s) cannot be {arch} weights; '
+          'nothing was written.'
+        ]
+        + state.format_key_report('not floating point', not_float)
+        + state.format_key_report('negative BatchNorm running variance', negative_var)
+      )
+    )
 
 
 def flax_array(flax_path: str, value: np.ndarray, dtype) -> np.ndarray:

@@ -363,3 +363,21 @@ def test_overwrite_through_a_symlink_replaces_the_folder_it_points_to(tmp_path, 
     assert os.path.islink(tmp_path / 'link')
     assert checkpoint.is_checkpoint_folder(tmp_path / 'real')
     assert sorted(os.listdir(tmp_path)) == ['link', 'real', 'w.pth']
+
+
+def test_tensors_that_cannot_be_weights_are_refused(tmp_path, capsys, state_dict):
+  # A 0/1 stem conv and a negative running variance would convert to a model that computes
+  # nonsense (or NaN): refused per key, exit 2, nothing written.
+  bad = dict(state_dict)
+  bad['conv1.weight'] = state_dict['conv1.weight'] > 0
+  bad['bn1.running_var'] = state_dict['bn1.running_var'].clone()
+  bad['bn1.running_var'][3] = -1.0
+  bad['layer1.0.conv1.weight'] = state_dict['layer1.0.conv1.weight'].long()
+  torch.save(bad, tmp_path / 'bad.pth')
+  assert convert_main([str(tmp_path / 'bad.pth'), str(tmp_path / 'out'), '--quiet']) == 2
+  err = capsys.readouterr().err
+  assert f'{tmp_path / "bad.pth"}: 3 tensor(s) cannot be {NAME} weights' in err
+  assert 'not floating point (2)' in err and 'conv1.weight: bool' in err
+  assert 'layer1.0.conv1.weight: int64' in err
+  assert 'negative BatchNorm running variance (1)' in err and 'bn1.running_var' in err
+  assert sorted(os.listdir(tmp_path)) == ['bad.pth']
