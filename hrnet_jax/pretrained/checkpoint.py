@@ -46,7 +46,9 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = 'config.json'
 STATE_DIR = 'state'
-FORMAT_VERSION = 1
+# 2: config.json always carries the arrays' checksum (version 1 folders may predate it).
+FORMAT_VERSION = 2
+CHECKSUMMED_SINCE = 2
 CHECKSUM_KEY = 'checksum'
 
 
@@ -252,9 +254,17 @@ def read_config(ckpt_dir: str | os.PathLike) -> dict:
 
 def verify_arrays(ckpt_dir: str | os.PathLike, config: dict, arrays: dict[str, np.ndarray]) -> None:
   """Checks ``arrays`` against the checksum in ``config`` (a note when it has none, as in
-  folders written before checksums) and for NaN/inf; ``CheckpointIntegrityError`` names the
-  folder."""
+  version 1 folders written before checksums) and for NaN/inf; ``CheckpointIntegrityError``
+  names the folder, also when a folder whose ``format_version`` always carries a checksum has
+  none."""
   expected = (config.get(CHECKSUM_KEY) or {}).get('sha256')
+  version = config.get('format_version', 1)
+  if expected is None and isinstance(version, int) and version >= CHECKSUMMED_SINCE:
+    raise CheckpointIntegrityError(
+      f'{ckpt_dir}: {CONFIG_FILE} has format_version {version}, which always records the '
+      "arrays' checksum, but holds none: it was edited or damaged; refusing to load it. "
+      'Convert or copy it again.'
+    )
   if expected is None:
     log.warning(
       '%s: no checksum in %s (written before hrnet-jax recorded one); the weights are not verified',

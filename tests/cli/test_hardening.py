@@ -430,13 +430,28 @@ def test_bit_rot_is_detected(tmp_path, converted, capsys):
 
 
 def test_folders_without_checksum_still_load(tmp_path, converted, caplog):
+  # As written before checksums existed: format_version 1, no checksum.
   ckpt = tmp_path / 'old'
   shutil.copytree(converted, ckpt)
   config = json.loads((ckpt / 'config.json').read_text())
   del config['checksum']
+  config['format_version'] = 1
   (ckpt / 'config.json').write_text(json.dumps(config))
   hrnet_jax.load_pretrained(ckpt)
   assert 'no checksum' in caplog.text
+
+
+def test_a_folder_whose_version_promises_a_checksum_must_have_one(tmp_path, converted, capsys):
+  ckpt = tmp_path / 'edited'
+  shutil.copytree(converted, ckpt)
+  config = json.loads((ckpt / 'config.json').read_text())
+  assert config['format_version'] == 2
+  del config['checksum']
+  (ckpt / 'config.json').write_text(json.dumps(config))
+  image = tmp_path / 'x.png'
+  Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+  assert predict_main(['--checkpoint', str(ckpt), str(image)]) == 2
+  _one_error_line(capsys.readouterr().err, 'hrnet-predict', str(ckpt), 'format_version 2')
 
 
 def test_predict_never_prints_nan(tmp_path, source, capsys):
