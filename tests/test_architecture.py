@@ -79,6 +79,7 @@ SCRIPTS = frozenset(
   }
 )
 # Which parts each part may import (besides itself); read bottom-up.
+_LIBRARY = {'errors', 'atomic', 'models', 'pretrained', 'runtime', 'data', 'factory', 'api'}
 MAY_IMPORT = {
   'errors': set(),
   'interrupts': {'errors'},
@@ -90,45 +91,11 @@ MAY_IMPORT = {
   'factory': {'models', 'pretrained'},
   'api': {'errors', 'models', 'pretrained', 'runtime', 'factory'},
   'linen': {'models', 'pretrained', 'factory', 'api'},
-  'export': {'errors', 'atomic', 'models', 'pretrained', 'runtime', 'data', 'factory', 'api'},
-  'convert': {'errors', 'atomic', 'models', 'pretrained', 'data', 'factory', 'api'},
-  'train': {
-    'errors',
-    'interrupts',
-    'atomic',
-    'models',
-    'pretrained',
-    'runtime',
-    'data',
-    'factory',
-    'api',
-  },
-  'cli': {
-    'errors',
-    'interrupts',
-    'atomic',
-    'models',
-    'pretrained',
-    'runtime',
-    'data',
-    'factory',
-    'api',
-    'export',
-  },
-  'scripts': {
-    'errors',
-    'interrupts',
-    'atomic',
-    'models',
-    'pretrained',
-    'runtime',
-    'data',
-    'factory',
-    'api',
-    'convert',
-    'train',
-    'cli',
-  },
+  'export': _LIBRARY,
+  'convert': _LIBRARY - {'runtime'},
+  'train': _LIBRARY | {'interrupts'},
+  'cli': _LIBRARY | {'interrupts', 'export'},
+  'scripts': _LIBRARY | {'interrupts', 'convert', 'train', 'cli'},
   'benchmarks': None,  # measurement tools: anything
 }
 
@@ -151,9 +118,7 @@ def part(module: str) -> str:
     return 'benchmarks'
   if len(names) == 1:
     return 'api'  # hrnet_jax/__init__.py: the public API
-  if names[1] in ('convert', 'train', 'cli', 'export', 'models', 'pretrained', 'runtime', 'data'):
-    return names[1]
-  return names[1]  # errors, interrupts, atomic, factory, linen
+  return names[1]  # a subpackage, or errors, interrupts, atomic, factory, linen
 
 
 def project_modules(root: pathlib.Path, packages: dict[str, str]) -> dict[str, pathlib.Path]:
