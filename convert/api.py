@@ -158,7 +158,8 @@ def to_paddle(ckpt_dir: str | os.PathLike, out_path: str | os.PathLike) -> pathl
 
 def to_pytorch(ckpt_dir: str | os.PathLike, out_path: str | os.PathLike) -> pathlib.Path:
   """Writes an hrnet-jax checkpoint folder as an official-format state_dict (``torch.save``),
-  which timm's ``load_state_dict(strict=True)`` accepts. Atomic (temporary file + rename)."""
+  which timm's ``load_state_dict(strict=True)`` accepts. Atomic (temporary file + rename); a full
+  disk is an ``OSError`` naming the folder and the size needed (``atomic.write_file``)."""
   import torch
 
   out = _refuse_folder(out_path, 'model.pth')
@@ -168,4 +169,7 @@ def to_pytorch(ckpt_dir: str | os.PathLike, out_path: str | os.PathLike) -> path
     state_dict[key] = torch.from_numpy(np.ascontiguousarray(official.flax_to_torch(path, value)))
     if key.endswith('running_mean'):  # BN buffers PyTorch's strict loading expects
       state_dict[key.replace('running_mean', 'num_batches_tracked')] = torch.tensor(0)
-  return atomic.write_file(out, lambda tmp: torch.save(state_dict, tmp))
+  size = sum(t.numel() * t.element_size() for t in state_dict.values()) + 2**20  # + zip entries
+  return atomic.write_file(
+    out, lambda tmp: torch.save(state_dict, tmp), size=size, what='the state_dict'
+  )

@@ -73,10 +73,12 @@ def load_pdparams(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def save_pdparams(tensors: dict[str, np.ndarray], path: str | os.PathLike) -> pathlib.Path:
   """Writes ``tensors`` (PaddleClas names and layout) as ``paddle.save`` does (pickle protocol
-  4 of a dict of arrays), readable by ``paddle.load`` + ``set_state_dict``. Atomic."""
+  4 of a dict of arrays), readable by ``paddle.load`` + ``set_state_dict``. Atomic; a full disk
+  is an ``OSError`` naming the folder and the size needed (``atomic.write_file``)."""
 
   def write(tmp: str) -> None:
     with open(tmp, 'wb') as f:
       pickle.dump(dict(tensors), f, protocol=4)
 
-  return atomic.write_file(path, write)
+  size = sum(t.nbytes for t in tensors.values()) + 2**20  # + the pickle's framing and names
+  return atomic.write_file(path, write, size=size, what='the .pdparams file')

@@ -20,6 +20,7 @@ import pickle
 import re
 import socket
 import urllib.parse
+import zipfile
 
 import numpy as np
 
@@ -198,6 +199,11 @@ def _strip_prefixes(key: str) -> str:
 
 
 def _read_pdparams(path: pathlib.Path) -> Source:
+  if zipfile.is_zipfile(path):  # torch.save's format since PyTorch 1.6; .pdparams is a pickle
+    raise ConversionError(
+      f'{path}: a PyTorch zip archive (torch.save), not a PaddlePaddle .pdparams pickle; '
+      'rename it to .pth'
+    )
   try:
     tensors = load_pdparams(path)
   except pickle.UnpicklingError as e:

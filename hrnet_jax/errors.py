@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 from typing import Sequence
 
@@ -80,3 +81,35 @@ def describe(exc: BaseException) -> str:
   if isinstance(exc, OSError) and exc.strerror:  # raised by the OS: name the path
     return f'{exc.filename}: {exc.strerror}' if exc.filename is not None else exc.strerror
   return str(exc) or type(exc).__name__
+
+
+# What C++ bindings append to a message that tells a user nothing: TensorStore's spec dumps (a
+# bound method's repr, a JSON spec) and pybind11's casting errors and C++ type names.
+_BINDING_NOISE = (
+  re.compile(r'\s*See full TensorStore details:.*'),
+  re.compile(r'\s*\[tensorstore_spec(\[\d+\])?=.*'),
+  re.compile(r'\s*Unable to cast (Python instance|from non-held to held instance).*'),
+  re.compile(r'\s*<[^<>]*pybind11[^<>]*>?'),
+  re.compile(r'\S*pybind11_\w+\S*'),
+)
+
+
+def library_reason(exc: BaseException) -> str:
+  """``TYPE: first line`` of the innermost exception of ``exc``'s chain (``__cause__`` /
+  ``__context__``) that still says something once the bindings' noise is removed: the reason a
+  library call (Orbax, TensorStore) failed, for a one-line message that names the file at fault
+  itself."""
+  chain = []
+  seen = set()
+  while exc is not None and id(exc) not in seen:
+    seen.add(id(exc))
+    chain.append(exc)
+    exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+  for e in reversed(chain):
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ''
+    for pattern in _BINDING_NOISE:
+      text = pattern.sub('', text)
+    text = text.strip().rstrip('.')
+    if text:
+      return f'{type(e).__name__}: {text}'
+  return type(chain[0]).__name__

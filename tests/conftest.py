@@ -17,6 +17,10 @@ jax.config.update('jax_default_matmul_precision', 'highest')
 if 'HRNET_JAX_COMPILATION_CACHE' not in os.environ:
   os.environ['HRNET_JAX_COMPILATION_CACHE'] = tempfile.mkdtemp(prefix='hrnet_jax_cache_')
   atexit.register(shutil.rmtree, os.environ['HRNET_JAX_COMPILATION_CACHE'], ignore_errors=True)
+# The same for the training data verification cache (hrnet_jax.train.data.verify).
+if 'HRNET_JAX_VERIFY_CACHE' not in os.environ:
+  os.environ['HRNET_JAX_VERIFY_CACHE'] = tempfile.mkdtemp(prefix='hrnet_jax_verify_')
+  atexit.register(shutil.rmtree, os.environ['HRNET_JAX_VERIFY_CACHE'], ignore_errors=True)
 
 _PARITY: list[tuple[str, str, float, float]] = []
 

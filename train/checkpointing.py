@@ -5,19 +5,25 @@ input position is the step itself (the input pipeline is a function of the step)
 asynchronous (the device-to-host copy happens before ``save`` returns, so the next step may
 donate the state) and atomic (Orbax writes a temporary folder and renames it on commit, so a
 killed save leaves no half checkpoint behind). The latest ``keep`` checkpoints plus the one with
-the best eval top-1 are kept. All processes must call every method (Orbax coordinates them); in
-a multi-host run ``WORKDIR`` must be on a filesystem all hosts share.
+the best eval metric (``best_metric``, top-1 by default) are kept. All processes must call every
+method (Orbax coordinates them); in a multi-host run ``WORKDIR`` must be on a filesystem all
+hosts share.
 
 A checkpoint that cannot be read is never left where a restart, the best-checkpoint tracking or
 ``hrnet-eval`` would pick it: it is moved aside to ``checkpoints/corrupt-<step>-<time>`` (Orbax
 ignores names that are not steps), and the previous one is restored.
+
+A save that fails for want of space is one ``OSError`` naming the folder and the sizes, before
+anything is written when the disk already lacks room (``atomic.ensure_free_space``), else when
+the asynchronous write fails; Orbax's and asyncio's reports of it from their threads are not
+printed (``atomic.quiet_storage_failure_logs``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-import shutil
 import time
 from typing import Any
 
@@ -42,14 +48,19 @@ def validate_options(*, keep: int) -> None:
     raise ValueError(f'config.checkpoint.keep={keep} must be >= 1')
 
 
-class _QuietUnscoredSaves(logging.Filter):
-  """Orbax warns on every save without metrics once best_fn is set; most saves have none."""
+class _ExpectedOrbaxWarnings(logging.Filter):
+  """Orbax warns on every save without metrics once best_fn is set (most saves have none), and
+  whenever a manager is opened read-only (as ``hrnet-eval`` does on purpose)."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return 'did not provide metrics' not in record.getMessage()
+    message = record.getMessage()
+    return not (
+      'did not provide metrics' in message or message.startswith('Given directory is read only')
+    )
 
 
-logging.getLogger('absl').addFilter(_QuietUnscoredSaves())
+logging.getLogger('absl').addFilter(_ExpectedOrbaxWarnings())
+atomic.quiet_storage_failure_logs()
 
 
 def abstract_like(tree: Any, shardings: Any) -> Any:
@@ -57,10 +68,6 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
   return jax.tree.map(
     lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
   )
-
-
-def _top1(metrics: dict) -> float:
-  return metrics['top1']
 
 
 class ConfigMismatch(BadInputError):
@@ -82,14 +89,27 @@ def _check_like(tree: Any, abstract: Any) -> None:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class _Save:
+  """A save in flight, for the message when it fails: ``free`` bytes when it began (process 0),
+  ``needed`` its estimated size."""
+
+  step: int
+  needed: int
+  free: int | None
+
+
 class Checkpoints:
   """Save / restore of ``TrainState``s under ``workdir/checkpoints``.
 
   Args:
     workdir: the run's folder (created if missing).
-    keep: latest checkpoints to keep (>= 1); the best by ``metrics['top1']`` is kept as well.
+    keep: latest checkpoints to keep (>= 1); the best by ``metrics[best_metric]`` is kept as
+      well.
     async_save: write in a background thread.
     read_only: open an existing run for evaluation (no deletions, no writes).
+    best_metric: the eval metric (higher is better) that ranks checkpoints for ``best()`` and
+      the kept best.
   """
 
   def __init__(
@@ -99,22 +119,29 @@ class Checkpoints:
     keep: int = 3,
     async_save: bool = True,
     read_only: bool = False,
+    best_metric: str = 'top1',
   ):
     validate_options(keep=keep)
     self.directory = os.path.join(os.path.abspath(os.fspath(workdir)), SUBDIR)
     self.read_only = read_only
+    self.best_metric = best_metric
     self.discarded: list[tuple[int, str]] = []  # (step, where it was moved)
+    self._in_flight: _Save | None = None
     if not read_only:
       self._report_incomplete_saves()
+
+    def score(metrics: dict) -> float:
+      return metrics[best_metric]
+
     preservation = policies.AnyPreservationPolicy(
       [
         policies.LatestN(n=keep),
-        policies.BestN(get_metric_fn=_top1, n=1, keep_checkpoints_without_metrics=False),
+        policies.BestN(get_metric_fn=score, n=1, keep_checkpoints_without_metrics=False),
       ]
     )
     options = ocp.CheckpointManagerOptions(
       # best_fn makes Orbax write the metrics to disk, so the best survives a restart.
-      best_fn=_top1,
+      best_fn=score,
       best_mode='max',
       keep_checkpoints_without_metrics=True,
       preservation_policy=preservation,
@@ -122,6 +149,8 @@ class Checkpoints:
       cleanup_tmp_directories=not read_only,
       read_only=read_only,
       create=not read_only,
+      # What Orbax sets (with a warning) for a read-only manager.
+      save_interval_steps=0 if read_only else 1,
     )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -155,27 +184,38 @@ class Checkpoints:
     return sorted(self._manager.all_steps())
 
   def best(self) -> tuple[int, float] | None:
-    """``(step, top1)`` of the checkpoint with the best eval top-1 (None if none has metrics)."""
-    scored = [
-      (m['top1'], s) for s in self.steps() if (m := self._manager.metrics(s)) and 'top1' in m
-    ]
+    """``(step, value)`` of the checkpoint with the highest ``best_metric`` (None if none has
+    it)."""
+    key = self.best_metric
+    scored = [(m[key], s) for s in self.steps() if (m := self._manager.metrics(s)) and key in m]
     return max(scored)[::-1] if scored else None
 
-  def save(self, step: int, state: Any, metrics: dict[str, float] | None = None) -> None:
-    """Starts saving ``state`` as checkpoint ``step``; ``metrics`` with ``'top1'`` make it a
-    candidate for the kept best.
+  def _failed(self, exc: Exception, save: _Save | None) -> Exception:
+    """``exc`` of a failed save as ``atomic.storage_error``'s ``OSError`` naming this folder (and
+    ``save``'s sizes), or ``exc`` itself when it is not a storage failure."""
+    sizes = {} if save is None else dict(what=f'checkpoint {save.step}', needed=save.needed)
+    free = None if save is None else save.free
+    return atomic.storage_error(exc, self.directory, free=free, **sizes) or exc
 
-    Raises ``OSError`` (ENOSPC) before writing anything when the disk lacks room for it, and
-    for a failed earlier asynchronous save; the committed checkpoints stay as they were.
+  def save(self, step: int, state: Any, metrics: dict[str, float] | None = None) -> None:
+    """Starts saving ``state`` as checkpoint ``step``; ``metrics`` holding ``best_metric`` make
+    it a candidate for the kept best.
+
+    Waits for the previous save first (so the free space it leaves is known), then raises
+    ``OSError`` (ENOSPC, naming the folder, the size needed and the space free) before writing
+    anything when the disk lacks room for it; also ``OSError`` for a failed earlier
+    asynchronous save. The committed checkpoints stay as they were.
     """
+    self.wait()
+    needed = sum(x.nbytes for x in jax.tree.leaves(state))
+    free = None
     if jax.process_index() == 0:
-      atomic.ensure_free_space(
-        self.directory, sum(x.nbytes for x in jax.tree.leaves(state)), f'checkpoint {step}'
-      )
+      free = atomic.ensure_free_space(self.directory, needed, f'checkpoint {step}')
+    self._in_flight = _Save(step, needed, free)
     try:
       self._manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
     except ValueError as e:
-      raise atomic.storage_error(e, self.directory) or e from None
+      raise self._failed(e, self._in_flight) from None
 
   def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, int] | None:
     """Restores checkpoint ``step`` (default: the latest readable one) into ``abstract_state``'s
@@ -193,10 +233,9 @@ class Checkpoints:
       try:
         state = self._manager.restore(s, args=ocp.args.StandardRestore(abstract_state))
       except Exception as e:  # Orbax/tensorstore raise many types for damaged data.
-        first = str(e).splitlines()[0] if str(e) else ''
         msg = (
           f'checkpoint {os.path.join(self.directory, str(s))} cannot be read '
-          f'({type(e).__name__}: {first})'
+          f'({errors.library_reason(e)})'
         )
         if step is not None:
           raise BadInputError(msg) from e
@@ -222,20 +261,29 @@ class Checkpoints:
     return self._manager.reached_preemption(step)
 
   def wait(self) -> None:
-    """Blocks until pending asynchronous saves are committed; ``OSError`` if one failed."""
+    """Blocks until pending asynchronous saves are committed; ``OSError`` naming the folder
+    (and, for a full disk, the sizes) if one failed, again at every later call."""
     try:
       self._manager.wait_until_finished()
     except ValueError as e:
-      raise atomic.storage_error(e, self.directory) or e from None
+      raise self._failed(e, self._in_flight) from None
+    self._in_flight = None
 
   def close(self) -> None:
     """Waits for pending saves, then removes what a failed save left uncommitted (only this run
-    can have written it: Orbax removed older ones when the run started)."""
+    can have written it: Orbax removed older ones when the run started). Raises what ``wait``
+    raises; closing the manager after a failed save does not replace that error."""
+    closing = None
     try:
       self.wait()
     finally:
-      self._manager.close()
+      try:
+        self._manager.close()
+      except ValueError as e:  # after a failed save, that save again, which wait() raises
+        closing = e
       if not self.read_only and jax.process_index() == 0 and os.path.isdir(self.directory):
         for name in os.listdir(self.directory):
-          if _ORBAX_TMP in name:
-            shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+          if _ORBAX_TMP in name:  # TensorStore may still be writing into it
+            atomic.remove_settled(os.path.join(self.directory, name))
+    if closing is not None:  # wait() succeeded: this is the only error
+      raise self._failed(closing, None) from None

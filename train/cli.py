@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 import traceback
+from typing import Any
 
 from absl import app, flags
 
@@ -60,85 +61,102 @@ def resolve_config(value: str) -> str | None:
   return None if path is None else path + sep + arg
 
 
-def _resolve_config_flags(prog: str, argv: list[str]) -> list[str]:
-  """``argv`` with each ``--config=V`` / ``--config V`` as ``--config=FILE[:ARG]``; an unknown V
-  is one ``PROG: error:`` line listing the recipes, exit 2."""
-  out, i = list(argv[:1]), 1
+def _fail(prog: str, message: str, argv: list[str] | None = None) -> None:
+  """Prints ``PROG: error: MESSAGE`` (the traceback first with ``--verbose``) and exits 2."""
+  if errors.verbose_requested(argv) and sys.exc_info()[0] is not None:
+    traceback.print_exc()
+  print(f'{prog}: error: {message}', file=sys.stderr)
+  sys.exit(errors.EXIT_BAD_INPUT)
+
+
+def _resolve_config_flags(prog: str, argv: list[str]) -> tuple[list[str], str | None]:
+  """``argv`` with each ``--config=V`` / ``--config V`` as ``--config=FILE[:ARG]``, and the last
+  ``V`` as given (the one absl keeps). A missing V or one that is neither a file nor a recipe is
+  one ``PROG: error:`` line (the recipes listed), exit 2: both spellings alike."""
+  out, i, given = list(argv[:1]), 1, None
   while i < len(argv):
     arg = argv[i]
     if arg == '--':
       out += argv[i:]
       break
-    if _flag_name(arg) == 'config' and (arg.lstrip('-') != 'config' or i + 1 < len(argv)):
-      if '=' in arg:
-        value, i = arg.split('=', 1)[1], i + 1
-      else:
-        value, i = argv[i + 1], i + 2
-      if not value:  # left to ml_collections, which reports the missing value
-        out.append('--config=')
-        continue
-      path = resolve_config(value)
-      if path is None:
-        print(
-          f'{prog}: error: --config={value}: no such file or recipe (recipes: '
-          f'{", ".join(recipes.names())})',
-          file=sys.stderr,
-        )
-        sys.exit(errors.EXIT_BAD_INPUT)
-      out.append(f'--config={path}')
+    if _flag_name(arg) != 'config':
+      out.append(arg)
+      i += 1
       continue
-    out.append(arg)
-    i += 1
-  return out
+    if '=' in arg:
+      value, i = arg.split('=', 1)[1], i + 1
+    else:
+      value = argv[i + 1] if i + 1 < len(argv) else ''
+      if value.startswith('-'):  # the next flag, not a value
+        value = ''
+      i += 2 if value else 1
+    recipes_list = f'recipes: {", ".join(recipes.names())}'
+    if not value:
+      _fail(prog, f'--config: no value; give a recipe name or a recipe file ({recipes_list})')
+    path = resolve_config(value)
+    if path is None:
+      _fail(prog, f'--config={value}: no such file or recipe ({recipes_list})')
+    out.append(f'--config={path}')
+    given = value
+  return out, given
 
 
-def _load_config(argv: list[str]):
-  """The config ``--config=FILE[:ARG]`` names, without overrides (None if it cannot load)."""
-  given = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+def _load_config(argv: list[str]) -> tuple[Any, BaseException | None]:
+  """The config the last ``--config=FILE[:ARG]`` names, without overrides, and the exception
+  loading it raised (``(None, None)`` without ``--config``)."""
+  given = [a.split('=', 1)[1] for a in argv if a.startswith('--config=')]
   if not given:
-    return None
-  path, _, arg = given.partition(':')
+    return None, None
+  path, _, arg = given[-1].partition(':')
   try:
     spec = importlib.util.spec_from_file_location('_hrnet_config', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
-  except Exception:  # reported by the caller as the flag's own error
-    return None
+    return (module.get_config(arg) if arg else module.get_config()), None
+  except Exception as e:  # the recipe's own error (syntax, get_config's arguments, ...)
+    return None, e
 
 
-def _config_override_problem(argv: list[str]) -> str | None:
-  """The first ``--config.A.B=...`` in ``argv`` naming no field of the config, as a message
-  with the close valid names."""
-  config = _load_config(argv)
-  if config is None:
-    return None
+def _config_override_problem(config, argv: list[str]) -> str | None:
+  """The first ``--config.A.B=...`` in ``argv`` naming no field of ``config``, as a message
+  naming the flag with the close valid names (or all of them)."""
   for arg in argv:
     if not arg.startswith('--config.'):
       continue
-    path = arg[len('--config.') :].split('=', 1)[0].split('.')
+    flag = arg.split('=', 1)[0]
+    path = flag[len('--config.') :].split('.')
     node = config
     for i, name in enumerate(path):
-      fields = list(node.keys()) if hasattr(node, 'keys') else []
+      where = 'config' + ''.join(f'.{p}' for p in path[:i])
+      if not hasattr(node, 'keys'):
+        return f'{flag}: {where} is a value, not a group of fields'
+      fields = list(node.keys())
       if name not in fields:
-        where = 'config' + ''.join(f'.{p}' for p in path[:i])
         close = difflib.get_close_matches(name, fields, n=3)
-        hint = (
-          f'; did you mean {", ".join(f"--{where}.{c}" for c in close)}?'
-          if close
-          else (f'; {where} has {", ".join(sorted(fields))}' if fields else '')
-        )
-        return f'--config.{".".join(path)}: {where} has no field {name!r}{hint}'
+        inside = f' in {where}' if i else ''
+        if close:
+          names = ', '.join(f'--{where}.{c}' for c in close)
+          return f'{flag}: no such field{inside} (did you mean {names}?)'
+        return f'{flag}: no such field{inside}; {where} has {", ".join(sorted(fields))}'
       node = node[name]
   return None
 
 
+def _one_line(exc: BaseException) -> str:
+  """``exc``'s message on one line: a ``KeyError``'s own text, not its repr."""
+  text = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else str(exc)
+  lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+  return ' '.join(lines) or type(exc).__name__
+
+
 def parse_flags(prog: str, argv: list[str]) -> list[str]:
   """absl ``flags_parser``: parses ``argv`` and loads ``--config`` now (a recipe name or file),
-  so that a bad flag, an unknown config field or a missing recipe is one ``PROG: error:`` line
-  and exit 2; ``--help`` (and absl's other help flags) exits 0."""
+  so that a bad flag, an unknown config field, a missing recipe or one that fails to load is one
+  ``PROG: error:`` line naming the flag, exit 2; ``--help`` (and absl's other help flags) exits
+  0."""
+  given = None
   if 'config' in flags.FLAGS:
-    argv = _resolve_config_flags(prog, argv)
+    argv, given = _resolve_config_flags(prog, argv)
   try:
     rest = flags.FLAGS(argv)
     if 'config' in flags.FLAGS:
@@ -149,14 +167,12 @@ def parse_flags(prog: str, argv: list[str]) -> list[str]:
       sys.exit(errors.EXIT_OK)
     raise
   except Exception as e:  # flags.Error, and ml_collections' KeyError/AttributeError/IOError
-    message = _config_override_problem(argv)
-    if message is None:
-      lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-      message = ' '.join(lines) or type(e).__name__
-    if errors.verbose_requested(argv):
-      traceback.print_exc()
-    print(f'{prog}: error: {message}', file=sys.stderr)
-    sys.exit(errors.EXIT_BAD_INPUT)
+    config, load_error = _load_config(argv) if given is not None else (None, None)
+    if load_error is not None:  # ml_collections' message would hold the traceback as text
+      message = f'--config={given}: {type(load_error).__name__}: {_one_line(load_error)}'
+    else:
+      message = (config is not None and _config_override_problem(config, argv)) or _one_line(e)
+    _fail(prog, message, argv)
 
 
 def run(main, doc: str, flag_names: list[str], prog: str) -> None:

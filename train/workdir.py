@@ -16,6 +16,7 @@ import logging
 import os
 import pathlib
 import socket
+from typing import Any, Sequence
 
 from hrnet_jax import atomic
 from hrnet_jax.errors import BadInputError
@@ -39,6 +40,30 @@ def check_workdir(workdir: str) -> str:
       f'--workdir={workdir}: cannot be written ({existing} is not a writable folder)'
     )
   return path
+
+
+def read_json(path: str, what: str, *, required: Sequence[str] = ()) -> Any:
+  """The JSON document in the file ``path`` (``what`` says what it is, e.g. "the run's config").
+
+  Raises ``BadInputError`` naming ``path`` when it is not valid JSON (with the error's line and
+  column: a file cut short by a kill or a full disk, or edited), or when ``required`` keys are
+  given and it is not an object holding each; ``OSError`` when it cannot be read.
+  """
+  try:
+    with open(path, encoding='utf-8') as f:
+      doc = json.load(f)
+  except json.JSONDecodeError as e:
+    raise BadInputError(
+      f'{path}: {what} is not valid JSON ({e.msg} at line {e.lineno} column {e.colno}): it was '
+      'cut short or edited'
+    ) from None
+  except UnicodeDecodeError as e:
+    raise BadInputError(f'{path}: {what} is not UTF-8 text (byte {e.start})') from None
+  missing = [k for k in required if not isinstance(doc, dict) or k not in doc]
+  if missing:
+    keys = ', '.join(f'"{k}"' for k in missing)
+    raise BadInputError(f'{path}: {what} has no {keys} entry')
+  return doc
 
 
 def write_text_atomic(path: str, text: str) -> None:

@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 import traceback
-from typing import Callable
+from typing import Any, Callable
 
 from hrnet_jax import interrupts
 from hrnet_jax.errors import (
@@ -45,6 +45,35 @@ def report(prog: str, exc: BaseException, *, verbose: bool) -> int:
   return exit_code(exc)
 
 
+def _late_loop_callback(unraisable: Any) -> bool:
+  """A ``RuntimeError('Event loop is closed')`` raised in asyncio's ``call_soon_threadsafe``:
+  TensorStore finishing a read or write after Orbax closed the event loop of the operation,
+  which had already failed (a damaged or full checkpoint) and is reported as such."""
+  exc = unraisable.exc_value
+  if not isinstance(exc, RuntimeError) or str(exc) != 'Event loop is closed':
+    return False
+  return any(
+    frame.name == 'call_soon_threadsafe' and frame.filename.endswith('base_events.py')
+    for frame in traceback.extract_tb(unraisable.exc_traceback)
+  )
+
+
+def _hide_late_loop_callbacks() -> None:
+  """Keeps ``_late_loop_callback`` tracebacks off stderr for the rest of the process (they also
+  come during interpreter shutdown, after ``run_cli`` returned); other unraisable exceptions go
+  to the hook that was there."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'hides_late_loop_callbacks', False):
+    return
+
+  def hook(unraisable: Any) -> None:
+    if not _late_loop_callback(unraisable):
+      previous(unraisable)
+
+  hook.hides_late_loop_callbacks = True
+  sys.unraisablehook = hook
+
+
 # Expected failures: bad input (BadInputError and other ValueErrors, missing files) and the
 # environment (EnvironmentFailure, OSError). Anything else is a bug and keeps its traceback.
 EXPECTED = (ValueError, OSError, EnvironmentFailure)
@@ -55,12 +84,16 @@ def run_cli(prog: str, body: Callable[[], int | None], *, verbose: bool | None =
 
   Expected failures (``EXPECTED``) become one ``PROG: error:`` line; Ctrl-C exits 130 and
   SIGTERM 143, with one line, once ``body`` has unwound (``interrupts_raise``); anything else is
-  a bug and keeps its traceback (exit 1).
+  a bug and keeps its traceback (exit 1). Without ``verbose``, the event-loop tracebacks
+  TensorStore leaves after a failed Orbax read or write are not printed
+  (``_late_loop_callback``).
   """
   verbose = verbose_requested() if verbose is None else verbose
   previous = os.environ.get(VERBOSE_ENV)
   if verbose:  # library messages (key reports) read it too
     os.environ[VERBOSE_ENV] = '1'
+  else:
+    _hide_late_loop_callbacks()
   try:
     with interrupts.interrupts_raise():
       return body() or EXIT_OK

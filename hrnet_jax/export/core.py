@@ -40,6 +40,50 @@ class ExportMismatchError(EnvironmentFailure):
   """The exported artifact does not compute what the JAX model computes (exit 1)."""
 
 
+def available_memory() -> int | None:
+  """Bytes of memory a new allocation can still get: Linux's ``MemAvailable``, capped by the
+  cgroup (v2) limit left; None where neither can be read."""
+  limits = []
+  try:
+    with open('/proc/meminfo') as f:
+      for line in f:
+        if line.startswith('MemAvailable:'):
+          limits.append(int(line.split()[1]) * 1024)
+  except (OSError, ValueError, IndexError):
+    pass
+  try:
+    with open('/sys/fs/cgroup/memory.max') as f:
+      limit = f.read().strip()
+    if limit != 'max':
+      with open('/sys/fs/cgroup/memory.current') as f:
+        limits.append(int(limit) - int(f.read()))
+  except (OSError, ValueError):
+    pass
+  return min(limits) if limits else None
+
+
+def check_sample_fits(options: ExportOptions) -> None:
+  """``BadInputError`` naming ``--input-size`` (and ``--batch-size``) when the verification
+  cannot even hold its sample batch and the model's first feature map (the stem's 64 channels at
+  half resolution, float32) in the memory available, checked before anything is loaded."""
+  if options.input_size is None:
+    return
+  h, w = options.input_size
+  batch = options.batch_size or VERIFY_BATCH
+  sample = batch * h * w * 3 * np.dtype(options.input_dtype).itemsize
+  first_map = batch * (h // 2) * (w // 2) * 64 * 4
+  needed, available = sample + first_map, available_memory()
+  if available is not None and needed > available:
+    flags = f'--input-size {h} {w}' + (f' --batch-size {batch}' if options.batch_size else '')
+    raise BadInputError(
+      f'{flags}: verifying the export runs the model on {batch} images of {h}x{w}, which needs '
+      f'at least {needed:,} bytes ({needed / 2**30:.1f} GiB: {sample / 2**30:.1f} GiB for the '
+      f'{options.input_dtype} batch, {first_map / 2**30:.1f} GiB for the first feature map); '
+      f'{available / 2**30:.1f} GiB of memory are available. Use a smaller --input-size'
+      + (' or --batch-size' if options.batch_size else '')
+    )
+
+
 def _exporter(fmt: str) -> Callable[[Program, str], None]:
   return {
     'stablehlo': stablehlo.export,
@@ -55,13 +99,6 @@ def _runner(fmt: str, path: str, names) -> Callable[[np.ndarray], list[np.ndarra
   return {'onnx': onnx.runner, 'savedmodel': tf.savedmodel_runner, 'tflite': tf.tflite_runner}[fmt](
     path, names
   )
-
-
-def size_bytes(path: str) -> int:
-  """Size of a file, or of every file under a folder."""
-  if os.path.isdir(path):
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
-  return os.path.getsize(path)
 
 
 def verify(
@@ -139,10 +176,13 @@ def export(
   """Exports the checkpoint of ``options`` as ``fmt`` to ``out`` (a folder for 'savedmodel',
   else a file) and its metadata to ``out + '.json'``; returns that metadata.
 
-  Raises ``BadInputError`` (bad option, missing checkpoint, missing destination folder),
+  Raises ``BadInputError`` (bad option, missing checkpoint, missing destination folder, an
+  ``input_size`` whose verification batch cannot fit in memory: ``check_sample_fits``),
   ``FileExistsError`` (``out`` exists, no ``overwrite``), ``ExportMismatchError`` (verification
-  failed) or ``EnvironmentFailure`` (an export library is missing or failed). Nothing is written
-  unless verification passed.
+  failed), ``EnvironmentFailure`` (an export library is missing or failed) or ``OSError`` naming
+  ``out``'s folder when its disk has no room for the artifact (checked before writing, with the
+  size needed and the space free) or filled while it was written. Nothing is written unless
+  verification passed.
   """
   if fmt not in FORMATS:
     raise BadInputError(f'--format must be one of {FORMATS}, got {fmt!r}')
@@ -151,6 +191,7 @@ def export(
       f'--dtype bfloat16: {fmt} runtimes have no bfloat16 kernels; '
       f'use it with {" or ".join(BFLOAT16_FORMATS)}, or float32'
     )
+  check_sample_fits(options)
   given = os.fspath(out)
   out = atomic.resolve_output(given)
   if not out.parent.is_dir():
@@ -168,6 +209,10 @@ def export(
     )
 
   program = build(options)
+  # The weights are constants of every format's artifact; the rest is small.
+  needed = program.weights_bytes + 2**20
+  what = f'the {fmt} artifact'
+  free = atomic.ensure_free_space(out.parent, needed, what)
   work = atomic.temp_dir(out)
   try:
     artifact = os.path.join(work, os.path.basename(out))
@@ -177,6 +222,8 @@ def export(
     except (BadInputError, EnvironmentFailure):
       raise
     except Exception as e:  # converter errors have no common type
+      if atomic.write_error(e, out.parent, what=what, needed=needed, free=free, written=work):
+        raise  # a full disk: reported below
       raise EnvironmentFailure(
         f'{fmt} export failed: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""}'
       ) from e
@@ -194,7 +241,7 @@ def export(
       **program.metadata,
       'verification': report,
       'export_seconds': round(export_s, 2),
-      'size_bytes': size_bytes(artifact),
+      'size_bytes': atomic.size_bytes(artifact),
       'versions': _versions(),
       'options': {k: v for k, v in dataclasses.asdict(options).items() if k != 'checkpoint'},
     }
@@ -204,6 +251,11 @@ def export(
     # Existence without ``overwrite`` was refused above.
     atomic.replace(artifact, out)
     atomic.replace(tmp_meta, meta)
+  except Exception as e:
+    full = atomic.write_error(e, out.parent, what=what, needed=needed, free=free, written=work)
+    if full is not None:  # named by the destination folder, not the temporary one
+      raise full from None
+    raise
   finally:
     shutil.rmtree(work, ignore_errors=True)
   return metadata

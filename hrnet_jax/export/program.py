@@ -88,6 +88,7 @@ class Program:
   input_dtype: str
   output_names: tuple[str, ...]
   metadata: dict[str, Any]
+  weights_bytes: int = 0  # the exported model's state: constants of the artifact
   _reference_outputs: dict[int, list[np.ndarray]] = dataclasses.field(
     default_factory=dict, repr=False, compare=False
   )
@@ -259,4 +260,5 @@ def build(options: ExportOptions) -> Program:
     input_dtype=options.input_dtype,
     output_names=names,
     metadata=metadata,
+    weights_bytes=sum(x.nbytes for x in jax.tree.leaves(nnx.state(model))),
   )

@@ -19,6 +19,7 @@ PaddleClas's own weights (``.pdparams``, converted with ``--format paddle``) are
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping
 
 from hrnet_jax.models.dense import DENSE_CONFIGS
@@ -38,6 +39,9 @@ IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 
 _TUPLE_FIELDS = ('input_size', 'mean', 'std', 'test_input_size')
+# PIL's resampling filters, by the names ``hrnet_jax.data.transforms`` resolves.
+INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos')
+PREPROCESSORS = ('timm', 'paddleclas')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +117,61 @@ class PretrainedCfg:
         if len(kw[key]) != 3:
           raise ValueError(f'{key} must have 3 entries, got {kw[key]!r}')
     return cls(**kw)
+
+
+def _number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _entry_problem(key: str, value: Any) -> str | None:
+  """What is wrong with one ``pretrained_cfg`` entry the preprocessing reads, or None."""
+  if key in ('input_size', 'test_input_size'):
+    ok = (
+      isinstance(value, (list, tuple))
+      and len(value) == 3
+      and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+    )
+    return None if ok else f'must be [C, H, W], 3 integers > 0, got {value!r}'
+  if key in ('mean', 'std'):
+    ok = isinstance(value, (list, tuple)) and len(value) == 3 and all(map(_number, value))
+    if ok and key == 'std' and min(value) <= 0:
+      ok = False
+    return (
+      None if ok else f'must be 3 finite numbers{" > 0" if key == "std" else ""}, got {value!r}'
+    )
+  if key in ('crop_pct', 'test_crop_pct'):
+    return None if _number(value) and value > 0 else f'must be a number > 0, got {value!r}'
+  allowed = {
+    'interpolation': INTERPOLATIONS,
+    'preprocess': PREPROCESSORS,
+    'crop_mode': ('center',),
+  }.get(key)
+  if allowed is not None:
+    return None if value in allowed else f'must be one of {", ".join(allowed)}, got {value!r}'
+  if key == 'class_names':
+    ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return None if ok else f'must be a list of strings, got {type(value).__name__}'
+  if key == 'tag' and not isinstance(value, str):
+    return f'must be a string, got {value!r}'
+  return None
+
+
+def pretrained_cfg_problem(cfg: Any) -> tuple[str, str] | None:
+  """``(key, problem)`` for the first entry of a ``pretrained_cfg`` (as a release folder's
+  ``config.json`` holds it: a dict or None) that preprocessing cannot use (``key`` ``''``: the
+  cfg itself is not a dict), else None. Entries set to None mean the defaults; unknown keys
+  (timm's ``pool_size``, ...) are ignored. The checks are those of
+  ``hrnet_jax.data.transforms.resolve_eval_params`` and the exporter, made before a model is
+  built."""
+  if cfg is None:
+    return None
+  if not isinstance(cfg, Mapping):
+    return '', f'must be an object or null, got {type(cfg).__name__} {cfg!r}'
+  for key, value in cfg.items():
+    problem = None if value is None else _entry_problem(key, value)
+    if problem:
+      return key, problem
+  return None
 
 
 def _cfg(tag: str, top1: float, top5: float, **kw: Any) -> PretrainedCfg:

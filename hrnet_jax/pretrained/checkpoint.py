@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import pathlib
-import shutil
 from typing import Any, Callable, Iterable
 
 import jax
@@ -40,9 +39,11 @@ from flax import nnx
 
 from hrnet_jax import atomic, errors
 from hrnet_jax.errors import BadInputError
+from hrnet_jax.pretrained.cfgs import pretrained_cfg_problem
 from hrnet_jax.pretrained.state import format_key_report
 
 log = logging.getLogger(__name__)
+atomic.quiet_storage_failure_logs()
 
 CONFIG_FILE = 'config.json'
 STATE_DIR = 'state'
@@ -96,11 +97,8 @@ def _save_state(path: pathlib.Path, tree: dict):
     (jax.Array, handlers.get_type_handler(jax.Array)),
   )
   handler = ocp.PyTreeCheckpointHandler(type_handler_registry=registry, use_compression=False)
-  try:
-    with ocp.Checkpointer(handler) as ckptr:
-      ckptr.save(path, args=ocp.args.PyTreeSave(tree))
-  except ValueError as e:
-    raise atomic.storage_error(e, str(path)) or e from None
+  with ocp.Checkpointer(handler) as ckptr:
+    ckptr.save(path, args=ocp.args.PyTreeSave(tree))
 
 
 def _array_digest(a) -> bytes:
@@ -208,16 +206,16 @@ def write_pretrained(
   ``config.json`` gets ``format_version`` and the arrays' ``checksum``. The arrays are written
   as they are, without a copy. Raises what ``check_output_folder`` raises, and
   ``CheckpointIntegrityError`` for NaN/inf arrays unless ``allow_non_finite`` (then recorded in
-  ``config.json``). On any failure, Ctrl-C included, the temporary folder is removed and
-  ``out_dir`` is left as it was.
+  ``config.json``), and ``OSError`` naming ``out_dir``'s parent for a full disk (with the size
+  needed and the space free) or a read-only one. On any failure, Ctrl-C included, the temporary
+  folder is removed and ``out_dir`` is left as it was.
   """
   out = check_output_folder(out_dir, overwrite=overwrite, protect=protect)
   if not allow_non_finite:
     refuse_non_finite(arrays, str(out_dir), ' (pass --allow-non-finite to keep them)')
   out.parent.mkdir(parents=True, exist_ok=True)
-  atomic.ensure_free_space(
-    out.parent, sum(np.asarray(a).nbytes for a in arrays.values()) + 2**20, 'the checkpoint'
-  )
+  needed = sum(np.asarray(a).nbytes for a in arrays.values()) + 2**20
+  free = atomic.ensure_free_space(out.parent, needed, 'the checkpoint')
   tmp = atomic.temp_dir(out)
   try:
     _save_state(tmp / STATE_DIR, _nested(arrays))
@@ -230,14 +228,21 @@ def write_pretrained(
       config['allow_non_finite'] = True
     (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + '\n')
     atomic.replace(tmp, out)  # only ever an empty or a checkpoint folder (check_output_folder)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
+  except BaseException as e:
+    full = isinstance(e, Exception) and atomic.write_error(
+      e, out.parent, what='the checkpoint', needed=needed, free=free, written=tmp
+    )
+    atomic.remove_settled(tmp)  # TensorStore may still be writing into it
+    if full:  # named by the folder written to, not by the temporary one
+      raise full from None
     raise
   return out
 
 
 def read_config(ckpt_dir: str | os.PathLike) -> dict:
-  """``config.json`` of a checkpoint folder; ``FileNotFoundError`` / ``ValueError`` name it."""
+  """``config.json`` of a checkpoint folder; ``FileNotFoundError`` / ``BadInputError`` name it
+  (and the entry at fault: invalid JSON, no ``arch``, a ``pretrained_cfg`` entry preprocessing
+  cannot use, see ``cfgs.pretrained_cfg_problem``)."""
   path = pathlib.Path(ckpt_dir) / CONFIG_FILE
   if not pathlib.Path(ckpt_dir).is_dir():
     raise FileNotFoundError(f'{ckpt_dir}: no such folder')
@@ -249,6 +254,10 @@ def read_config(ckpt_dir: str | os.PathLike) -> dict:
     raise BadInputError(f'{path}: invalid JSON ({e})') from None
   if not isinstance(config, dict) or 'arch' not in config:
     raise BadInputError(f'{path}: no "arch" entry')
+  problem = pretrained_cfg_problem(config.get('pretrained_cfg'))
+  if problem:
+    key, text = problem
+    raise BadInputError(f'{path}: pretrained_cfg{"." + key if key else ""}: {text}')
   return config
 
 
@@ -299,10 +308,9 @@ def read_pretrained(
     with ocp.StandardCheckpointer() as ckptr:
       tree = ckptr.restore(state_path)
   except Exception as e:  # Orbax raises many types for a damaged folder.
-    first = str(e).splitlines()[0] if str(e) else ''
     raise BadInputError(
       f'{state_path}: cannot read the Orbax checkpoint, it is damaged or '
-      f'incomplete ({type(e).__name__}: {first})'
+      f'incomplete ({errors.library_reason(e)})'
     ) from None
   arrays = _flatten(tree)
   if verify:

@@ -7,10 +7,13 @@ full disk is a small tmpfs mounted in a private mount namespace (``unshare``), r
 a read-only one, so the tests need no privileges and touch no real mount.
 """
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -94,6 +97,39 @@ def _run_on_small_fs(
   shutil.rmtree(mount_dir)
   keep.rename(mount_dir)
   return proc
+
+
+# Runs ``python -m MODULE ARGS`` (argv[1:]) with ``atomic.ensure_free_space`` wrapped: once the
+# check named by FILL_AFTER_CHECK passes, a file in FILL_DIR takes all but 1 MiB of the space left,
+# as another writer would while the write runs (the disk fills in the middle of it).
+_FILL_AFTER_CHECK = """
+import os, runpy, sys
+from hrnet_jax import atomic
+check = atomic.ensure_free_space
+def check_then_fill(folder, needed, what):
+  free = check(folder, needed, what)
+  if what == os.environ['FILL_AFTER_CHECK']:
+    with open(os.path.join(os.environ['FILL_DIR'], 'filler'), 'wb') as f:
+      f.write(bytes(free - 2**20))
+  return free
+atomic.ensure_free_space = check_then_fill
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)
+"""
+
+
+def _filling(fs, what: str, module: str, *args, env=None) -> tuple[list[str], dict]:
+  """The command and environment running ``module`` under ``_FILL_AFTER_CHECK``."""
+  env = dict(env or _env(), FILL_AFTER_CHECK=what, FILL_DIR=str(fs))
+  return [sys.executable, '-c', _FILL_AFTER_CHECK, module, *map(str, args)], env
+
+
+def _only_line(err: str, prog: str, *expected: str) -> str:
+  """``_one_error_line``, and no warning or error records (absl's ``W1201 ...``) besides."""
+  line = _one_error_line(err, prog, *expected)
+  records = [l for l in err.splitlines() if re.match(r'[WEF]\d{4} ', l)]
+  assert not records, err
+  return line
 
 
 @pytest.fixture(scope='module')
@@ -374,9 +410,28 @@ def test_read_only_parent_and_full_disk(tmp_path, source, converted):
   # Disk full: the checkpoint (52 MB) does not fit beside the old one.
   proc = _run_on_small_fs(fs, seed, cmd, size='70m')
   assert proc.returncode == 1, proc.stderr
-  _one_error_line(proc.stderr, 'convert_official_weights', 'No space left on device')
+  _one_error_line(
+    proc.stderr,
+    'convert_official_weights',
+    f'{fs}: No space left on device: the checkpoint needs 51 MiB, ',
+    'MiB are free',
+  )
   assert _tree_hashes(fs / 'ckpt') == before, 'the old checkpoint changed'
   assert os.listdir(fs) == ['ckpt'], 'a temporary folder was left on the full disk'
+  # Room when the check ran, filled while the checkpoint was written: the folder is named, not
+  # the temporary one inside it.
+  cmd, env = _filling(fs, 'the checkpoint', *cmd[2:])
+  proc = _run_on_small_fs(fs, seed, cmd, size='200m', env=env)
+  assert proc.returncode == 1, proc.stderr
+  line = _only_line(
+    proc.stderr,
+    'convert_official_weights',
+    f'{fs}: No space left on device: the checkpoint needs 51 MiB; ',
+    'the disk filled before it ended',
+  )
+  assert '.tmp-' not in line
+  assert _tree_hashes(fs / 'ckpt') == before, 'the old checkpoint changed'
+  assert sorted(os.listdir(fs)) == ['ckpt', 'filler'], 'a temporary folder was left'
 
 
 # --- 2. Non-finite and corrupted weights are refused -----------------------------------------
@@ -591,28 +646,298 @@ def test_a_second_run_on_a_locked_workdir_fails_at_once(tmp_path, train_env):
   assert sorted(os.listdir(tmp_path / 'run')) == ['.hrnet-train.lock']
 
 
-def test_disk_full_during_a_save(tmp_path, train_env):
+def test_disk_full_during_a_save(tmp_path, train_env, caplog):
   import orbax.checkpoint as ocp
 
   if not _unshare_ok():
     pytest.fail('unshare --user --mount is not permitted here; the disk-full test needs it')
   fs = tmp_path / 'fs'
-  empty = tmp_path / 'empty'
-  empty.mkdir()
-  # 120 MB: checkpoint 2 (~85 MB) fits, checkpoint 4 does not fit beside it.
-  proc = _run_on_small_fs(fs, empty, _train(fs, '--config.max_steps=4'), size='120m', env=train_env)
+  seed = tmp_path / 'seed'
+  seed.mkdir()
+  # A checkpoint at every step: the failures come before the first evaluation (not compiled).
+  train = _train(fs, '--config.max_steps=4', '--config.checkpoint.every_steps=1')
+  # 1. The disk fills while checkpoint 2 is written (checkpoint 1, ~85 MB, is committed); the
+  # failure is reported when checkpoint 3 waits for it.
+  cmd, env = _filling(fs, 'checkpoint 2', *train[2:], env=train_env)  # python -m MODULE ...
+  proc = _run_on_small_fs(fs, seed, cmd, size='200m', env=env)
   assert proc.returncode == 1, proc.stderr[-3000:]
+  _only_line(
+    proc.stderr,
+    'hrnet-train',
+    f'{fs / "checkpoints"}: No space left on device: checkpoint 2 needs ',
+    'were free when writing began, and the disk filled before it ended',
+  )
+  for noise in ('Event loop is closed', 'Exception in thread', 'atexit', 'RESOURCE_EXHAUSTED'):
+    assert noise not in proc.stderr, proc.stderr[-3000:]
+  assert sorted(os.listdir(fs / 'checkpoints')) == ['1'], 'a temporary folder was left'
+  # 2. The next run resumes from checkpoint 1 (whole and readable); on the disk still full,
+  # checkpoint 2 is refused before anything is written.
+  shutil.rmtree(seed)
+  shutil.copytree(fs, seed)
+  proc = _run_on_small_fs(fs, seed, train, size='200m', env=train_env)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert 'resuming from checkpoint 1' in proc.stderr
   _one_error_line(
     proc.stderr,
     'hrnet-train',
     'No space left on device',
     str(fs / 'checkpoints'),
-    'checkpoint 4 needs',
+    'checkpoint 2 needs',
+    'MiB are free',
   )
-  assert sorted(os.listdir(fs / 'checkpoints')) == ['2'], 'a temporary folder was left'
+  assert sorted(os.listdir(fs / 'checkpoints')) == ['1'], 'a temporary folder was left'
   with ocp.CheckpointManager(
     fs / 'checkpoints', options=ocp.CheckpointManagerOptions(read_only=True)
   ) as manager:
-    assert list(manager.all_steps()) == [2]  # the previous checkpoint is committed and whole
-    restored = manager.restore(2, args=ocp.args.StandardRestore())
-  assert int(restored['step']) == 2
+    assert list(manager.all_steps()) == [1]  # the previous checkpoint is committed and whole
+    restored = manager.restore(1, args=ocp.args.StandardRestore())
+  assert int(restored['step']) == 1
+  # 3. Evaluating the damaged step: the message names the checkpoint and the key it could not
+  # read, without TensorStore's spec dump; Orbax's read-only warnings are not logged.
+  data = max((fs / 'checkpoints' / '1').rglob('d/*'), key=lambda p: p.stat().st_size)
+  with open(data, 'r+b') as f:
+    f.truncate(data.stat().st_size // 2)
+  from hrnet_jax.train import eval_main
+
+  caplog.clear()  # the records of the manager opened above
+  with caplog.at_level(logging.WARNING):
+    with pytest.raises(errors.BadInputError) as e:
+      eval_main.evaluate_checkpoint(str(fs), dataset='digits', step=1)
+  message = str(e.value)
+  assert message.startswith(f'checkpoint {fs / "checkpoints" / "1"} cannot be read (ValueError: ')
+  assert 'Error reading' in message and '\n' not in message
+  assert 'pybind11' not in message and 'TensorStore' not in message, message
+  assert [r for r in caplog.records if 'orbax' in r.pathname] == [], caplog.text
+
+
+# --- 5. Every failure named, without library noise -------------------------------------------
+
+
+def test_damaged_release_folder_is_one_line(tmp_path, converted):
+  ckpt = tmp_path / 'ckpt'
+  shutil.copytree(converted, ckpt)
+  for data in _data_files(ckpt)[-2:]:
+    with open(data, 'r+b') as f:
+      f.truncate(data.stat().st_size // 2)
+  image = tmp_path / 'x.png'
+  Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+  proc = subprocess.run(
+    [sys.executable, '-m', 'hrnet_jax.cli.predict', '--checkpoint', str(ckpt), str(image)],
+    env=_env(),
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+  )
+  assert proc.returncode == 2, proc.stderr
+  line = _only_line(proc.stderr, 'hrnet-predict', f'{ckpt / "state"}: cannot read', 'Error reading')
+  assert proc.stderr.strip() == line  # no "Event loop is closed" tracebacks after it
+  assert 'pybind11' not in line and 'tensorstore_spec' not in line
+
+
+def test_library_reason_strips_binding_noise():
+  spec_dump = (
+    'Encountered error while reading array index: (slice(0, 3, 1),). See full TensorStore '
+    'details: <bound method pybind11_detail_function_record_v1_system_libstdcpp_gxx_abi_1xxx.spec'
+    ' of TensorStore({'
+  )
+  inner = ValueError('OUT_OF_RANGE: Error reading "conv1.kernel/0.0" in OCDBT database')
+  try:
+    try:
+      raise inner
+    except ValueError as e:
+      raise Exception(spec_dump) from e
+  except Exception as e:
+    outer = e
+  assert errors.library_reason(outer) == f'ValueError: {inner}'
+  cast = TypeError(
+    "Unable to cast Python instance of type <class 'NoneType'> to C++ type '?' (#define "
+    'PYBIND11_DETAILED_ERROR_MESSAGES or compile in debug mode for details)'
+  )
+  cast.__context__ = None
+  wrapper = RuntimeError('Failed to restore checkpoint 3')
+  wrapper.__cause__ = cast
+  assert errors.library_reason(wrapper) == 'RuntimeError: Failed to restore checkpoint 3'
+
+
+def test_export_refuses_an_input_size_that_cannot_fit(tmp_path, converted, capsys):
+  from hrnet_jax.cli.export import main as export_main
+
+  out = tmp_path / 'model.stablehlo'
+  t0 = time.time()
+  rc = export_main(
+    ['--checkpoint', str(converted), '--format', 'stablehlo', str(out), '--input-size']
+    + ['100000', '100000']
+  )
+  assert rc == 2 and time.time() - t0 < 5  # before the checkpoint is loaded
+  line = _one_error_line(capsys.readouterr().err, 'hrnet-export', '--input-size 100000 100000')
+  assert re.search(r'needs at least [\d,]+ bytes', line), line
+  assert os.listdir(tmp_path) == []
+
+
+def test_export_checks_free_space_first(tmp_path, converted):
+  if not _unshare_ok():
+    pytest.fail('unshare --user --mount is not permitted here; the disk-full test needs it')
+  fs = tmp_path / 'fs'
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  export = ['hrnet_jax.cli.export', '--checkpoint', converted, '--format', 'stablehlo']
+  export += [fs / 'model', '--input-size', '32', '32']
+  # The artifact holds the weights (~51 MiB): refused before anything is written.
+  proc = _run_on_small_fs(fs, empty, [sys.executable, '-m', *map(str, export)], size='30m')
+  assert proc.returncode == 1, proc.stderr
+  _one_error_line(
+    proc.stderr, 'hrnet-export', f'{fs}: No space left on device: the stablehlo artifact needs '
+  )
+  assert os.listdir(fs) == []
+  # Room when the check ran, filled while the artifact was written.
+  cmd, env = _filling(fs, 'the stablehlo artifact', *export)
+  proc = _run_on_small_fs(fs, empty, cmd, size='120m', env=env)
+  assert proc.returncode == 1, proc.stderr
+  _one_error_line(
+    proc.stderr,
+    'hrnet-export',
+    f'{fs}: No space left on device: the stablehlo artifact needs ',
+    'the disk filled before it ended',
+  )
+  assert os.listdir(fs) == ['filler'], 'the temporary folder was left'
+
+
+def test_a_writer_that_hides_a_full_disk_is_named(tmp_path, monkeypatch):
+  from hrnet_jax import atomic
+
+  usage = shutil.disk_usage(tmp_path)
+
+  def write_until_full(tmp):
+    pathlib.Path(tmp).write_bytes(bytes(1000))
+    monkeypatch.setattr(shutil, 'disk_usage', lambda _: usage._replace(free=0))
+    raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534')
+
+  with pytest.raises(OSError) as e:  # what torch.save raises on a full disk
+    atomic.write_file(tmp_path / 'x.pth', write_until_full, size=10**6, what='the state_dict')
+  assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path)
+  assert 'the state_dict needs 1 MiB' in str(e.value)
+  assert os.listdir(tmp_path) == []
+  monkeypatch.undo()
+
+  def fail(tmp):
+    raise RuntimeError('not a disk problem')
+
+  with pytest.raises(RuntimeError, match='not a disk problem'):  # room left: the error itself
+    atomic.write_file(tmp_path / 'x.pth', fail, size=10**6, what='the state_dict')
+
+
+@pytest.mark.parametrize(
+  'cfg, message',
+  [
+    ('oops', 'pretrained_cfg: must be an object or null'),
+    ({'input_size': 'abc'}, 'pretrained_cfg.input_size: must be [C, H, W]'),
+    ({'input_size': [3, 0, 224]}, 'pretrained_cfg.input_size: must be [C, H, W]'),
+    ({'crop_pct': -1}, 'pretrained_cfg.crop_pct: must be a number > 0'),
+    ({'mean': [1, 2]}, 'pretrained_cfg.mean: must be 3 finite numbers'),
+    ({'std': [0.2, 0, 0.2]}, 'pretrained_cfg.std: must be 3 finite numbers > 0'),
+    ({'interpolation': 'warp'}, 'pretrained_cfg.interpolation: must be one of nearest'),
+  ],
+)
+def test_a_bad_pretrained_cfg_names_the_file_and_key(tmp_path, converted, capsys, cfg, message):
+  ckpt = tmp_path / 'ckpt'
+  (ckpt / 'state').mkdir(parents=True)  # config.json is read first
+  config = json.loads((converted / 'config.json').read_text())
+  config['pretrained_cfg'] = cfg if isinstance(cfg, str) else {**config['pretrained_cfg'], **cfg}
+  (ckpt / 'config.json').write_text(json.dumps(config))
+  image = tmp_path / 'x.png'
+  Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+  assert predict_main(['--checkpoint', str(ckpt), str(image)]) == 2
+  _one_error_line(capsys.readouterr().err, 'hrnet-predict', f'{ckpt / "config.json"}: {message}')
+
+
+def test_a_pytorch_zip_named_pdparams_is_named_as_such(tmp_path, source, capsys):
+  shutil.copy(source, tmp_path / 'hrnet.pdparams')
+  rc, err = _convert([str(tmp_path / 'hrnet.pdparams'), str(tmp_path / 'out')], capsys)
+  assert rc == 2
+  line = _one_error_line(
+    err, 'convert_official_weights', 'a PyTorch zip archive', 'rename it to .pth'
+  )
+  assert 'truncated or corrupt' not in line
+  assert os.listdir(tmp_path) == ['hrnet.pdparams']
+
+
+def _parse_train_flags(argv, monkeypatch, capsys) -> tuple[int, str]:
+  """``hrnet-train``'s flag parsing of ``argv`` on flags defined as ``train/main.py`` does; the
+  exit code and stderr."""
+  from absl import flags
+  from ml_collections import config_flags
+
+  from hrnet_jax.train import cli
+
+  fresh = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'recipe', flag_values=fresh, lock_config=True)
+  flags.DEFINE_string('workdir', None, 'workdir', flag_values=fresh)
+  flags.DEFINE_bool('verbose', False, 'tracebacks', flag_values=fresh)
+  monkeypatch.setattr(flags, 'FLAGS', fresh)
+  with pytest.raises(SystemExit) as e:
+    cli.parse_flags('hrnet-train', ['hrnet-train', '--workdir=/nonexistent/w', *argv])
+  return e.value.code, capsys.readouterr().err
+
+
+def test_config_errors_are_one_clean_line(tmp_path, monkeypatch, capsys):
+  (tmp_path / 'raises.py').write_text("def get_config():\n  raise KeyError('bad\\nvalue')\n")
+  (tmp_path / 'broken.py').write_text('def get_config(:\n')
+  missing = str(tmp_path / 'nope.py')
+  cases = [
+    (['--config=digits', '--config.no_such_field=1'], '--config.no_such_field: no such field; '),
+    (['--config', 'digits', '--config.modell=x'], 'did you mean --config.model?'),
+    (['--config=digits', '--config.optimizer.lr=1'], 'no such field in config.optimizer'),
+    (['--config', missing], f'--config={missing}: no such file or recipe'),
+    ([f'--config={missing}'], f'--config={missing}: no such file or recipe'),
+    (['--config'], '--config: no value'),
+    ([f'--config={tmp_path / "raises.py"}'], 'raises.py: KeyError: bad value'),
+    (['--config', str(tmp_path / 'broken.py')], 'broken.py: SyntaxError: invalid syntax'),
+    (['--config=digits:x'], '--config=digits:x: TypeError: get_config() takes 0 positional'),
+  ]
+  for argv, message in cases:
+    code, err = _parse_train_flags(argv, monkeypatch, capsys)
+    assert code == 2, (argv, err)
+    line = _one_error_line(err, 'hrnet-train', message)
+    assert len(err.splitlines()) == 1 and '\\n' not in line and '"' not in line, (argv, err)
+    assert "'no_such_field'" not in line and 'Traceback' not in line
+
+
+def test_a_cut_train_config_names_the_file(tmp_path):
+  from hrnet_jax.errors import BadInputError
+  from hrnet_jax.train import eval_main, trainer, workdir
+  from hrnet_jax.train.recipes import digits
+
+  path = tmp_path / trainer.CONFIG_FILE
+  name = re.escape(str(path))
+  config = digits.get_config()
+  config.max_steps = 1
+  whole = json.dumps({'config': json.loads(config.to_json_best_effort()), 'num_classes': 10})
+  path.write_text(whole[: len(whole) // 2])
+  with pytest.raises(BadInputError, match=rf'{name}: the run.s config is not valid JSON \(.* line'):
+    workdir.read_json(str(path), "the run's config")
+  with pytest.raises(BadInputError, match=rf'{name}: .*not valid JSON'):
+    eval_main.evaluate_checkpoint(str(tmp_path), dataset='digits')
+  with pytest.raises(BadInputError, match=rf'{name}: .*not valid JSON'):
+    trainer.train_and_evaluate(config, str(tmp_path))  # resuming reads the old config
+  path.write_text(json.dumps({'config': {}}))
+  with pytest.raises(BadInputError, match=rf'{name}: the run.s config has no "num_classes" entry'):
+    eval_main.evaluate_checkpoint(str(tmp_path), dataset='digits')
+
+
+def test_best_checkpoint_by_any_metric(tmp_path):
+  import jax.numpy as jnp
+
+  from hrnet_jax.train.checkpointing import Checkpoints
+
+  state = {'w': jnp.arange(4.0)}
+  for metric in ('top1', 'mIoU'):
+    ckpts = Checkpoints(tmp_path / metric, keep=1, async_save=False, best_metric=metric)
+    for step, value in ((1, 0.5), (2, 0.7), (3, 0.6)):
+      ckpts.save(step, state, {metric: value, 'other': 1 - value})
+    ckpts.save(4, state)
+    assert ckpts.steps() == [2, 4] and ckpts.best() == (2, 0.7), metric
+    ckpts.close()
+  for metric, best in (('mIoU', (2, 0.7)), ('top1', None)):  # the metrics are read from disk
+    reread = Checkpoints(tmp_path / 'mIoU', read_only=True, best_metric=metric)
+    assert reread.best() == best, metric
+    reread.close()

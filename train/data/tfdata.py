@@ -10,17 +10,26 @@ Train: RandomResizedCrop (torchvision's window sampling: area 0.08-1, log-unifor
 3/4-4/3, 10 attempts, then a center crop with the ratio clamped; JPEGs are decoded only in the
 window) + horizontal flip, or a plain resize. Eval: shorter side to ``int(size /
 crop_pct)``, center crop ``size``. Resizing is antialiased like PIL's. Outputs uint8.
+
+Bad data is named, never a TensorFlow traceback: a folder's images are checked before the first
+step (``check_image``, through ``verify.find_unreadable``); a record that fails to decode in the
+middle of an epoch (a TFDS dataset) is a ``BadInputError`` naming its split, record id and
+position.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
-from typing import Iterator
+import re
+import threading
+from typing import Callable, Iterator
 
 import numpy as np
 
+from hrnet_jax.errors import BadInputError
 from hrnet_jax.train.data.base import (
   Batch,
   DatasetInfo,
@@ -28,17 +37,86 @@ from hrnet_jax.train.data.base import (
   local_batch_size,
   num_eval_batches,
 )
+from hrnet_jax.train.data.verify import find_unreadable
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
+SKIP_OPTION = 'config.dataset.skip_bad_images=True'
+MAX_NAMED = 5  # files named in one error line; the rest are counted
+_TF_LOCK = threading.Lock()  # check_image's threads may be the first to need TensorFlow
+
+
+def _tf():
+  with _TF_LOCK:
+    return _import_tf()
 
 
 @functools.cache
-def _tf():
-  # Imported on first use: TensorFlow is heavy, and only TFDS / folder inputs need it.
+def _import_tf():
+  # Imported on first use: TensorFlow is heavy, and only TFDS / folder inputs need it. Its C++
+  # info / warning lines (oneDNN notices, aborted rendezvous after a bad image) are not ours to
+  # show; a user's own TF_CPP_MIN_LOG_LEVEL wins.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   import tensorflow as tf
 
   tf.config.set_visible_devices([], 'GPU')  # TF is only the input pipeline: keep it off GPUs
   return tf
+
+
+def tf_reason(error) -> str:
+  """A TensorFlow ``OpError``'s message on one line, without what surrounds the kernel's words
+  (op and node names; a graph function's "Detected at node" Python stack)."""
+  lines = [
+    line
+    for line in error.message.splitlines()
+    if not line.startswith(('Graph execution error', 'Detected at node', '  File '))
+  ]
+  text = re.sub(r'\{\{[^}]*\}\}|\[\[[^\]]*\]\]|\[Op:[^\]]*\](?: name: \S*)?', ' ', ' '.join(lines))
+  return ' '.join(text.split())
+
+
+def _named(items: list[str]) -> str:
+  """The first ``MAX_NAMED`` of ``items``, and how many more."""
+  more = len(items) - MAX_NAMED
+  return '; '.join(items[:MAX_NAMED]) + (f'; and {more} more' if more > 0 else '')
+
+
+def _class_folders(split_dir: str) -> tuple[str, ...]:
+  return tuple(
+    sorted(d.name for d in os.scandir(split_dir) if d.is_dir() and not d.name.startswith('.'))
+  )
+
+
+def _files(folder: str) -> list[str]:
+  """The files under ``folder``, hidden ones and those in hidden folders left out, in the order
+  of their sorted folder paths (the order, hence the shuffles, of earlier versions)."""
+  found = []
+  for dirpath, dirs, files in os.walk(folder):
+    dirs[:] = [d for d in dirs if not d.startswith('.')]  # os.walk descends only into these
+    found.append((dirpath, sorted(f for f in files if not f.startswith('.'))))
+  return [os.path.join(dirpath, f) for dirpath, files in sorted(found) for f in files]
+
+
+# What check_image verifies, for the cache of successes: a new decoder needs a new kind.
+CHECK_KIND = 'image-tf-decode_image-rgb8'
+
+
+def check_image(path: str) -> None:
+  """Raises ``ValueError('cannot decode (REASON)')`` unless the file ``path`` decodes with
+  ``_decode``, the decoder of training and evaluation (``OSError`` if it cannot be read).
+
+  TensorFlow's own decoder, not PIL: the two disagree (PIL reads TIFF and recovers some damaged
+  files TF rejects), and what passes here must decode in the pipeline. A full decode is at
+  least as strict as the JPEG crop-decode of ``random_resized_crop`` (the same libjpeg kernel on
+  a window of the image)."""
+  tf = _tf()
+  with open(path, 'rb') as f:
+    data = f.read()
+  try:
+    _decode(data)  # eagerly: each call is one kernel, run in the calling thread
+  except tf.errors.InvalidArgumentError as e:
+    raise ValueError(f'cannot decode ({tf_reason(e)})') from None
 
 
 class TFDSSource:
@@ -100,27 +178,50 @@ class TFDSSource:
         f'splits: {", ".join(self._builder.info.splits)}'
       ) from None
 
+  def describe(self, split: str) -> str:
+    return f'TFDS dataset {self._builder.name!r} (in {self._builder.data_dir}) split {split!r}'
+
   def dataset(
-    self, split: str, index: int, count: int, *, drop_remainder: bool, shuffle_seed: int | None
+    self,
+    split: str,
+    index: int,
+    count: int,
+    *,
+    drop_remainder: bool,
+    shuffle_seed: int | None,
+    with_ids: bool = False,
   ):
-    """tf.data of ``(encoded bytes, int32 label)``; files in an order fixed by ``shuffle_seed``
-    (None: the stored order)."""
+    """tf.data of ``(encoded bytes, int32 label)``, and with ``with_ids`` the record's
+    ``tfds_id`` (``'NAME-SPLIT.tfrecord-00000-of-00016__RECORD'``); files in an order fixed by
+    ``shuffle_seed`` (None: the stored order), the same with or without ids."""
     tf = _tf()
     sub = self._tfds.even_splits(split, n=count, drop_remainder=drop_remainder)[index]
-    read_config = self._tfds.ReadConfig(shuffle_seed=shuffle_seed)
+    read_config = self._tfds.ReadConfig(shuffle_seed=shuffle_seed, add_tfds_id=with_ids)
     ds = self._builder.as_dataset(
       split=sub,
       shuffle_files=shuffle_seed is not None,
       read_config=read_config,
       decoders={self._image_key: self._tfds.decode.SkipDecoding()},
     )
-    return ds.map(lambda ex: (ex[self._image_key], tf.cast(ex[self._label_key], tf.int32)))
+    image, label = self._image_key, self._label_key
+    if with_ids:
+      return ds.map(lambda ex: (ex[image], tf.cast(ex[label], tf.int32), ex['tfds_id']))
+    return ds.map(lambda ex: (ex[image], tf.cast(ex[label], tf.int32)))
 
 
 class FolderSource:
   """Images in ``folder/<split>/<class>/<file>``; classes are the sorted subfolder names of the
-  train split (of the eval split if there is no train split). ``FileNotFoundError`` names a
-  missing or empty split folder."""
+  train split (of the eval split if there is no train split). Hidden files and folders (``.``
+  first: ``.DS_Store``, ``.ipynb_checkpoints``) are ignored.
+
+  A split is listed and checked when first read (inside ``create_input``, before anything is
+  written): every image must decode as training decodes it (``check_image``; in parallel, the
+  successes cached by ``verify``). ``BadInputError`` (one line naming the first files and the
+  count) for images that do not decode and files without an ``IMAGE_EXTENSIONS`` extension,
+  unless ``dataset_config.skip_bad_images`` (then they are skipped and counted in one warning),
+  and for a class folder without images. ``FileNotFoundError`` names a missing or empty split
+  folder. Every process checks the whole split: all must agree on the list before sharding it.
+  """
 
   def __init__(self, dataset_config):
     self._root = os.path.expanduser(dataset_config.folder)
@@ -129,14 +230,16 @@ class FolderSource:
         f'config.dataset.folder={dataset_config.folder!r} is not a folder '
         '(expected FOLDER/<split>/<class>/<image>)'
       )
+    self._skip_bad = bool(dataset_config.get('skip_bad_images', False))
     split = dataset_config.train_split
     if not os.path.isdir(os.path.join(self._root, split)):
       split = dataset_config.eval_split
-    self.class_names = tuple(
-      sorted(d.name for d in os.scandir(self._split_dir(split)) if d.is_dir())
-    )
+    self.class_names = _class_folders(self._split_dir(split))
     self.num_classes = len(self.class_names)
     self._files: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+  def describe(self, split: str) -> str:
+    return f'folder dataset {self._root} split {split!r}'
 
   def _split_dir(self, split: str) -> str:
     path = os.path.join(self._root, split)
@@ -150,19 +253,48 @@ class FolderSource:
     if split not in self._files:
       root = self._split_dir(split)
       index = {name: i for i, name in enumerate(self.class_names)}
-      paths, labels = [], []
-      for name in sorted(d.name for d in os.scandir(root) if d.is_dir()):
+      paths, labels, bad, empty = [], [], {}, []
+      present = _class_folders(root)
+      for name in present:
         if name not in index:
           raise ValueError(f'{root}/{name}: class not in the train split ({self._root})')
-        for dirpath, _, files in sorted(os.walk(os.path.join(root, name))):
-          for f in sorted(files):
-            if f.lower().endswith(IMAGE_EXTENSIONS):
-              paths.append(os.path.join(dirpath, f))
-              labels.append(index[name])
-      if not paths:
-        raise FileNotFoundError(f'{root}: no images ({", ".join(IMAGE_EXTENSIONS)})')
+        files = _files(os.path.join(root, name))
+        if not files:
+          empty.append(os.path.join(root, name))
+        for path in files:
+          if path.lower().endswith(IMAGE_EXTENSIONS):
+            paths.append(path)
+            labels.append(index[name])
+          else:
+            ext = os.path.splitext(path)[1] or 'none'
+            bad[path] = f'unsupported extension {ext} (supported: {", ".join(IMAGE_EXTENSIONS)})'
+      if not present:
+        raise FileNotFoundError(f'{root}: no class folders (expected {root}/<class>/<image>)')
+      if empty:  # before the decoding pass: known from the listing alone
+        raise BadInputError(
+          f'{root}: empty class folders: {_named(empty)}; remove them or add images'
+        )
+      bad.update(find_unreadable(paths, check_image, kind=CHECK_KIND, desc=f'check {split}'))
+      if bad:
+        self._report_bad(root, bad)
+        keep = [i for i, p in enumerate(paths) if p not in bad]
+        paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
+        left = {self.class_names[y] for y in labels}
+        if empty := [os.path.join(root, n) for n in present if n not in left]:
+          raise BadInputError(
+            f'{root}: class folders without a good image once the bad files are skipped: '
+            f'{_named(empty)}'
+          )
       self._files[split] = (np.asarray(paths), np.asarray(labels, np.int32))
     return self._files[split]
+
+  def _report_bad(self, root: str, bad: dict[str, str]) -> None:
+    """Raises, or with the option logs, one line naming the first bad files and the count."""
+    named = _named([f'{p}: {bad[p]}' for p in sorted(bad)])
+    if not self._skip_bad:
+      count = f'{len(bad)} bad files in {root}: ' if len(bad) > 1 else ''
+      raise BadInputError(f'{count}{named}; set {SKIP_OPTION} to skip them')
+    log.warning('%s: skipped %d bad files (%s is set): %s', root, len(bad), SKIP_OPTION, named)
 
   def _shard(self, split: str, index: int, count: int, drop_remainder: bool) -> slice:
     n = len(self._list(split)[1])
@@ -179,12 +311,22 @@ class FolderSource:
     return s.stop - s.start
 
   def dataset(
-    self, split: str, index: int, count: int, *, drop_remainder: bool, shuffle_seed: int | None
+    self,
+    split: str,
+    index: int,
+    count: int,
+    *,
+    drop_remainder: bool,
+    shuffle_seed: int | None,
+    with_ids: bool = False,
   ):
+    """As ``TFDSSource.dataset``; a record's id is its path."""
     tf = _tf()
     paths, labels = self._list(split)
     s = self._shard(split, index, count, drop_remainder)
     ds = tf.data.Dataset.from_tensor_slices((paths[s], labels[s]))
+    if with_ids:
+      return ds.map(lambda p, y: (tf.io.read_file(p), y, p))
     return ds.map(lambda p, y: (tf.io.read_file(p), y))
 
 
@@ -347,43 +489,97 @@ class TFInput:
     self._host_eval = source.num_examples(eval_split, process_index, process_count)
     self.num_eval_batches = num_eval_batches(num_eval, process_count, self._local_eval)
 
-  def _epoch(self, epoch: int, skip_batches: int):
-    tf = _tf()
+  def _epoch_records(self, epoch: int, *, with_ids: bool = False):
+    """``(position in the epoch, (encoded, label[, id]))`` of this process's shard."""
     seed = epoch_seed(self._seed, epoch)
     ds = self._source.dataset(
-      self._train_split, self._pi, self._pc, drop_remainder=True, shuffle_seed=seed
+      self._train_split,
+      self._pi,
+      self._pc,
+      drop_remainder=True,
+      shuffle_seed=seed,
+      with_ids=with_ids,
     )
     ds = ds.shuffle(
       min(self._input.shuffle_buffer, self._host_train), seed=seed, reshuffle_each_iteration=False
     )
-    ds = ds.enumerate().skip(skip_batches * self._local)
+    return ds.enumerate()
+
+  def _train_preprocess(self, epoch: int) -> Callable:
+    tf = _tf()
+    seed = tf.constant(epoch_seed(self._seed, epoch), tf.int64)
+    return lambda i, ex: train_preprocess(ex[0], ex[1], tf.stack([seed, i]), self._input)
+
+  def _epoch(self, epoch: int, skip_batches: int):
+    tf = _tf()
+    ds = self._epoch_records(epoch).skip(skip_batches * self._local)
     ds = ds.map(
-      lambda i, ex: train_preprocess(
-        ex[0], ex[1], tf.stack([tf.constant(seed, tf.int64), i]), self._input
-      ),
-      num_parallel_calls=tf.data.AUTOTUNE,
-      deterministic=True,
+      self._train_preprocess(epoch), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     ds = ds.batch(self._local, drop_remainder=True).take(self.steps_per_epoch - skip_batches)
     return ds.prefetch(tf.data.AUTOTUNE)
 
+  def _eval_preprocess(self, i, ex):
+    return eval_preprocess(ex[0], ex[1], self._input)
+
+  def _bad_record(
+    self, error, split: str, records, start: int, count: int, preprocess: Callable, where: str
+  ) -> BadInputError:
+    """The error for ``error``, raised by tf.data in the batch of ``count`` records from position
+    ``start`` of ``records`` (with ids): they are decoded again, eagerly, to name the one that
+    fails."""
+    tf = _tf()
+    for i, ex in records.skip(start).take(count):
+      try:
+        preprocess(i, ex)
+      except tf.errors.InvalidArgumentError as e:
+        record = ex[2].numpy().decode(errors='replace')
+        return BadInputError(
+          f'{self._source.describe(split)}: record {record} (position {int(i)} of {where}) '
+          f'cannot be decoded ({tf_reason(e)})'
+        )
+    return BadInputError(
+      f'{self._source.describe(split)}: a record of positions {start}-{start + count - 1} of '
+      f'{where} cannot be decoded ({tf_reason(error)})'
+    )
+
   def train_batches(self, start_step: int = 0) -> Iterator[Batch]:
+    tf = _tf()
     epoch, skip = divmod(start_step, self.steps_per_epoch)
     while True:
-      for image, label in self._epoch(epoch, skip).as_numpy_iterator():
-        yield {'image': image, 'label': label}
+      done = 0
+      try:
+        for image, label in self._epoch(epoch, skip).as_numpy_iterator():
+          yield {'image': image, 'label': label}
+          done += 1
+      except tf.errors.InvalidArgumentError as e:
+        raise self._bad_record(
+          e,
+          self._train_split,
+          self._epoch_records(epoch, with_ids=True),
+          (skip + done) * self._local,
+          self._local,
+          self._train_preprocess(epoch),
+          f'epoch {epoch}' + (f' of process {self._pi}' if self._pc > 1 else ''),
+        ) from e
       epoch, skip = epoch + 1, 0
+
+  def _eval_records(self, *, with_ids: bool = False):
+    """``(position, (encoded, label[, id]))`` of this process's eval shard, in stored order."""
+    return self._source.dataset(
+      self._eval_split,
+      self._pi,
+      self._pc,
+      drop_remainder=False,
+      shuffle_seed=None,
+      with_ids=with_ids,
+    ).enumerate()
 
   def eval_batches(self) -> Iterator[Batch]:
     tf = _tf()
     size = self._input.image_size
-    ds = self._source.dataset(
-      self._eval_split, self._pi, self._pc, drop_remainder=False, shuffle_seed=None
-    )
-    ds = ds.map(
-      lambda x, y: eval_preprocess(x, y, self._input),
-      num_parallel_calls=tf.data.AUTOTUNE,
-      deterministic=True,
+    ds = self._eval_records().map(
+      self._eval_preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
     ds = ds.map(lambda x, y: {'image': x, 'label': y, 'mask': True})
     padding = self.num_eval_batches * self._local_eval - self._host_eval
@@ -395,4 +591,18 @@ class TFInput:
       }
     )
     ds = ds.concatenate(pad.repeat(padding)).batch(self._local_eval)
-    yield from ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+    done = 0
+    try:
+      for batch in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+        yield batch
+        done += 1
+    except tf.errors.InvalidArgumentError as e:
+      raise self._bad_record(
+        e,
+        self._eval_split,
+        self._eval_records(with_ids=True),
+        done * self._local_eval,
+        self._local_eval,
+        self._eval_preprocess,
+        'the evaluation' + (f' shard of process {self._pi}' if self._pc > 1 else ''),
+      ) from e
