@@ -129,7 +129,7 @@ def measure(
     lr_fn=ts.learning_rate_schedule(config, 1000),
     mean=tuple(config.input.mean),
     std=tuple(config.input.std),
-    label_smoothing=config.label_smoothing,
+    loss_fn=step_lib.cross_entropy_loss(config.label_smoothing),
   )
   rng = np.random.default_rng(0)
   batch_np = {

@@ -4,10 +4,14 @@
     python -m benchmarks.tpu_aot --topology v5e:1x1 --models hrnet_w18 --search 64:512 --remat none,block
     python -m benchmarks.tpu_aot --topology h100 --models hrnet_w18_small --tasks eval
     python -m benchmarks.tpu_aot --topology v5e:2x2 --models hrnet_w18 --scan off,on
+    python -m benchmarks.tpu_aot --topology v5e:1x1 --models hrnetv2_w18_seg --image-size 512x1024 \
+      --tasks train --search 1:32 --search-step 1
 
 The steps are ``hrnet_jax.train.step.jit_train_step`` / ``jit_eval_step`` over ``hrnet_jax.train.mesh``'s
 ``('data', 'fsdp')`` mesh, exactly as ``hrnet-train`` builds them from the ``imagenet_cosine``
-recipe (SGD Nesterov, label smoothing; ``--dtype`` sets the compute dtype; ``--scan`` sets
+recipe (SGD Nesterov, label smoothing) or, for a segmentation model, the train step of the
+``seg_cityscapes_hrnetv2_w18`` recipe (pixel cross-entropy on ``--image-size HxW`` crops with
+uint8 label maps; train only: evaluation runs per image); ``--dtype`` sets the compute dtype; ``--scan`` sets
 ``HRNetConfig.scan``, ``hrnet_jax.models.hrnet.set_scan``), lowered for
 compile-only devices: ``jax.experimental.topologies.get_topology_desc(NAME, 'tpu')`` (needs
 ``libtpu``, the ``tpu-aot`` extra) or a CUDA H100 target (needs ``jax-cuda12-plugin`` +
@@ -113,6 +117,25 @@ def parse_ints(flag: str, text: str) -> list[int]:
   return values
 
 
+def parse_image_size(text: str) -> tuple[int, int]:
+  """``'224'`` -> (224, 224); ``'512x1024'`` -> (512, 1024) (H, W); ``BadInputError`` naming
+  ``--image-size`` otherwise or when a side is < 32."""
+  try:
+    hw = tuple(int(v) for v in text.lower().split('x'))
+  except ValueError:
+    hw = ()
+  if len(hw) == 1:
+    hw = hw * 2
+  if len(hw) != 2 or min(hw) < 32:
+    raise BadInputError(f'--image-size={text}: expected N or HxW, each side >= 32')
+  return hw
+
+
+def _size_text(hw: tuple[int, int]) -> str:
+  """``'224'`` for a square input (the rows before HxW sizes), else ``'512x1024'``."""
+  return str(hw[0]) if hw[0] == hw[1] else f'{hw[0]}x{hw[1]}'
+
+
 def parse_search(text: str) -> tuple[int, int]:
   try:
     lo, hi = (int(v) for v in text.split(':'))
@@ -161,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--search-step', type=int, default=8)
   p.add_argument('--tasks', default='train,eval', help='train and/or eval')
   p.add_argument('--dtype', default='bfloat16', choices=('bfloat16', 'float32'))
-  p.add_argument('--image-size', type=int, default=224)
+  p.add_argument('--image-size', default='224', help='N (square) or HxW')
   p.add_argument('--fsdp', type=int, default=1, help="size of the mesh's fsdp axis")
   p.add_argument('--remat', default='none', help='comma-separated: none, block, module')
   p.add_argument('--scan', default='off', help='comma-separated: off, on (HRNetConfig.scan)')
@@ -186,12 +209,19 @@ class Args:
   search_step: int
   tasks: list[str]
   dtype: str
-  image_size: int
+  image_size: tuple[int, int]  # (H, W)
   fsdp: int
   remats: list[str]
   out: str
   markdown: str
   scans: list[str] = dataclasses.field(default_factory=lambda: ['off'])
+
+
+def segmentation_models() -> list[str]:
+  import hrnet_jax
+  from hrnet_jax.models.dense import get_dense_config
+
+  return [m for m in hrnet_jax.list_dense_models() if get_dense_config(m).task == 'segment']
 
 
 def check_args(ns: argparse.Namespace) -> Args:
@@ -201,23 +231,24 @@ def check_args(ns: argparse.Namespace) -> Args:
 
   gen, chip = parse_topology(ns.topology)
   models = [m.strip() for m in ns.models.split(',') if m.strip()]
-  unknown = [m for m in models if m not in hrnet_jax.list_models()]
+  valid = hrnet_jax.list_models() + segmentation_models()
+  unknown = [m for m in models if m not in valid]
   if not models or unknown:
     raise BadInputError(
-      f'--models: unknown {", ".join(unknown) or "(none given)"}; valid: '
-      f'{", ".join(hrnet_jax.list_models())}'
+      f'--models: unknown {", ".join(unknown) or "(none given)"}; valid: {", ".join(valid)}'
     )
   tasks = [t.strip() for t in ns.tasks.split(',') if t.strip()]
   if not tasks or set(tasks) - {'train', 'eval'}:
     raise BadInputError(f'--tasks={ns.tasks!r}: valid: train, eval')
+  if 'eval' in tasks and set(models) & set(segmentation_models()):
+    raise BadInputError('--tasks eval: segmentation models evaluate per image; use --tasks train')
   remats = [r.strip() for r in ns.remat.split(',') if r.strip()]
   if not remats or set(remats) - set(remat.LEVELS):
     raise BadInputError(f'--remat={ns.remat!r}: valid: {", ".join(remat.LEVELS)}')
   scans = [v.strip() for v in ns.scan.split(',') if v.strip()]
   if not scans or set(scans) - {'off', 'on'}:
     raise BadInputError(f'--scan={ns.scan!r}: valid: off, on')
-  if ns.image_size < 32:
-    raise BadInputError(f'--image-size={ns.image_size}: must be >= 32')
+  image_size = parse_image_size(ns.image_size)
   if ns.fsdp < 1:
     raise BadInputError(f'--fsdp={ns.fsdp}: must be >= 1')
   if ns.search_step < 1:
@@ -232,7 +263,7 @@ def check_args(ns: argparse.Namespace) -> Args:
     ns.search_step,
     tasks,
     ns.dtype,
-    ns.image_size,
+    image_size,
     ns.fsdp,
     remats,
     ns.out,
@@ -385,15 +416,16 @@ class Compiler:
 
     from hrnet_jax.train import mesh as mesh_lib
     from hrnet_jax.train import train_state as ts
-    from hrnet_jax.train.recipes import imagenet_cosine
+    from hrnet_jax.train.recipes import imagenet_cosine, seg_cityscapes_hrnetv2_w18
 
     key = (model, remat, scan)
     if key not in self._models:
-      config = imagenet_cosine.get_config()
+      segment = model in segmentation_models()
+      config = (seg_cityscapes_hrnetv2_w18 if segment else imagenet_cosine).get_config()
       config.model, config.dtype, config.remat = model, self.args.dtype, remat
-      config.input.image_size = self.args.image_size
+      config.input.image_size = self.args.image_size[0]
       config.pretrained, config.scan = '', scan == 'on'
-      model_def, params, stats = ts.split_model(ts.recipe_model(config, 1000))
+      model_def, params, stats = ts.split_model(ts.recipe_model(config, 19 if segment else 1000))
       tx = ts.create_optimizer(config, steps_per_epoch=1000)
       host = ts.init_state(params, stats, tx)
       shardings = mesh_lib.state_shardings(self.mesh, host)
@@ -412,6 +444,7 @@ class Compiler:
 
     from hrnet_jax.train import mesh as mesh_lib
     from hrnet_jax.train import step as step_lib
+    from hrnet_jax.train import tasks
     from hrnet_jax.train import train_state as ts
 
     args = self.args
@@ -420,9 +453,11 @@ class Compiler:
     b = batch_per_chip * n
     bs, rep = mesh_lib.batch_sharding(self.mesh), mesh_lib.replicated(self.mesh)
     sds = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=bs)
+    h, w = args.image_size
+    task_of = tasks.get_task(config)
     batch = {
-      'image': sds((b, args.image_size, args.image_size, 3), jnp.uint8),
-      'label': sds((b,), jnp.int32),
+      'image': sds((b, h, w, 3), jnp.uint8),
+      'label': sds((b, h, w), jnp.uint8) if task_of.name == 'segment' else sds((b,), jnp.int32),
     }
     norm = dict(mean=tuple(config.input.mean), std=tuple(config.input.std))
     if task == 'train':
@@ -433,7 +468,7 @@ class Compiler:
         model_def=model_def,
         tx=tx,
         lr_fn=ts.learning_rate_schedule(config, 1000),
-        label_smoothing=config.label_smoothing,
+        loss_fn=task_of.loss_fn(config),
         **norm,
       )
       call = (abstract, batch)
@@ -463,7 +498,7 @@ class Compiler:
       'mesh': f'{n // args.fsdp}x{args.fsdp}',
       'batch_per_chip': batch_per_chip,
       'global_batch': b,
-      'image_size': args.image_size,
+      'image_size': _size_text(args.image_size),
       'dtype': args.dtype,
       'remat': remat if task == 'train' else 'none',
       'scan': scan,

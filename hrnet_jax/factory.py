@@ -81,7 +81,9 @@ def create_model(
 
   Args:
     name: e.g. ``'hrnet_w18'``, ``'hrnet_w48_ssld'``, ``'hrnetv2_w18_seg'``, ``'hrnet_w32_pose'``.
-    pretrained: a release folder written by ``convert_official_weights`` / ``save_pretrained``.
+    pretrained: a release folder written by ``convert_official_weights`` / ``save_pretrained``;
+      for a dense model also its backbone's classifier (``hrnet_w18`` for ``hrnetv2_w18_seg``),
+      which initialises the backbone only (neck and head fresh).
       Loading is strict; parts of the checkpoint the model does not build (the head of a
       ``features_only`` model) are skipped, and a different number of outputs keeps a freshly
       initialised classifier / ``head.final_layer`` (fine-tuning), as timm.
@@ -105,17 +107,22 @@ def create_model(
   """
   family, cfg = _lookup(name)
   config = arrays = None
+  backbone_only = False  # a dense model from its backbone's classification weights
   if pretrained is not None:
     config, arrays = checkpoint.read_pretrained(pretrained)
-    if config['arch'] != name:
-      raise ValueError(f'{pretrained}: checkpoint is {config["arch"]!r}, not {name!r}')
-    if head_conv_bias is None:
+    backbone_only = family == DENSE and config['arch'] == cfg.backbone
+    if config['arch'] != name and not backbone_only:
+      also = f' or its backbone {cfg.backbone!r}' if family == DENSE else ''
+      raise ValueError(f'{pretrained}: checkpoint is {config["arch"]!r}, not {name!r}{also}')
+    if head_conv_bias is None and not backbone_only:
       head_conv_bias = config.get('model_kwargs', {}).get('head_conv_bias')
   rngs = rngs if rngs is not None else nnx.Rngs(0)
   precision = dict(in_chans=in_chans, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
   output_key = _output_key(family, cfg)
   default_outputs = 1000 if family == CLASSIFY else cfg.num_outputs
-  ckpt_outputs = (config or {}).get(output_key, default_outputs)
+  ckpt_outputs = (
+    default_outputs if backbone_only else (config or {}).get(output_key, default_outputs)
+  )
 
   if family == DENSE:
     if features_only:
@@ -147,7 +154,9 @@ def create_model(
     fresh = ('classifier',)
   model.arch = name
   model.pretrained_cfg = default_pretrained_cfg(name)
-  if arrays is not None:
+  if backbone_only:
+    _assign_backbone(model, arrays, str(pretrained))
+  elif arrays is not None:
     if not unused and num_outputs != ckpt_outputs:
       unused = fresh
       log.info(
@@ -157,6 +166,17 @@ def create_model(
     state.assign_arrays(model, arrays, what=str(pretrained), allow_missing=unused)
     model.pretrained_cfg = config.get('pretrained_cfg') or model.pretrained_cfg
   return model
+
+
+def _assign_backbone(model: DenseHRNet, arrays: dict, what: str) -> None:
+  """A classifier's weights into ``model.backbone`` (ImageNet initialisation, as mmseg / mmpose
+  ``init_cfg=dict(type='Pretrained')``): its stem and stages must all be there; the classifier
+  head and the branches the dense backbone does not build (HRNetV1's last fuse layers) are left
+  out; neck and head stay freshly initialised."""
+  wanted = set(state.model_variables(model.backbone))
+  kept = {k: v for k, v in arrays.items() if k in wanted}
+  log.info('%s: backbone weights (%d of %d arrays; head fresh)', what, len(kept), len(arrays))
+  state.assign_arrays(model.backbone, kept, what=what)
 
 
 def load_pretrained(ckpt_dir: str | os.PathLike, **kwargs) -> HighResolutionNet | DenseHRNet:

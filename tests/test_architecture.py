@@ -49,6 +49,7 @@ OPTIONAL_HEAVY = frozenset(
     'tqdm',
     'ai_edge_litert',
     'tensorboardX',
+    'pycocotools',
   }
 )
 TORCH_PADDLE_MM = frozenset(

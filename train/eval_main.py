@@ -1,8 +1,21 @@
-"""``hrnet-eval``: exact top-1 / top-5 of a checkpoint over a whole split, sharded over all devices.
+"""``hrnet-eval``: score a checkpoint over a whole split, sharded over all devices: exact top-1 /
+top-5 of a classifier, mIoU / aAcc / mAcc / per-class IoU of a segmentation model (mmseg's
+``IoUMetric``, each image predicted at its own size).
 
     hrnet-eval --checkpoint /tmp/hrnet_digits --dataset digits
     hrnet-eval --checkpoint converted/hrnet_w18 --dataset imagenet2012 --data_dir ~/tfds
     hrnet-eval --checkpoint RUN/model --dataset folder:/data/flowers --split val
+    hrnet-eval --checkpoint SEG_RUN --dataset seg_folder:/data/scenes --split val
+    hrnet-eval --checkpoint converted/fcn_hr18 --dataset cityscapes:/data/cityscapes \
+      --tta flip,0.5,0.75,1.0,1.25,1.5,1.75 --save_predictions /tmp/preds
+
+Segmentation: ``--dataset`` is ``seg_folder:ROOT`` (``ROOT/images|annotations/<split>``),
+``cityscapes:ROOT`` or ``ade20k:ROOT``; ``--mode slide`` with ``--crop_size H,W`` and
+``--stride H,W`` is mmseg's sliding-window inference; ``--tta`` lists ``flip`` and/or scale ratios
+(mean of the softmax of every view, as mmseg's test-time augmentation); ``--test_scale
+LONG,SHORT`` is the test ``Resize(keep_ratio)`` bound (default: the dataset's, Cityscapes
+2048,1024, ADE20K 2048,512, else the checkpoint's); ``--save_predictions DIR`` writes one label
+PNG per image (its name, the dataset's label ids) into a new or empty DIR. Results are in percent.
 
 ``--checkpoint`` is either a training workdir (``hrnet-train --workdir``; its best training
 checkpoint by eval top-1, else the latest, or ``--step``) or a release folder (``config.json`` +
@@ -21,23 +34,26 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 
 import jax
 import ml_collections
 from absl import app, flags
+from PIL import Image
 
 import hrnet_jax
-from hrnet_jax import errors
+from hrnet_jax import atomic, errors
 from hrnet_jax.cli import policy
 from hrnet_jax.data import transforms
 from hrnet_jax.runtime import compile_cache
-from hrnet_jax.train import checkpointing, cli, evaluate, trainer
+from hrnet_jax.train import checkpointing, cli, tasks, trainer
 from hrnet_jax.train import data as input_pipeline
 from hrnet_jax.train import mesh as mesh_lib
-from hrnet_jax.train import step as step_lib
 from hrnet_jax.train import train_state as ts
+from hrnet_jax.train import workdir as workdir_lib
 from hrnet_jax.train.recipes import base
+from hrnet_jax.train.recipes import segment as segment_recipe
 
 PROG = 'hrnet-eval'
 FLAGS = flags.FLAGS
@@ -52,44 +68,112 @@ flags.DEFINE_integer('step', None, 'Checkpoint step of a training workdir (defau
 flags.DEFINE_integer('image_size', None, 'Override the eval crop size.')
 flags.DEFINE_float('crop_pct', None, 'Override the center-crop fraction.')
 flags.DEFINE_bool('json', False, 'Print the result as one JSON line.')
+flags.DEFINE_enum('mode', None, ['whole', 'slide'], "Segmentation inference (default: the run's).")
+flags.DEFINE_list('crop_size', None, 'Sliding-window crop H,W (segmentation, --mode slide).')
+flags.DEFINE_list('stride', None, 'Sliding-window stride H,W (segmentation, --mode slide).')
+flags.DEFINE_list('tta', None, "Segmentation test-time augmentation: 'flip' and/or scale ratios.")
+flags.DEFINE_list('test_scale', None, 'Segmentation test Resize bound LONG,SHORT (0 = none).')
+flags.DEFINE_string(
+  'save_predictions', None, 'Segmentation: write one label PNG per image into this new folder.'
+)
 flags.mark_flags_as_required(['checkpoint', 'dataset'])
 
 
-def _dataset_config(
-  config,
-  dataset: str,
-  split: str,
-  data_dir: str,
-  batch_size: int,
-  image_size: int | None,
-  crop_pct: float | None,
-) -> None:
-  """Sets ``config.dataset`` and the eval fields (see ``evaluate_checkpoint``)."""
-  if dataset.startswith('folder:'):
-    config.dataset.name, config.dataset.folder = 'folder', dataset[len('folder:') :]
+SEG_DATASETS = {'seg_folder': None, 'cityscapes': (2048, 1024), 'ade20k': (2048, 512)}
+
+
+def _dataset_config(config, dataset: str, split: str, data_dir: str, batch_size: int) -> None:
+  """Sets ``config.dataset`` and the eval batch (see ``evaluate_checkpoint``)."""
+  name, sep, path = dataset.partition(':')
+  if sep and name in ('folder', *SEG_DATASETS):
+    config.dataset.name, config.dataset.folder = name, path
   else:
     config.dataset.name = dataset
+  segment = config.get('task', 'classify') == 'segment'
+  if segment != (config.dataset.name in SEG_DATASETS):
+    kind = 'a segmentation' if segment else 'a classification'
+    raise errors.BadInputError(
+      f'--dataset={dataset}: the checkpoint is {kind} model; datasets: '
+      + (', '.join(f'{k}:ROOT' for k in SEG_DATASETS) if segment else 'digits, folder:PATH, TFDS')
+    )
   config.dataset.eval_split = split
   config.dataset.data_dir = data_dir
   config.eval_batch_size = config.batch_size = batch_size
   if dataset == 'digits':
     config.input.train_augment = 'resize'
-  if image_size:
-    config.input.image_size = image_size
-  if crop_pct:
-    config.input.crop_pct = crop_pct
+
+
+def _pair_flag(values, name: str) -> tuple[int, int]:
+  try:
+    pair = tuple(int(v) for v in values)
+  except ValueError:
+    pair = ()
+  if len(pair) != 2 or min(pair) < 0:
+    raise errors.BadInputError(f'--{name}={",".join(values)}: expected two integers, e.g. 512,1024')
+  return pair
+
+
+def _eval_overrides(config, *, image_size, crop_pct, mode, crop_size, stride, tta, test_scale):
+  """Applies the preprocessing / inference flags to ``config`` (each only for its task)."""
+  segment = config.get('task', 'classify') == 'segment'
+  given = lambda *names: [n for n, v in names if v is not None]
+  wrong = (
+    given(('image_size', image_size), ('crop_pct', crop_pct))
+    if segment
+    else given(
+      ('mode', mode),
+      ('crop_size', crop_size),
+      ('stride', stride),
+      ('tta', tta),
+      ('test_scale', test_scale),
+    )
+  )
+  if wrong:
+    raise errors.BadInputError(
+      f'--{wrong[0]} is for {"classification" if segment else "segmentation"} checkpoints'
+    )
+  if not segment:
+    if image_size:
+      config.input.image_size = image_size
+    if crop_pct:
+      config.input.crop_pct = crop_pct
+    return
+  if test_scale is not None:
+    config.input.test_scale = () if test_scale == ['0'] else _pair_flag(test_scale, 'test_scale')
+  elif SEG_DATASETS.get(config.dataset.name):
+    config.input.test_scale = SEG_DATASETS[config.dataset.name]
+  if mode:
+    config.eval.mode = mode
+  if crop_size:
+    config.eval.crop_size = _pair_flag(crop_size, 'crop_size')
+  if stride:
+    config.eval.stride = _pair_flag(stride, 'stride')
+  if tta is not None:
+    scales = [v for v in tta if v != 'flip']
+    try:
+      config.eval.scales = tuple(float(v) for v in scales)
+    except ValueError:
+      raise errors.BadInputError(
+        f'--tta={",".join(tta)}: expected flip and/or scale ratios, e.g. flip,0.5,1.0,1.5'
+      ) from None
+    config.eval.flip = 'flip' in tta
 
 
 def _from_workdir(workdir: str, mesh, step: int | None):
   """-> (model_def, params, batch_stats, config) of a training checkpoint of a run."""
-  with open(os.path.join(workdir, trainer.CONFIG_FILE)) as f:
-    saved = json.load(f)
+  saved = workdir_lib.read_json(
+    os.path.join(workdir, trainer.CONFIG_FILE),
+    "the run's config",
+    required=('config', 'num_classes'),
+  )
   config = ml_collections.ConfigDict(saved['config'])
   config.pretrained = ''  # the architecture is all we need; the weights come from the checkpoint
   model_def, params, stats = ts.split_model(ts.recipe_model(config, saved['num_classes']))
   host_state = ts.init_state(params, stats, ts.create_optimizer(config, steps_per_epoch=1))
   shardings = mesh_lib.state_shardings(mesh, host_state)
-  ckpts = checkpointing.Checkpoints(workdir, read_only=True)
+  ckpts = checkpointing.Checkpoints(
+    workdir, read_only=True, best_metric=tasks.get_task(config).best_metric
+  )
   try:
     steps = ckpts.steps()
     if step is None:
@@ -111,15 +195,45 @@ def _from_workdir(workdir: str, mesh, step: int | None):
 def _from_folder(folder: str):
   """-> (model_def, params, batch_stats, config) of a release folder."""
   model = hrnet_jax.load_pretrained(folder)
-  config = base.get_config()
+  cfg = model.pretrained_cfg or {}
+  if getattr(model, 'task', None) == 'segment':
+    config = segment_recipe.get_config()
+    config.input.mean, config.input.std = tuple(cfg['mean']), tuple(cfg['std'])
+    test = cfg.get('test_scale') or cfg['input_size'][:0:-1]  # (H, W) -> (long, short)
+    config.input.test_scale = tuple(test)
+    config.dataset.ignore_index = cfg.get('ignore_index', 255)
+    config.dataset.reduce_zero_label = cfg.get('reduce_zero_label', False)
+  elif getattr(model, 'task', None) is not None:
+    raise errors.BadInputError(
+      f'--checkpoint={folder}: a {model.task} model; hrnet-eval scores classifiers and '
+      'segmentation models'
+    )
+  else:
+    config = base.get_config()
+    p = transforms.resolve_eval_params(cfg)
+    config.input.image_size = p['size'][0]
+    config.input.crop_pct = p['crop_pct']
+    config.input.interpolation = p['interpolation']
+    config.input.mean, config.input.std = p['mean'], p['std']
   config.model = model.arch
-  p = transforms.resolve_eval_params(model.pretrained_cfg or {})
-  config.input.image_size = p['size'][0]
-  config.input.crop_pct = p['crop_pct']
-  config.input.interpolation = p['interpolation']
-  config.input.mean, config.input.std = p['mean'], p['std']
   model_def, params, stats = ts.split_model(model)
   return model_def, params, stats, config
+
+
+def _prediction_writer(folder: str, reduce_zero_label: bool):
+  """``on_prediction(name, pred)`` writing ``folder/<name>.png`` (uint8 label ids; reduced
+  labels back to the dataset's ids, 0 = the ignored "other") atomically; the folder must be new
+  or empty (nothing of the user's is replaced)."""
+  if os.path.exists(folder) and (not os.path.isdir(folder) or os.listdir(folder)):
+    raise errors.BadInputError(f'--save_predictions={folder}: exists and is not an empty folder')
+
+  def write(name: str, pred) -> None:
+    path = os.path.join(folder, name + '.png')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    ids = (pred + 1) if reduce_zero_label else pred
+    atomic.write_file(path, lambda tmp: Image.fromarray(ids.astype('uint8')).save(tmp, 'PNG'))
+
+  return write
 
 
 def evaluate_checkpoint(
@@ -132,12 +246,21 @@ def evaluate_checkpoint(
   step: int | None = None,
   image_size: int | None = None,
   crop_pct: float | None = None,
+  mode: str | None = None,
+  crop_size=None,
+  stride=None,
+  tta=None,
+  test_scale=None,
+  save_predictions: str | None = None,
 ) -> dict:
-  """Top-1 / top-5 of ``checkpoint`` (a training workdir or a release folder) on
-  ``split`` of ``dataset`` (``'digits'``, ``'folder:PATH'`` or a TFDS name); the arguments are
-  the CLI flags'. Returns ``{'top1', 'top5'}`` (fractions) and ``'count'`` (images).
+  """Scores ``checkpoint`` (a training workdir or a release folder) on ``split`` of ``dataset``
+  (``'digits'``, ``'folder:PATH'``, a TFDS name; ``'seg_folder:ROOT'``, ``'cityscapes:ROOT'``,
+  ``'ade20k:ROOT'``); the arguments are the CLI flags'. Returns the task's results: ``{'top1',
+  'top5'}`` (fractions) or ``{'mIoU', 'aAcc', 'mAcc', 'mDice', 'IoU': {class: value}, ...}``
+  (percent), and ``'count'`` (images).
 
-  Raises ``FileNotFoundError`` / ``ValueError`` naming a bad checkpoint, dataset or batch size.
+  Raises ``FileNotFoundError`` / ``ValueError`` / ``hrnet_jax.errors.BadInputError`` naming a bad
+  checkpoint, dataset, flag or batch size.
   """
   mesh = mesh_lib.create_mesh()
   if not os.path.isdir(checkpoint):
@@ -153,7 +276,20 @@ def evaluate_checkpoint(
         f'({trainer.CONFIG_FILE}) nor a checkpoint folder (config.json)'
       )
     model_def, params, stats, config = _from_workdir(checkpoint, mesh, step)
-  _dataset_config(config, dataset, split, data_dir, batch_size, image_size, crop_pct)
+  _dataset_config(config, dataset, split, data_dir, batch_size)
+  _eval_overrides(
+    config,
+    image_size=image_size,
+    crop_pct=crop_pct,
+    mode=mode,
+    crop_size=crop_size,
+    stride=stride,
+    tta=tta,
+    test_scale=test_scale,
+  )
+  task = tasks.get_task(config)
+  if save_predictions is not None and task.name != 'segment':
+    raise errors.BadInputError('--save_predictions is for segmentation checkpoints')
   if config.eval_batch_size % mesh.size:
     raise ValueError(
       f'--batch_size={config.eval_batch_size} must be a multiple of the {mesh.size} devices'
@@ -161,24 +297,23 @@ def evaluate_checkpoint(
   data = input_pipeline.create_input(
     config, process_index=jax.process_index(), process_count=jax.process_count(), train=False
   )
-  eval_fn = step_lib.jit_eval_step(
+  if data.info.num_classes != model_def.num_classes:
+    raise errors.BadInputError(
+      f'--dataset={dataset}: {data.info.num_classes} classes, but {checkpoint} predicts '
+      f'{model_def.num_classes}'
+    )
+  evaluator = task.evaluator(
+    config,
+    model_def,
+    data.info,
+    mesh,
     jax.tree.map(lambda x: x.sharding, params),
     jax.tree.map(lambda x: x.sharding, stats),
-    mesh_lib.batch_sharding(mesh),
-    mesh_lib.replicated(mesh),
-    model_def=model_def,
-    mean=tuple(config.input.mean),
-    std=tuple(config.input.std),
   )
-  return evaluate.evaluate(
-    eval_fn,
-    params,
-    stats,
-    data.eval_batches(),
-    mesh_lib.batch_sharding(mesh),
-    num_batches=data.num_eval_batches,
-    progress=True,
-  )
+  extra = {}
+  if save_predictions is not None:
+    extra['on_prediction'] = _prediction_writer(save_predictions, config.dataset.reduce_zero_label)
+  return evaluator(params, stats, data, progress=True, **extra)
 
 
 def _main(argv):
@@ -200,18 +335,35 @@ def _evaluate_and_print() -> int:
     step=FLAGS.step,
     image_size=FLAGS.image_size,
     crop_pct=FLAGS.crop_pct,
+    mode=FLAGS.mode,
+    crop_size=FLAGS.crop_size,
+    stride=FLAGS.stride,
+    tta=FLAGS.tta,
+    test_scale=FLAGS.test_scale,
+    save_predictions=FLAGS.save_predictions,
   )
+  where = f'{results["count"]} images of {FLAGS.dataset}:{FLAGS.split} ({FLAGS.checkpoint})'
   if FLAGS.json:
+    # Classes absent from the labels have no IoU: null, as JSON has no NaN.
+    clean = lambda v: (
+      {k: clean(x) for k, x in v.items()}
+      if isinstance(v, dict)
+      else (None if isinstance(v, float) and math.isnan(v) else v)
+    )
+    record = {
+      **clean(results),
+      'checkpoint': FLAGS.checkpoint,
+      'dataset': FLAGS.dataset,
+      'split': FLAGS.split,
+    }
+    print(json.dumps(record))
+  elif 'mIoU' in results:
     print(
-      json.dumps(
-        {**results, 'checkpoint': FLAGS.checkpoint, 'dataset': FLAGS.dataset, 'split': FLAGS.split}
-      )
+      f'hrnet-eval: mIoU {results["mIoU"]:.2f}  aAcc {results["aAcc"]:.2f}  mAcc '
+      f'{results["mAcc"]:.2f}  on {where}'
     )
   else:
-    print(
-      f'hrnet-eval: top-1 {results["top1"]:.2%}  top-5 {results["top5"]:.2%}  on '
-      f'{results["count"]} images of {FLAGS.dataset}:{FLAGS.split} ({FLAGS.checkpoint})'
-    )
+    print(f'hrnet-eval: top-1 {results["top1"]:.2%}  top-5 {results["top5"]:.2%}  on {where}')
   return 0
 
 
@@ -230,6 +382,12 @@ def main():
       'image_size',
       'crop_pct',
       'json',
+      'mode',
+      'crop_size',
+      'stride',
+      'tta',
+      'test_scale',
+      'save_predictions',
     ],
     PROG,
   )

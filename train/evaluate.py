@@ -1,12 +1,16 @@
-"""Exact top-1 / top-5 over a whole eval split, on any number of devices and processes."""
+"""Evaluation over a whole split, on any number of devices and processes: exact top-1 / top-5
+(classification), mIoU and its companions (segmentation)."""
 
 from __future__ import annotations
 
 from typing import Callable, Iterable
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
+from hrnet_jax.metrics import segmentation as seg_metrics
 from hrnet_jax.train import mesh as mesh_lib
 
 
@@ -47,3 +51,60 @@ def evaluate(
 def _accumulate(totals: dict[str, int], counts: dict[str, jax.Array]) -> None:
   for k, v in jax.device_get(counts).items():
     totals[k] += int(v)
+
+
+def evaluate_segmentation(
+  segment_fn: Callable,
+  params,
+  batch_stats,
+  data,
+  *,
+  num_classes: int,
+  class_names: tuple[str, ...] | None = None,
+  progress: bool = False,
+  on_prediction: Callable[[str, np.ndarray], None] | None = None,
+) -> dict:
+  """Runs ``segment_fn`` (a ``step.jit_segment_image``) on every image of ``data.eval_examples()``
+  (a ``SegmentationInput``: this process's shard, one image at a time, at its own size), on one
+  local device with a full copy of the weights, then sums the areas over all processes.
+
+  ``on_prediction(name, pred)`` receives each real image's int32 ``[h, w]`` prediction.
+  Returns ``hrnet_jax.metrics.segmentation.segmentation_metrics`` (percent) plus ``'count'``
+  (images); ``ValueError`` if the split is empty.
+  """
+  device = jax.local_devices()[0]
+  host = multihost_utils.process_allgather((params, batch_stats), tiled=True)
+  params, batch_stats = jax.device_put(host, device)
+  totals = {k: np.zeros(num_classes, np.int64) for k in seg_metrics.AREA_KEYS}
+  count = 0
+  show = progress and jax.process_index() == 0
+  examples = data.eval_examples()
+  for ex in tqdm(
+    examples, total=data.num_eval_examples, desc='eval', disable=not show, leave=False
+  ):
+    areas, pred = segment_fn(params, batch_stats, ex['image'], ex['label'])
+    if not ex['valid']:
+      continue
+    count += 1
+    for k, v in jax.device_get(areas).items():
+      totals[k] += np.asarray(v, np.int64)
+    if on_prediction is not None:
+      on_prediction(ex['name'], np.asarray(pred))
+  totals, count = _sum_over_processes(totals, count)
+  if count == 0:
+    raise ValueError('the eval split is empty')
+  return {**seg_metrics.segmentation_metrics(totals, class_names), 'count': count}
+
+
+def _sum_over_processes(totals: dict[str, np.ndarray], count: int):
+  """int64 sums over processes; sent as two int32 halves (JAX runs without 64-bit types)."""
+  if jax.process_count() == 1:
+    return totals, count
+  keys = sorted(totals)
+  flat = np.concatenate([totals[k] for k in keys] + [np.array([count], np.int64)])
+  halves = np.stack([flat >> 31, flat & (2**31 - 1)]).astype(np.int32)
+  gathered = np.asarray(multihost_utils.process_allgather(halves)).astype(np.int64)
+  gathered = gathered.reshape(-1, 2, flat.size).sum(0)
+  flat = (gathered[0] << 31) + gathered[1]
+  sizes = np.cumsum([len(totals[k]) for k in keys])[:-1]
+  return dict(zip(keys, np.split(flat[:-1], sizes))), int(flat[-1])

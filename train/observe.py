@@ -21,9 +21,11 @@ class Observer:
   step is recorded once: lines of ``jsonl_path`` (atomically) and, through TensorBoard's
   ``purge_step``, the events of earlier event files.
 
-  Scalars: ``train/loss``, ``train/top1``, ``train/lr``, ``train/grad_norm`` (means over the
+  Scalars: ``train/loss``, the task's train metrics (``train/top1``), ``train/lr``, ``train/grad_norm`` (means over the
   last ``log_every`` steps), ``perf/img_per_sec``, ``perf/step_time_ms`` (wall time per step over
-  that window, compilation excluded), ``eval/top1``, ``eval/top5`` (fractions).
+  that window, compilation excluded), and the task's eval scalars: ``eval/top1``, ``eval/top5``
+  (classification, fractions) or ``eval/mIoU``, ``eval/aAcc``, ``eval/mAcc`` (segmentation,
+  percent).
   """
 
   def __init__(
@@ -94,14 +96,12 @@ class Observer:
       self.timed_steps += self._window_steps
       self._window, self._window_steps, self._t0 = {}, 0, None
 
-  def eval(self, step: int, results: dict[str, float]) -> None:
+  def eval(self, step: int, scalars: dict[str, float], line: str) -> None:
+    """Records the eval ``scalars`` (as ``eval/<name>``) and prints ``step N: <line>``."""
     if not self._active:
       return
-    self._scalars(step, {'eval/top1': results['top1'], 'eval/top5': results['top5']})
-    self._bar.write(
-      f'step {step}: eval top-1 {results["top1"]:.2%}  top-5 '
-      f'{results["top5"]:.2%}  ({results["count"]} images)'
-    )
+    self._scalars(step, {f'eval/{k}': v for k, v in scalars.items()})
+    self._bar.write(f'step {step}: {line}')
 
   def _scalars(self, step: int, scalars: dict[str, float]) -> None:
     for k, v in scalars.items():
@@ -110,7 +110,9 @@ class Observer:
     self._jsonl.flush()
 
   def close(self) -> None:
+    """Closes the bar and the files; calling it again does nothing."""
     if self._active:
+      self._active = False
       self._bar.close()
       self._writer.close()
       self._jsonl.close()

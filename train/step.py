@@ -1,6 +1,7 @@
-"""The jitted train and eval steps over global (sharded) batches.
+"""The jitted steps over global (sharded) batches: the train step of every task (its loss is a
+parameter), the classification eval step and the segmentation per-image inference.
 
-Both take batches as built by ``hrnet_jax.train.data`` (uint8 images, normalized here on the
+They take batches as built by ``hrnet_jax.train.data`` (uint8 images, normalized here on the
 device). Computation runs in the model's dtype (bf16 or f32); logits are cast to float32 before
 the loss, so the loss, gradients, BN statistics and optimizer state stay float32.
 """
@@ -8,7 +9,7 @@ the loss, so the loss, gradients, BN statistics and optimizer state stay float32
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +19,12 @@ from jax.sharding import NamedSharding
 
 from hrnet_jax import runtime
 from hrnet_jax.data.transforms import normalize
+from hrnet_jax.inference import segment
+from hrnet_jax.metrics import segmentation as seg_metrics
 from hrnet_jax.train.train_state import ModelDef, TrainState
+
+# A task's loss: (float32 model output, global batch) -> (scalar loss, dict of scalar metrics).
+LossFn = Callable[[jax.Array, dict[str, jax.Array]], tuple[jax.Array, dict[str, jax.Array]]]
 
 
 def _topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
@@ -26,6 +32,20 @@ def _topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   k = min(k, logits.shape[-1])
   _, top = jax.lax.top_k(logits, k)
   return jnp.any(top == labels[:, None], axis=-1)
+
+
+def cross_entropy_loss(label_smoothing: float = 0.0) -> LossFn:
+  """The classification loss: mean softmax cross-entropy of ``logits [B, C]`` against
+  ``batch['label']`` (int32 ``[B]``) smoothed by ``label_smoothing`` (as PyTorch's
+  ``CrossEntropyLoss(label_smoothing=...)``); metrics: ``top1`` (batch accuracy)."""
+
+  def loss_fn(logits: jax.Array, batch: dict[str, jax.Array]):
+    labels = batch['label']
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    loss = optax.softmax_cross_entropy(logits, targets).mean()
+    return loss, {'top1': _topk_correct(logits, labels, 1).mean(dtype=jnp.float32)}
+
+  return loss_fn
 
 
 def train_step(
@@ -37,27 +57,28 @@ def train_step(
   lr_fn: Callable,
   mean,
   std,
-  label_smoothing: float,
+  loss_fn: LossFn,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One SGD update on the global batch. Returns the new state and float32 scalar metrics:
-  ``loss`` (mean cross-entropy with label smoothing), ``top1`` (batch accuracy), ``lr`` (used for
-  this update) and ``grad_norm`` (global L2 norm, before weight decay)."""
+  """One optimizer update on the global batch. ``loss_fn(outputs, batch) -> (loss, metrics)``
+  is the task's loss (``outputs``: the model's float32 output on the normalized
+  ``batch['image']``). Returns the new state and float32 scalar metrics: ``loss``, the task's
+  metrics, ``lr`` (used for this update) and ``grad_norm`` (global L2 norm, before weight
+  decay)."""
   images = normalize(batch['image'], mean, std)
-  labels = batch['label']
 
-  def loss_fn(params):
+  def total_loss(params):
     model = model_def.merge(params, state.batch_stats, train=True)
-    logits = model(images).astype(jnp.float32)
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-    loss = optax.softmax_cross_entropy(logits, targets).mean()
-    return loss, (logits, nnx.as_pure(nnx.state(model, nnx.BatchStat)))
+    loss, metrics = loss_fn(model(images).astype(jnp.float32), batch)
+    return loss, (metrics, nnx.as_pure(nnx.state(model, nnx.BatchStat)))
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, (task_metrics, batch_stats)), grads = jax.value_and_grad(total_loss, has_aux=True)(
+    state.params
+  )
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {
     'loss': loss,
-    'top1': _topk_correct(logits, labels, 1).mean(dtype=jnp.float32),
+    **task_metrics,
     'lr': jnp.asarray(lr_fn(state.step), jnp.float32),
     'grad_norm': optax.tree.norm(grads).astype(jnp.float32),
   }
@@ -112,4 +133,52 @@ def jit_eval_step(
     in_shardings=(params_shardings, stats_shardings, batch_sharding),
     out_shardings=replicated,
     compiler_options=runtime.compiler_options('infer'),
+  )
+
+
+def segment_image(
+  params,
+  batch_stats,
+  image: jax.Array,
+  label: jax.Array,
+  *,
+  model_def: ModelDef,
+  mean,
+  std,
+  num_classes: int,
+  ignore_index: int,
+  mode: str,
+  crop_hw: tuple[int, int] | None,
+  stride_hw: tuple[int, int] | None,
+  scales: tuple[float, ...],
+  flip: bool,
+) -> tuple[dict[str, jax.Array], jax.Array]:
+  """One evaluation image: ``image`` uint8 ``[H, W, 3]`` (after the test resize), ``label``
+  uint8 ``[h, w]`` at the original size. The prediction is the argmax of the test-time
+  augmented probabilities resized to ``[h, w]`` (``hrnet_jax.inference.segment.tta_probs``: mmseg
+  ``EncoderDecoder.predict`` / ``SegTTAModel``). Returns the int32 ``[num_classes]`` areas of
+  ``hrnet_jax.metrics.segmentation.intersect_and_union`` and the int32 ``[h, w]`` prediction."""
+  model = model_def.merge(params, batch_stats, train=False)
+  apply = lambda x: model(x).astype(jnp.float32)
+  probs = segment.tta_probs(
+    apply,
+    normalize(image[None], mean, std),
+    num_classes=num_classes,
+    out_size_hw=label.shape,
+    mode=mode,
+    crop_hw=crop_hw,
+    stride_hw=stride_hw,
+    scales=scales,
+    flip=flip,
+  )
+  pred = jnp.argmax(probs[0], axis=-1).astype(jnp.int32)
+  areas = seg_metrics.intersect_and_union(pred, label.astype(jnp.int32), num_classes, ignore_index)
+  return areas, pred
+
+
+def jit_segment_image(**kwargs) -> Callable:
+  """``segment_image`` jitted (one compilation per image and label shape; on the device of its
+  arguments); ``kwargs`` are its keyword arguments."""
+  return jax.jit(
+    functools.partial(segment_image, **kwargs), compiler_options=runtime.compiler_options('infer')
   )

@@ -37,7 +37,8 @@ class TrainState:
 @dataclasses.dataclass(frozen=True)
 class ModelDef:
   """Static halves of the model: ``train`` / ``eval`` graphdefs (BatchNorm with batch statistics
-  / running averages), and the model's metadata for export."""
+  / running averages), and the model's metadata for export (``num_classes``: a classifier's
+  classes, a dense model's outputs)."""
 
   train: Any
   eval: Any
@@ -79,6 +80,10 @@ def recipe_model(config, num_classes: int) -> hrnet_jax.HighResolutionNet:
   )
 
 
+def _num_outputs(model) -> int:
+  return model.num_outputs if hasattr(model, 'num_outputs') else model.num_classes
+
+
 def split_model(model: hrnet_jax.HighResolutionNet) -> tuple[ModelDef, Any, Any]:
   """-> ``(ModelDef, params, batch_stats)``; the state trees hold host (NumPy) arrays."""
   model.eval()
@@ -87,10 +92,16 @@ def split_model(model: hrnet_jax.HighResolutionNet) -> tuple[ModelDef, Any, Any]
   train_def, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
   to_host = lambda s: jax.tree.map(np.asarray, nnx.as_pure(s))
   return (
-    ModelDef(train_def, eval_def, model.arch, model.num_classes),
+    ModelDef(train_def, eval_def, model.arch, _num_outputs(model)),
     to_host(params),
     to_host(batch_stats),
   )
+
+
+def planned_steps(config, steps_per_epoch: int) -> int:
+  """The schedule's length in steps: ``num_steps`` when > 0, else ``num_epochs`` epochs
+  (``max_steps`` stops a run early without changing it)."""
+  return config.num_steps if config.get('num_steps', 0) > 0 else config.num_epochs * steps_per_epoch
 
 
 def learning_rate_schedule(config, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
@@ -98,7 +109,7 @@ def learning_rate_schedule(config, steps_per_epoch: int) -> Callable[[jax.Array]
   ``batch_size / base_batch_size``. ``ValueError`` for an unknown schedule."""
   opt = config.optimizer
   peak = opt.base_lr * config.batch_size / opt.base_batch_size
-  total = config.num_epochs * steps_per_epoch
+  total = planned_steps(config, steps_per_epoch)
   if opt.schedule == 'step':
     return optax.piecewise_constant_schedule(
       peak, {int(e * steps_per_epoch): opt.decay_factor for e in opt.decay_epochs}
@@ -106,7 +117,9 @@ def learning_rate_schedule(config, steps_per_epoch: int) -> Callable[[jax.Array]
   if opt.schedule == 'cosine':
     warmup = int(opt.warmup_epochs * steps_per_epoch)
     return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total, warmup + 1))
-  raise ValueError(f"config.optimizer.schedule={opt.schedule!r}; valid: 'step', 'cosine'")
+  if opt.schedule == 'poly':
+    return optax.polynomial_schedule(peak, opt.end_lr, opt.power, max(total, 1))
+  raise ValueError(f"config.optimizer.schedule={opt.schedule!r}; valid: 'step', 'cosine', 'poly'")
 
 
 def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:

@@ -33,7 +33,7 @@ from jax.experimental import multihost_utils
 
 import hrnet_jax
 from hrnet_jax import errors, interrupts
-from hrnet_jax.train import checkpointing, evaluate, observe
+from hrnet_jax.train import checkpointing, observe, tasks
 from hrnet_jax.train import data as input_pipeline
 from hrnet_jax.train import mesh as mesh_lib
 from hrnet_jax.train import step as step_lib
@@ -60,14 +60,15 @@ class Preempted(SystemExit):
 
 
 def total_steps(config, steps_per_epoch: int) -> int:
-  """``num_epochs * steps_per_epoch``, capped by ``max_steps`` when > 0."""
-  total = config.num_epochs * steps_per_epoch
+  """The planned steps (``train_state.planned_steps``), capped by ``max_steps`` when > 0."""
+  total = ts.planned_steps(config, steps_per_epoch)
   return min(total, config.max_steps) if config.max_steps > 0 else total
 
 
 def eval_steps(config, steps_per_epoch: int, total: int) -> set[int]:
-  """Steps after which to evaluate: every ``eval_every_epochs`` epochs, and the last."""
-  every = config.eval_every_epochs * steps_per_epoch
+  """Steps after which to evaluate: every ``eval_every_steps`` steps (when > 0) or
+  ``eval_every_epochs`` epochs, and the last."""
+  every = config.get('eval_every_steps', 0) or config.eval_every_epochs * steps_per_epoch
   return set(range(every, total + 1, every) if every > 0 else ()) | {total}
 
 
@@ -87,8 +88,7 @@ def _write_config(config, workdir: str, num_classes: int) -> None:
   path = os.path.join(workdir, CONFIG_FILE)
   new = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)['config']
+    old = workdir_lib.read_json(path, "the run's config", required=('config',))['config']
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
       log.warning('resuming %s with a different config (%s)', workdir, ', '.join(changed))
@@ -110,8 +110,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   resuming from its latest readable training checkpoint. Every process of a multi-host run calls
   it.
 
-  Returns the summary: ``steps``, ``epochs``, ``seconds``, ``img_per_sec``, ``top1``, ``top5``
-  (last evaluation, fractions), ``best_top1``, ``best_step``, ``workdir``.
+  Returns the summary: ``steps``, ``epochs``, ``seconds``, ``img_per_sec``, the task's scalar
+  results of the last evaluation (classification: ``top1``, ``top5`` as fractions;
+  segmentation: ``mIoU``, ``aAcc``, ``mAcc`` in percent), ``best_<metric>`` (``best_top1``,
+  ``best_mIoU``), ``best_step``, ``workdir``.
 
   Raises ``ValueError`` for bad config values (before anything is written),
   ``hrnet_jax.errors.BadInputError`` for a workdir that is a file, unwritable or in use by
@@ -124,6 +126,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   workdir = workdir_lib.check_workdir(workdir)
   main_process = jax.process_index() == 0
   # Everything that can reject the config runs before the workdir is created or written.
+  task = tasks.get_task(config)
   data = input_pipeline.create_input(
     config, process_index=jax.process_index(), process_count=jax.process_count()
   )
@@ -144,20 +147,28 @@ def train_and_evaluate(config, workdir: str) -> dict:
   try:
     if main_process:
       _write_config(config, workdir, data.info.num_classes)
-    return _train(config, workdir, data, mesh, built, total, evals, t_start)
+    return _train(config, task, workdir, data, mesh, built, total, evals, t_start)
   finally:
     if lock is not None:
       lock.release()
 
 
 def _train(
-  config, workdir: str, data, mesh, built: list, total: int, evals: set[int], t_start: float
+  config,
+  task: tasks.Task,
+  workdir: str,
+  data,
+  mesh,
+  built: list,
+  total: int,
+  evals: set[int],
+  t_start: float,
 ) -> dict:
   """``train_and_evaluate`` once the config is valid and the workdir is owned."""
   main_process = jax.process_index() == 0
   spe = data.steps_per_epoch
   model = built.pop()
-  pretrained_cfg = ts.export_pretrained_cfg(config, model.pretrained_cfg, data.info.num_classes)
+  pretrained_cfg = task.pretrained_cfg(config, model.pretrained_cfg, data.info)
   model_def, params, batch_stats = ts.split_model(model)
   del model
   tx = ts.create_optimizer(config, spe)
@@ -167,7 +178,10 @@ def _train(
   batch_sharding, replicated = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
 
   ckpts = checkpointing.Checkpoints(
-    workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save
+    workdir,
+    keep=config.checkpoint.keep,
+    async_save=config.checkpoint.async_save,
+    best_metric=task.best_metric,
   )
   restored = ckpts.restore(checkpointing.abstract_like(host_state, shardings))
   if restored is not None:
@@ -187,11 +201,11 @@ def _train(
     model_def=model_def,
     tx=tx,
     lr_fn=lr_fn,
-    label_smoothing=config.label_smoothing,
+    loss_fn=task.loss_fn(config),
     **norm,
   )
-  eval_fn = step_lib.jit_eval_step(
-    shardings.params, shardings.batch_stats, batch_sharding, replicated, model_def=model_def, **norm
+  evaluator = task.evaluator(
+    config, model_def, data.info, mesh, shardings.params, shardings.batch_stats
   )
   observer = observe.Observer(
     os.path.join(workdir, 'tensorboard'),
@@ -239,22 +253,15 @@ def _train(
         if step in evals:
           flush(0)
           observer.pause()
-          results = evaluate.evaluate(
-            eval_fn,
-            state.params,
-            state.batch_stats,
-            data.eval_batches(),
-            batch_sharding,
-            num_batches=data.num_eval_batches,
-            progress=main_process,
-          )
-          observer.eval(step, results)
-          save(step, {'top1': results['top1'], 'top5': results['top5']})
+          results = evaluator(state.params, state.batch_stats, data, progress=main_process)
+          observer.eval(step, task.scalars(results), task.describe(results))
+          save(step, task.scalars(results))
         elif step % config.checkpoint.every_steps == 0:
           save(step)
         if sigterm.raised or ckpts.reached_preemption(step):
           save(step)
           ckpts.wait()
+          observer.close()  # the line below must not be glued to the progress bar
           log.warning(
             'preempted: saved checkpoint %d in %s; run again with the same --workdir to resume',
             step,
@@ -264,17 +271,10 @@ def _train(
       flush(0)
       observer.pause()
       if results is None:  # resumed at the end: evaluate the restored state
-        results = evaluate.evaluate(
-          eval_fn,
-          state.params,
-          state.batch_stats,
-          data.eval_batches(),
-          batch_sharding,
-          num_batches=data.num_eval_batches,
-        )
+        results = evaluator(state.params, state.batch_stats, data)
       ckpts.wait()  # a failed save stops the run before the export
       _export(model_def, state, os.path.join(workdir, MODEL_DIR), pretrained_cfg)
-      best_step, best_top1 = ckpts.best() or (total, results['top1'])
+      best_step, best_value = ckpts.best() or (total, results[task.best_metric])
     finally:
       observer.close()
       ckpts.close()
@@ -289,18 +289,16 @@ def _train(
       if observer.train_time
       else float('nan')
     ),
-    'top1': results['top1'],
-    'top5': results['top5'],
-    'best_top1': best_top1,
+    **task.scalars(results),
+    f'best_{task.best_metric}': best_value,
     'best_step': best_step,
     'workdir': workdir,
   }
   if main_process:
     print(
       f'hrnet-train: {summary["steps"]} steps ({summary["epochs"]:.2f} epochs) in '
-      f'{seconds:.0f} s, {summary["img_per_sec"]:.1f} img/s; eval top-1 {results["top1"]:.2%} '
-      f'top-5 {results["top5"]:.2%} ({results["count"]} images); best top-1 '
-      f'{best_top1:.2%} at step {summary["best_step"]}; weights in '
+      f'{seconds:.0f} s, {summary["img_per_sec"]:.1f} img/s; {task.describe(results)}; '
+      f'{task.describe_best(best_value)} at step {best_step}; weights in '
       f'{os.path.join(workdir, MODEL_DIR)}',
       flush=True,
     )

@@ -3,9 +3,9 @@ it apart from the model: logits -> class map, heatmaps -> keypoints, and their p
 
 - ``mask_from_logits``: stride-4 logits resized to the image (bilinear, ``align_corners=False``,
   as mmseg ``EncoderDecoder.postprocess_result``), then their argmax.
-- ``keypoints_from_heatmaps``: each keypoint is its heatmap's argmax moved a quarter pixel toward
-  the higher neighbour (deep-high-resolution-net ``lib/core/inference.py`` ``get_final_preds``)
-  and mapped back to image pixels (pixel centres); its score is the heatmap maximum.
+- ``keypoints_from_heatmaps``: a keypoint codec's decode (``hrnet_jax.codecs``; mmpose's
+  ``MSRAHeatmap``: the argmax moved a quarter pixel toward the higher neighbour, scaled to the
+  image); its score is the heatmap maximum.
 - ``fit_size``: the input size of an image for a segmentation model (mmcv ``rescale_size``).
 """
 
@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw
 
+from hrnet_jax.codecs.registry import get_codec
 from hrnet_jax.models.resize import resize_bilinear
 
 # mmseg CityscapesDataset METAINFO['palette'].
@@ -104,24 +105,18 @@ def mask_from_logits(logits: jax.Array, size_hw: tuple[int, int]) -> np.ndarray:
   return np.asarray(jnp.argmax(logits[0], axis=-1), np.int32)
 
 
-def keypoints_from_heatmaps(heatmaps: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
+def keypoints_from_heatmaps(
+  heatmaps: np.ndarray, size_wh: tuple[int, int], codec: str = 'msra', **codec_args
+) -> np.ndarray:
   """Keypoints ``[K, 3]`` (x, y in pixels of an image of ``size_wh``, score) of heatmaps
-  ``[h, w, K]`` covering that whole image."""
-  heatmaps = np.asarray(heatmaps, np.float32)
-  hm_h, hm_w, k = heatmaps.shape
-  flat = heatmaps.reshape(-1, k)
-  idx = np.argmax(flat, axis=0)
-  ys, xs = np.divmod(idx, hm_w)
-  coords = np.stack([xs, ys], -1).astype(np.float64)
-  for j in range(k):
-    x, y, hm = int(xs[j]), int(ys[j]), heatmaps[..., j]
-    if 0 < x < hm_w - 1:
-      coords[j, 0] += 0.25 * np.sign(hm[y, x + 1] - hm[y, x - 1])
-    if 0 < y < hm_h - 1:
-      coords[j, 1] += 0.25 * np.sign(hm[y + 1, x] - hm[y - 1, x])
-  w, h = size_wh
-  coords = (coords + 0.5) * np.array([w / hm_w, h / hm_h]) - 0.5
-  return np.concatenate([coords, flat.max(axis=0)[:, None]], axis=1)
+  ``[h, w, K]`` covering that whole image, decoded by ``hrnet_jax.codecs`` ``codec`` (mmpose's
+  ``MSRAHeatmap`` by default; ``codec_args`` e.g. ``unbiased=True`` for DARK)."""
+  hm_h, hm_w, _ = np.shape(heatmaps)
+  decoder = get_codec(
+    codec, input_size=tuple(size_wh), heatmap_size=(hm_w, hm_h), **{'sigma': 2.0, **codec_args}
+  )
+  keypoints, scores = decoder.decode_batch(np.asarray(heatmaps, np.float32)[None])
+  return np.concatenate([keypoints[0], scores[0][:, None]], axis=1)
 
 
 def overlay(img: Image.Image, keypoints: np.ndarray) -> Image.Image:

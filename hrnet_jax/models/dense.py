@@ -22,7 +22,6 @@ and pose, a ``hrnet_jax.models.heads.ConvHead``. Every variant is one ``DenseCon
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -107,9 +107,28 @@ def conv2d(
   )
 
 
-def batch_norm(channels: int, *, precision: Precision, rngs: nnx.Rngs) -> nnx.BatchNorm:
+class BatchNorm(nnx.BatchNorm):
+  """``nnx.BatchNorm`` whose running variance follows PyTorch's ``BatchNorm2d``: in training the
+  batch is normalized by its biased variance, but the running average takes the unbiased one
+  (``x n / (n - 1)``, ``n`` = elements per channel). Same variables as ``nnx.BatchNorm``."""
+
+  def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+    if mask is not None:
+      raise ValueError('BatchNorm: masks are not supported')
+    train = not (self.use_running_average if use_running_average is None else use_running_average)
+    old = self.var[...]
+    out = super().__call__(x, use_running_average=not train)
+    n = x.size // x.shape[-1]
+    if train and n > 1:
+      # new = m old + (1 - m) v; PyTorch's update adds (1 - m) v / (n - 1) = (new - m old) / (n - 1)
+      new = self.var[...]
+      self.var[...] = new + (new - self.momentum * old) / (n - 1)
+    return out
+
+
+def batch_norm(channels: int, *, precision: Precision, rngs: nnx.Rngs) -> BatchNorm:
   """PyTorch ``BatchNorm2d(channels, momentum=0.1, eps=1e-5)``."""
-  return nnx.BatchNorm(
+  return BatchNorm(
     channels,
     momentum=BN_MOMENTUM,
     epsilon=BN_EPS,

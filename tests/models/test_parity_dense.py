@@ -13,62 +13,16 @@ float32 with the bound 1e-5 x max(|ref|, 10):
 """
 
 import json
-import pathlib
 
 import jax.numpy as jnp
-import mm_shim
+import mm_models
 import numpy as np
-import pytest
 import torch
 from oracles import assert_close, inputs, randomize_, torch_forward
 
 import hrnet_jax
 from hrnet_jax.convert.cli import main as convert_main
 from hrnet_jax.pretrained import checkpoint
-
-mm_shim.install()
-
-
-def _config(package: str, relative: str):
-  import importlib
-
-  from mmengine.config import Config
-
-  root = pathlib.Path(importlib.import_module(package).__file__).parent / '.mim' / 'configs'
-  return Config.fromfile(str(root / relative))
-
-
-def _build(scope: str, cfg):
-  import importlib
-
-  from mmengine.registry import DefaultScope
-
-  importlib.import_module(f'{scope}.models')  # registers the model classes
-  registry = importlib.import_module(f'{scope}.registry').MODELS
-  with DefaultScope.overwrite_default_scope(scope):
-    return registry.build(cfg)
-
-
-def _plain_bn(cfg):
-  """SyncBN -> BN everywhere in a model config (one CPU process, no process group)."""
-  if isinstance(cfg, dict):
-    for key, value in cfg.items():
-      if key == 'norm_cfg' and isinstance(value, dict):
-        cfg[key] = dict(type='BN', requires_grad=True)
-      else:
-        _plain_bn(value)
-  return cfg
-
-
-class _TensorMode(torch.nn.Module):
-  """``model(x, None, mode='tensor')`` as a plain forward (for ``randomize_``)."""
-
-  def __init__(self, model):
-    super().__init__()
-    self.model = model
-
-  def forward(self, x):
-    return self.model(x, None, mode='tensor')
 
 
 class _BackboneNeck(torch.nn.Module):
@@ -80,15 +34,6 @@ class _BackboneNeck(torch.nn.Module):
 
   def forward(self, x):
     return self.neck(self.backbone(x))
-
-
-def _save_and_convert(model: torch.nn.Module, tmp: pathlib.Path, name: str, scope: str):
-  from mmengine.runner.checkpoint import get_state_dict, save_checkpoint
-
-  path = tmp / f'{name}.pth'
-  save_checkpoint({'meta': {'scope': scope}, 'state_dict': get_state_dict(model)}, str(path))
-  assert convert_main([str(path), str(tmp / 'flax'), '--quiet']) == 0
-  return json.loads((tmp / 'flax' / 'config.json').read_text())
 
 
 def _same_arrays(a, b):
@@ -105,10 +50,10 @@ def _compare(out, ref, case, output, parity_log):
 
 
 def test_mmseg_fcn_hr18(tmp_path, parity_log):
-  cfg = _plain_bn(_config('mmseg', '_base_/models/fcn_hr18.py').model)
+  cfg = mm_models.plain_bn(mm_models.config('mmseg', '_base_/models/fcn_hr18.py').model)
   torch.manual_seed(0)
-  reference = randomize_(_build('mmseg', cfg), seed=1)
-  config = _save_and_convert(reference, tmp_path, 'fcn_hr18', 'mmseg')
+  reference = randomize_(mm_models.build('mmseg', cfg), seed=1)
+  config = mm_models.save_and_convert(reference, tmp_path, 'fcn_hr18', 'mmseg')
   assert (config['arch'], config['source']['format']) == ('hrnetv2_w18_seg', 'mmseg')
   assert config['num_classes'] == 19 and config['model_kwargs'] == {'head_conv_bias': False}
   x = inputs(2, 100, 140, seed=2)  # branches 25x35, 13x18, 7x9, 4x5: every fuse resizes
@@ -146,13 +91,13 @@ def test_mmseg_fcn_hr18(tmp_path, parity_log):
 
 
 def test_mmpose_hrnet_w32(tmp_path, parity_log):
-  cfg = _config(
+  cfg = mm_models.config(
     'mmpose', 'body_2d_keypoint/topdown_heatmap/coco/td-hm_hrnet-w32_8xb64-210e_coco-256x192.py'
   ).model
   torch.manual_seed(0)
-  reference = randomize_(_TensorMode(_build('mmpose', cfg)), seed=3).model
+  reference = randomize_(mm_models.TensorMode(mm_models.build('mmpose', cfg)), seed=3).model
   assert not any('stage4.2.fuse_layers.1' in k for k in reference.state_dict())
-  config = _save_and_convert(reference, tmp_path, 'td-hm_hrnet-w32', 'mmpose')
+  config = mm_models.save_and_convert(reference, tmp_path, 'td-hm_hrnet-w32', 'mmpose')
   assert (config['arch'], config['source']['format']) == ('hrnet_w32_pose', 'mmpose')
   assert config['num_keypoints'] == 17
   x = inputs(1, 256, 192, seed=4)
@@ -176,12 +121,12 @@ def test_mmpose_hrnet_w32(tmp_path, parity_log):
 
 
 def test_mmpose_hrnetv2_face(tmp_path, parity_log):
-  cfg = _config(
+  cfg = mm_models.config(
     'mmpose', 'face_2d_keypoint/topdown_heatmap/wflw/td-hm_hrnetv2-w18_8xb64-60e_wflw-256x256.py'
   ).model
   torch.manual_seed(0)
-  reference = randomize_(_TensorMode(_build('mmpose', cfg)), seed=5).model
-  config = _save_and_convert(reference, tmp_path, 'td-hm_hrnetv2-w18', 'mmpose')
+  reference = randomize_(mm_models.TensorMode(mm_models.build('mmpose', cfg)), seed=5).model
+  config = mm_models.save_and_convert(reference, tmp_path, 'td-hm_hrnetv2-w18', 'mmpose')
   assert (config['arch'], config['num_keypoints']) == ('hrnetv2_w18_face', 98)
   assert config['model_kwargs'] == {'head_conv_bias': True}
   x = inputs(1, 128, 128, seed=6)
@@ -202,12 +147,13 @@ def test_mmpose_hrnetv2_face(tmp_path, parity_log):
 
 
 def test_mmdet_hrfpn(tmp_path, parity_log):
-  cfg = _config('mmdet', 'hrnet/faster-rcnn_hrnetv2p-w18-1x_coco.py').model
+  cfg = mm_models.config('mmdet', 'hrnet/faster-rcnn_hrnetv2p-w18-1x_coco.py').model
   torch.manual_seed(0)
   reference = randomize_(
-    _BackboneNeck(_build('mmdet', cfg.backbone), _build('mmdet', cfg.neck)), seed=7
+    _BackboneNeck(mm_models.build('mmdet', cfg.backbone), mm_models.build('mmdet', cfg.neck)),
+    seed=7,
   )
-  config = _save_and_convert(reference, tmp_path, 'faster-rcnn_hrnetv2p-w18', 'mmdet')
+  config = mm_models.save_and_convert(reference, tmp_path, 'faster-rcnn_hrnetv2p-w18', 'mmdet')
   assert (config['arch'], config['source']['format']) == ('hrnetv2p_w18', 'mmdet')
   x = inputs(1, 128, 160, seed=8)
   refs = torch_forward(reference, x)

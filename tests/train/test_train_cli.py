@@ -22,7 +22,17 @@ from hrnet_jax.errors import Terminated  # noqa: E402
 from hrnet_jax.train import cli, recipes  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-RECIPES = ('base', 'digits', 'finetune', 'imagenet_cosine', 'imagenet_official')
+RECIPES = (
+  'base',
+  'digits',
+  'finetune',
+  'imagenet_cosine',
+  'imagenet_official',
+  'seg_ade20k_hrnetv2_w18',
+  'seg_cityscapes_hrnetv2_w18',
+  'seg_cityscapes_hrnetv2_w48',
+  'segment',
+)
 TRAIN_FLAGS = (
   '--config',
   '--workdir',

@@ -16,6 +16,7 @@ All processes share one persistent compilation cache, so only the first compiles
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -138,6 +139,8 @@ def test_killed_runs_resume_bit_exact(tmp_path, env, reference):
   assert proc.returncode == 143, f'seed {seed}\n{err[-3000:]}'
   preempted = int(err.split('preempted: saved checkpoint ')[1].split()[0])
   assert max(_steps(workdir)) == preempted < 12, f'seed {seed}'
+  line = next(x for x in err.splitlines() if 'preempted: saved checkpoint' in x)
+  assert re.match(r'W\d{4} ', line), line  # its own line, not glued to the progress bar
 
   log = tmp_path / 'second.log'
   proc = _start(cmd, env, log)

@@ -62,7 +62,7 @@ PRELUDE = textwrap.dedent("""
       bs, rep = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
       fn = step_lib.jit_train_step(shardings, bs, rep, model_def=md, tx=tx,
                                    lr_fn=ts.learning_rate_schedule(cfg, data.steps_per_epoch),
-                                   label_smoothing=0.0, **norm)
+                                   loss_fn=step_lib.cross_entropy_loss(), **norm)
       local = {k: np.split(v, NPROC)[PID] for k, v in batch.items()}  # this process's rows
       gb = mesh_lib.global_batch(local, bs)
       state, metrics = fn(state, gb)

@@ -282,7 +282,7 @@ def test_bf16_step_keeps_float32_state():
       lr_fn=ts.learning_rate_schedule(c, 10),
       mean=(0.5,) * 3,
       std=(0.5,) * 3,
-      label_smoothing=0.1,
+      loss_fn=step_lib.cross_entropy_loss(0.1),
     ),
     state,
     batch,

@@ -1,13 +1,14 @@
 """The input of a training recipe: ``create_input``, the one place that knows every source.
 
 Sources: ``arrays`` (in-memory arrays: the embedded digits), ``tfdata`` (tf.data over TFDS
-datasets and image folders). ``base`` holds what they share: the batch format (see there), the
+datasets and image folders), ``segmentation`` (images with label PNGs, for
+``config.task='segment'``). ``base`` holds what they share: the batch format (see there), the
 ``Input`` protocol and ``DatasetInfo``.
 """
 
 from __future__ import annotations
 
-from hrnet_jax.train.data import arrays, tfdata
+from hrnet_jax.train.data import arrays, segmentation, tfdata
 from hrnet_jax.train.data.base import Input
 
 
@@ -18,6 +19,10 @@ def create_input(config, *, process_index: int, process_count: int, train: bool 
   Raises ``ValueError`` for an unknown dataset, augmentation or a batch size that the number of
   processes does not divide; ``FileNotFoundError`` for a missing folder.
   """
+  if config.get('task', 'classify') == 'segment':
+    return segmentation.SegmentationInput(
+      config, process_index=process_index, process_count=process_count, train=train
+    )
   kw = dict(
     batch_size=config.batch_size,
     eval_batch_size=config.eval_batch_size,

@@ -13,6 +13,10 @@ from hrnet_jax.pretrained import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
 
+  # What is learned (hrnet_jax.train.tasks): 'classify' (image labels) or 'segment' (per-pixel
+  # labels, train/recipes/segment.py). The task brings its data, loss and metrics.
+  config.task = 'classify'
+
   # Model: a name from hrnet_jax.list_models(); `pretrained` is a release folder written by
   # convert_official_weights / hrnet_jax.save_pretrained ('' trains from scratch). The number of
   # classes comes from the dataset; a checkpoint with another number gets a fresh classifier.
@@ -40,6 +44,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.eval_split = 'validation'
   config.dataset.image_key = 'image'
   config.dataset.label_key = 'label'
+  # Folder datasets: images that do not decode (or have an unsupported extension) stop the run
+  # before the first step, naming them; True skips and counts them instead.
+  config.dataset.skip_bad_images = False
 
   # Preprocessing, in the input pipeline. Train: 'random_resized_crop' (scale 0.08-1, ratio
   # 3/4-4/3, bilinear) + horizontal flip, or 'resize' (plain resize to image_size). Eval:
@@ -57,6 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 128
   config.eval_batch_size = 256
   config.num_epochs = 100
+  config.num_steps = 0  # > 0: train for this many steps (iterations, as mmseg) instead of epochs
   config.max_steps = -1  # > 0: stop after this many steps (smoke tests); the schedule is unchanged
 
   # SGD (PyTorch semantics): lr = base_lr * batch_size / base_batch_size. Weight decay is
@@ -70,11 +78,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.optimizer.weight_decay = 1e-4
   config.optimizer.weight_decay_on = 'all'
   # 'step': x decay_factor at each of decay_epochs; 'cosine': linear warmup over warmup_epochs
-  # from 0, then cosine to 0 at the end of training.
+  # from 0, then cosine to 0 at the end of training; 'poly': (peak - end_lr) * (1 - step /
+  # steps) ** power + end_lr by iteration (mmengine's PolyLR, mmseg's schedules).
   config.optimizer.schedule = 'step'
   config.optimizer.decay_epochs = (30, 60, 90)
   config.optimizer.decay_factor = 0.1
   config.optimizer.warmup_epochs = 0.0
+  config.optimizer.power = 0.9
+  config.optimizer.end_lr = 0.0
   config.label_smoothing = 0.0
 
   config.seed = 0  # model init, shuffling and augmentation
@@ -93,5 +104,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint.async_save = True
 
   config.eval_every_epochs = 1  # 0: evaluate only at the end
+  config.eval_every_steps = 0  # > 0: evaluate every this many steps instead
   config.log_every_steps = 50
   return config

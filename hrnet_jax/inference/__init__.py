@@ -1,0 +1,2 @@
+"""Test-time inference modes over a model's apply function (as mmseg's ``EncoderDecoder``
+``whole`` / ``slide`` inference and its test-time augmentation)."""
