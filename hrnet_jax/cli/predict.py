@@ -32,6 +32,7 @@ from hrnet_jax.cli import policy
 from hrnet_jax.data import decode
 from hrnet_jax.data.imagenet import imagenet_class_names
 from hrnet_jax.data.transforms import eval_transform, load_image, normalize
+from hrnet_jax.inference import segment
 from hrnet_jax.pretrained import get_pretrained_cfg
 from hrnet_jax.runtime import compile_cache
 
@@ -72,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     'hrnet_jax.data.decode',
   )
   p.add_argument('--output-dir', metavar='DIR', help='where --task segment/pose write files')
+  p.add_argument(
+    '--slide',
+    type=policy.positive_int,
+    nargs=4,
+    metavar=('CROP_H', 'CROP_W', 'STRIDE_H', 'STRIDE_W'),
+    help="--task segment: sliding-window inference (mmseg's mode='slide') instead of whole image",
+  )
   p.add_argument(
     '--overwrite',
     action='store_true',
@@ -148,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _predict(args: argparse.Namespace) -> int:
   if not os.path.isdir(args.checkpoint):
     raise FileNotFoundError(f'--checkpoint {args.checkpoint}: no such folder')
+  if args.slide and args.task != 'segment':
+    raise errors.BadInputError('--slide is for --task segment')
 
   # Heavy imports after argument checks, so usage errors and --help stay fast.
   compile_cache.enable()  # HRNET_JAX_COMPILATION_CACHE
@@ -234,7 +244,7 @@ def check_dense_outputs(task: str, images: Sequence[str], out_dir: str, overwrit
 
 
 def _predict_dense_file(
-  model, task: str, image_path: str, img, cfg: dict[str, Any], out_dir: str
+  model, task: str, image_path: str, img, cfg: dict[str, Any], out_dir: str, slide=None
 ) -> dict[str, Any]:
   """Runs ``task`` on one image and writes its files into ``out_dir`` (each atomically);
   returns the JSON record.
@@ -255,7 +265,17 @@ def _predict_dense_file(
     x = normalize(
       np.asarray(img.resize(size, Image.BILINEAR), np.uint8)[None], cfg['mean'], cfg['std']
     )
-    mask = decode.mask_from_logits(model(jnp.asarray(x)), (h, w))
+    apply = lambda v: model(v).astype(jnp.float32)
+    crop, stride = (tuple(slide[:2]), tuple(slide[2:])) if slide else (None, None)
+    logits = segment.view_logits(
+      apply,
+      jnp.asarray(x),
+      num_classes=model.num_outputs,
+      mode='slide' if slide else 'whole',
+      crop_hw=crop,
+      stride_hw=stride,
+    )
+    mask = np.asarray(segment.predict_labels(segment.resize_logits(logits, (h, w)))[0])
     colours = decode.palette(model.num_outputs)
     png, npy = paths['mask_png'], paths['mask_npy']
 
@@ -314,7 +334,9 @@ def _main_dense(args: argparse.Namespace, model: Any, cfg: dict[str, Any]) -> in
       results.append({'image': path, 'error': str(e)})
       failed += 1
       continue
-    results.append(_predict_dense_file(model, args.task, path, img, cfg, args.output_dir))
+    results.append(
+      _predict_dense_file(model, args.task, path, img, cfg, args.output_dir, args.slide)
+    )
   if args.json:
     print(
       json.dumps(

@@ -1,8 +1,7 @@
 """Decoding dense outputs into results, as mmpose's ``codecs/`` and mmseg's post-processing keep
-it apart from the model: logits -> class map, heatmaps -> keypoints, and their pictures.
+it apart from the model: heatmaps -> keypoints, and the pictures of masks and keypoints (class
+maps come from ``hrnet_jax.inference.segment``).
 
-- ``mask_from_logits``: stride-4 logits resized to the image (bilinear, ``align_corners=False``,
-  as mmseg ``EncoderDecoder.postprocess_result``), then their argmax.
 - ``keypoints_from_heatmaps``: a keypoint codec's decode (``hrnet_jax.codecs``; mmpose's
   ``MSRAHeatmap``: the argmax moved a quarter pixel toward the higher neighbour, scaled to the
   image); its score is the heatmap maximum.
@@ -11,13 +10,10 @@ it apart from the model: logits -> class map, heatmaps -> keypoints, and their p
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw
 
 from hrnet_jax.codecs.registry import get_codec
-from hrnet_jax.models.resize import resize_bilinear
 
 # mmseg CityscapesDataset METAINFO['palette'].
 CITYSCAPES_PALETTE = (
@@ -96,13 +92,6 @@ def fit_size(w: int, h: int, bound_hw: tuple[int, int]) -> tuple[int, int]:
   short_max, long_max = sorted(bound_hw)
   scale = min(long_max / max(w, h), short_max / min(w, h))
   return max(32, int(w * scale + 0.5)), max(32, int(h * scale + 0.5))
-
-
-def mask_from_logits(logits: jax.Array, size_hw: tuple[int, int]) -> np.ndarray:
-  """Class map ``[H, W]`` int32 of segmentation logits ``[1, h, w, C]`` for an image of
-  ``size_hw``."""
-  logits = resize_bilinear(jnp.asarray(logits).astype(jnp.float32), tuple(size_hw))
-  return np.asarray(jnp.argmax(logits[0], axis=-1), np.int32)
 
 
 def keypoints_from_heatmaps(

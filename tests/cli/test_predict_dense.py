@@ -73,6 +73,13 @@ def test_segment(tmp_path_factory, images, tmp_path, capsys):
     np.testing.assert_array_equal(
       np.load(tmp_path / 'a' / f'{stem}_mask.npy'), np.load(tmp_path / 'b' / f'{stem}_mask.npy')
     )
+  # Sliding-window inference (hrnet_jax.inference.segment, as hrnet-eval --mode slide).
+  slide = ['--task', 'segment', '--slide', '48', '48', '32', '32', '--output-dir']
+  assert main(['--checkpoint', str(ckpt), *slide, str(tmp_path / 's'), photos[0]]) == 0
+  mask = np.load(tmp_path / 's' / 'cat_mask.npy')
+  assert mask.shape == (300, 451) and mask.min() >= 0 and mask.max() < 4
+  assert main(['--checkpoint', str(ckpt), '--slide', '48', '48', '32', '32', photos[0]]) == 2
+  assert '--slide is for --task segment' in capsys.readouterr().err
   # A broken image is reported, the others still written (exit 1); wrong task: exit 2.
   assert (
     main(

@@ -31,6 +31,7 @@ RECIPES = (
   'seg_ade20k_hrnetv2_w18',
   'seg_cityscapes_hrnetv2_w18',
   'seg_cityscapes_hrnetv2_w48',
+  'seg_digit_scenes',
   'segment',
 )
 TRAIN_FLAGS = (
