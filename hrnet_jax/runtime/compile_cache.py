@@ -30,24 +30,32 @@ _OFF = frozenset({'', '0', 'off', 'none', 'false', 'no'})
 MIN_COMPILE_SECS = 0.5
 
 
-def default_dir() -> str:
-  """``$XDG_CACHE_HOME/hrnet_jax/jax``, or ``~/.cache/hrnet_jax/jax`` when it is unset."""
-  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-  return os.path.join(base, 'hrnet_jax', 'jax')
+def default_dir(name: str = 'jax', environ: dict | None = None) -> str:
+  """``$XDG_CACHE_HOME/hrnet_jax/<name>``, or ``~/.cache/hrnet_jax/<name>`` when it is unset."""
+  environ = os.environ if environ is None else environ
+  base = environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return os.path.join(base, 'hrnet_jax', name)
+
+
+def user_cache_dir(env: str, name: str, environ: dict | None = None) -> str | None:
+  """A cache folder of this library: ``environ[env]`` when set (a path, ``~`` expanded; ``off``
+  / ``0`` / ``none`` / ``''`` disable it: None), else ``default_dir(name)``. Pure: reads
+  ``environ`` (default ``os.environ``), touches nothing. Also the rule of the training data
+  verification cache (``hrnet_jax.train.data.verify``)."""
+  environ = os.environ if environ is None else environ
+  if env in environ:
+    value = environ[env].strip()
+    return None if value.lower() in _OFF else os.path.abspath(os.path.expanduser(value))
+  return default_dir(name, environ)
 
 
 def resolve_dir(environ: dict | None = None) -> str | None:
   """The cache folder the rules above select (absolute, ``~`` expanded), or ``None`` when the
   cache is disabled. Pure: reads ``environ`` (default ``os.environ``), touches nothing."""
   environ = os.environ if environ is None else environ
-  if ENV in environ:
-    value = environ[ENV].strip()
-    if value.lower() in _OFF:
-      return None
-    return os.path.abspath(os.path.expanduser(value))
-  if environ.get(JAX_ENV):
+  if ENV not in environ and environ.get(JAX_ENV):
     return os.path.abspath(os.path.expanduser(environ[JAX_ENV]))
-  return default_dir()
+  return user_cache_dir(ENV, 'jax', environ)
 
 
 def enable(environ: dict | None = None) -> str | None:

@@ -17,15 +17,14 @@ import os
 import pathlib
 import subprocess
 import sys
-import traceback
 
+import child_checks
 import numpy as np
 import pytest
 from PIL import Image
 
 from hrnet_jax.train.data import verify
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHECKS = {}
 SKIP = 'config.dataset.skip_bad_images=True'
 
@@ -372,33 +371,14 @@ def tfds_decode_failure_names_the_record(tmp):
 
 
 def _child(tmp):
-  """Runs every check; prints one ``RESULT {name: "ok" | traceback}`` line."""
+  """The checks above, in this child process (``child_checks``)."""
   os.environ[verify.ENV] = os.path.join(tmp, 'verify_cache')
-  results = {}
-  for name, fn in CHECKS.items():
-    try:
-      fn(tmp)
-      results[name] = 'ok'
-    except Exception:  # reported per check by the parent
-      results[name] = traceback.format_exc()
-  print('RESULT ' + json.dumps(results))
+  child_checks.report(CHECKS, tmp)
 
 
 @pytest.fixture(scope='module')
 def results(tmp_path_factory):
-  tmp = tmp_path_factory.mktemp('verify')
-  env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS='cpu')
-  proc = subprocess.run(
-    [sys.executable, __file__, str(tmp)],
-    env=env,
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=600,
-  )
-  lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
-  assert proc.returncode == 0 and lines, proc.stderr[-4000:]
-  return json.loads(lines[-1][len('RESULT ') :])
+  return child_checks.results(__file__, tmp_path_factory.mktemp('verify'), timeout=600)
 
 
 @pytest.mark.parametrize('name', list(CHECKS))

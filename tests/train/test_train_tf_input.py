@@ -9,17 +9,14 @@ into the pytest process, where a later import of triton (torch, timm) would abor
 LLVM options ("Option 'bitcode-mdindex-threshold' registered more than once").
 """
 
-import json
 import os
-import subprocess
 import sys
-import traceback
 
+import child_checks
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECKS = {}
 
 
@@ -280,17 +277,10 @@ def crop_windows_lie_inside_the_image(folder, tmp):
 
 
 def _child(tmp):
-  """Runs every check; prints one ``RESULT {name: "ok" | traceback}`` line."""
+  """The checks above, in this child process (``child_checks``)."""
   folder = os.path.join(tmp, 'images')
   make_folder(folder)
-  results = {}
-  for name, fn in CHECKS.items():
-    try:
-      fn(folder, tmp)
-      results[name] = 'ok'
-    except Exception:  # reported per check by the parent
-      results[name] = traceback.format_exc()
-  print('RESULT ' + json.dumps(results))
+  child_checks.report(CHECKS, folder, tmp)
 
 
 @pytest.fixture(scope='module')
@@ -300,18 +290,7 @@ def child_tmp(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def results(child_tmp):
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
-  proc = subprocess.run(
-    [sys.executable, __file__, str(child_tmp)],
-    env=env,
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=900,
-  )
-  lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
-  assert proc.returncode == 0 and lines, proc.stderr[-4000:]
-  return json.loads(lines[-1][len('RESULT ') :])
+  return child_checks.results(__file__, child_tmp, timeout=900)
 
 
 @pytest.mark.parametrize('name', list(CHECKS))

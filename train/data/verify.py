@@ -29,11 +29,11 @@ from typing import Callable, Sequence
 from tqdm import tqdm
 
 from hrnet_jax import atomic
+from hrnet_jax.runtime import compile_cache
 
 log = logging.getLogger(__name__)
 
 ENV = 'HRNET_JAX_VERIFY_CACHE'
-_OFF = frozenset({'', '0', 'off', 'none', 'false', 'no'})
 CACHE_VERSION = 1
 # Files per thread-pool task: one future per file would cost ~1 GB for ImageNet's 1.28M files.
 CHUNK = 64
@@ -43,14 +43,7 @@ PROGRESS_MIN_FILES = 1000
 
 def cache_dir(environ: dict | None = None) -> str | None:
   """The cache folder the rules above select (absolute), or ``None`` when disabled. Pure."""
-  environ = os.environ if environ is None else environ
-  if ENV in environ:
-    value = environ[ENV].strip()
-    if value.lower() in _OFF:
-      return None
-    return os.path.abspath(os.path.expanduser(value))
-  base = environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-  return os.path.join(base, 'hrnet_jax', 'verify')
+  return compile_cache.user_cache_dir(ENV, 'verify', environ)
 
 
 def _cache_file(cache: str, kind: str, folder: str) -> str:
