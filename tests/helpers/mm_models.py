@@ -9,6 +9,7 @@ import json
 import pathlib
 
 import mm_shim
+import numpy as np
 import torch
 from oracles import randomize_
 
@@ -55,6 +56,20 @@ class TensorMode(torch.nn.Module):
 
   def forward(self, x):
     return self.model(x, None, mode='tensor')
+
+
+def seg_data_samples(labels):
+  """mmseg ``SegDataSample``s holding the label maps ``labels`` (uint8 / int ``[B, H, W]``)."""
+  from mmengine.structures import PixelData
+  from mmseg.structures import SegDataSample
+
+  samples = []
+  for label in labels:
+    sample = SegDataSample()
+    sample.gt_sem_seg = PixelData(data=torch.from_numpy(np.asarray(label)[None].astype(np.int64)))
+    sample.set_metainfo(dict(img_shape=label.shape, ori_shape=label.shape))
+    samples.append(sample)
+  return samples
 
 
 def save_and_convert(model: torch.nn.Module, tmp: pathlib.Path, name: str, scope: str) -> dict:

@@ -27,18 +27,6 @@ from hrnet_jax.train.losses import keypoint_mse, ohem_pixel_weights, pixel_cross
 NUM_CLASSES = 5
 
 
-def _data_samples(labels: np.ndarray):
-  from mmengine.structures import PixelData
-  from mmseg.structures import SegDataSample
-
-  samples = []
-  for label in labels:
-    sample = SegDataSample()
-    sample.gt_sem_seg = PixelData(data=torch.from_numpy(label[None].astype(np.int64)))
-    samples.append(sample)
-  return samples
-
-
 def _labels(shape, seed, ignore=0.15, num_classes=NUM_CLASSES):
   rs = np.random.RandomState(seed)
   labels = rs.randint(0, num_classes, shape)
@@ -57,7 +45,9 @@ def test_pixel_cross_entropy_equals_mmseg_encoder_decoder_loss(fcn_hr18s):
   x = inputs(2, 64, 64, seed=12)
   labels = _labels((2, 64, 64), seed=13)
   reference.train()  # batch-statistics BatchNorm, as a train step
-  ref = reference.loss(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), _data_samples(labels))
+  ref = reference.loss(
+    torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), mm_models.seg_data_samples(labels)
+  )
   ref = float(ref['decode.loss_ce'])
 
   model = hrnet_jax.create_model('hrnetv2_w18_small_seg', pretrained=folder)  # train mode
@@ -83,7 +73,7 @@ def _mmseg_head_loss(logits_nhwc, labels, loss_decode, sampler=None):
   )
   head = mm_models.build('mmseg', head_cfg)
   seg_logits = torch.from_numpy(logits_nhwc.transpose(0, 3, 1, 2).copy())
-  return float(head.loss_by_feat(seg_logits, _data_samples(labels))['loss_ce'])
+  return float(head.loss_by_feat(seg_logits, mm_models.seg_data_samples(labels))['loss_ce'])
 
 
 CLASS_WEIGHT = [0.5, 1.0, 2.0, 0.8, 1.5]

@@ -30,19 +30,6 @@ from hrnet_jax.train.recipes import segment
 NUM_CLASSES = 4
 
 
-def _samples(labels: np.ndarray):
-  from mmengine.structures import PixelData
-  from mmseg.structures import SegDataSample
-
-  samples = []
-  for label in labels:
-    sample = SegDataSample()
-    sample.gt_sem_seg = PixelData(data=torch.from_numpy(label[None].astype(np.int64)))
-    sample.set_metainfo(dict(img_shape=label.shape, ori_shape=label.shape))
-    samples.append(sample)
-  return samples
-
-
 def test_one_sgd_step_equals_mmseg(tmp_path):
   reference, folder = mm_models.mmseg_fcn_hr18s(tmp_path / 'before', NUM_CLASSES, seed=31)
   rs = np.random.RandomState(32)
@@ -55,7 +42,7 @@ def test_one_sgd_step_equals_mmseg(tmp_path):
   x = torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32).copy())
   reference.train()
   optimizer = torch.optim.SGD(reference.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-  ref_loss = reference.loss(x, _samples(labels))['decode.loss_ce']
+  ref_loss = reference.loss(x, mm_models.seg_data_samples(labels))['decode.loss_ce']
   ref_loss.backward()
   optimizer.step()
   mm_models.save_and_convert(
