@@ -13,7 +13,6 @@ import argparse
 import sys
 from typing import Sequence
 
-from hrnet_jax import errors
 from hrnet_jax.cli import policy
 from hrnet_jax.cli.policy import run_cli
 from hrnet_jax.errors import BadInputError

@@ -12,7 +12,6 @@ from typing import Any, Callable
 
 from hrnet_jax import interrupts
 from hrnet_jax.errors import (
-  EXIT_BAD_INPUT,
   EXIT_INTERRUPTED,
   EXIT_OK,
   EXIT_PREEMPTED,

@@ -30,12 +30,11 @@ import json
 import logging
 import os
 import pathlib
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from flax import nnx
 
 from hrnet_jax import atomic, errors
 from hrnet_jax.errors import BadInputError
