@@ -1,6 +1,6 @@
 """``convert_official_weights``: PyTorch HRNet checkpoint -> hrnet-jax checkpoint folder.
 
-    convert_official_weights SRC OUT_DIR [--arch NAME] [--format auto|official|timm|mmpretrain|
+    convert_official_weights SRC|TAG OUT_DIR [--arch NAME] [--format auto|official|timm|mmpretrain|
                              paddle|mmseg|mmpose|mmdet|hrnet_seg|hrnet_pose] [--tag TAG] [--overwrite]
                              [--backbone-only [--num-outputs N]] [--allow-non-finite] [--quiet]
                              [--verbose]
@@ -23,6 +23,7 @@ from hrnet_jax.convert.api import convert_checkpoint, to_paddle, to_pytorch
 from hrnet_jax.convert.layouts import FORMATS
 from hrnet_jax.models.configs import MODEL_CONFIGS
 from hrnet_jax.models.dense import DENSE_CONFIGS
+from hrnet_jax.pretrained import list_pretrained
 
 PROG = 'convert_official_weights'
 
@@ -35,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     'such as timm/hrnet_w18.ms_aug_in1k) into an hrnet-jax checkpoint folder (Orbax '
     'state + config.json), or back with --to-pytorch / --to-paddle.',
   )
-  parser.add_argument('src', help='checkpoint file or hub id (with --to-pytorch: a folder)')
+  parser.add_argument(
+    'src',
+    help='checkpoint file, hub id, or a model name as create_model takes it (a tag such as '
+    'hrnet_w18.ms_aug_in1k, hf-hub:ORG/REPO, local-dir:PATH; with --to-pytorch: a folder)',
+  )
   parser.add_argument('out', help='output folder (with --to-pytorch: the .pth file)')
   parser.add_argument(
     '--arch',
@@ -50,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
   )
   parser.add_argument(
     '--tag',
-    help='pretrained tag whose preprocessing is recorded, e.g. '
-    'hrnet_w18.ms_aug_in1k (default: from the hub id, else <arch>.ms_in1k)',
+    help='pretrained tag whose preprocessing is recorded, e.g. hrnet_w18.ms_in1k (default: '
+    "the hub id's, PaddleClas's for a .pdparams, else the arch's default tag, as "
+    "create_model('ARCH', pretrained=True) uses: hrnet_w18 -> hrnet_w18.ms_aug_in1k); "
+    'the tag recorded is printed',
   )
   parser.add_argument(
     '--overwrite',
@@ -92,6 +99,19 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def recorded_line(cfg: dict | None, tag: str | None) -> str:
+  """The line naming the preprocessing a conversion recorded, and how to choose another."""
+  if not cfg:
+    return 'recorded preprocessing: none (no published tag for this arch; --tag sets one)'
+  size = 'x'.join(str(v) for v in cfg['input_size'][1:])
+  line = (
+    f'recorded preprocessing: {cfg["tag"]} (input {size}, crop_pct {cfg["crop_pct"]:g}, '
+    f'{cfg["interpolation"]})'
+  )
+  others = [t for t in list_pretrained(cfg['arch']) if t != cfg['tag']] if tag is None else []
+  return line + (f'; --tag chooses another ({", ".join(others)})' if others else '')
+
+
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
 
@@ -117,6 +137,7 @@ def main(argv=None) -> int:
       print(
         f'{result.arch} ({result.format} format, {result.num_tensors} tensors) -> {result.out_dir}'
       )
+      print(recorded_line(result.config.get('pretrained_cfg'), args.tag))
       for title in ('dropped', 'initialized'):  # dense conversions: every key not carried over
         names = result.config['source'].get(title, [])
         if names:

@@ -1,7 +1,7 @@
 """Reading a PyTorch HRNet checkpoint from a file or the Hugging Face hub into NumPy arrays.
 
 Accepted files: ``.pth`` / ``.pth.tar`` / ``.bin`` (``torch.load(weights_only=True)``: no code is
-unpickled) and ``.safetensors``. Containers are unwrapped in timm's order
+unpickled) and ``.safetensors`` (``safetensors.numpy``: no torch). Containers are unwrapped in timm's order
 (``timm/models/_helpers.py`` ``load_state_dict``): ``state_dict_ema``, ``model_ema``,
 ``state_dict``, then ``model`` only when it is a dict (an official training checkpoint stores the
 string ``'cls_hrnet'`` there), else the dict itself. ``module.`` (DataParallel/DDP) and
@@ -18,16 +18,14 @@ import os
 import pathlib
 import pickle
 import re
-import socket
-import urllib.parse
 import zipfile
 
 import numpy as np
 
 from hrnet_jax.convert.pdparams import load_pdparams
-from hrnet_jax.errors import BadInputError
+from hrnet_jax.errors import BadInputError, EnvironmentFailure
+from hrnet_jax.pretrained import hub
 
-HUB_FILES = ('model.safetensors', 'pytorch_model.bin')
 _HUB_ID = re.compile(r'^(?:hf[-_]hub:)?[\w.-]+/[\w.-]+$')
 # A path with one of these endings is a file, never a hub id (``timm/hrnet_w18.ms_in1k`` is one).
 CHECKPOINT_SUFFIXES = (
@@ -44,7 +42,6 @@ CHECKPOINT_SUFFIXES = (
 )
 _CONTAINER_KEYS = ('state_dict_ema', 'model_ema', 'state_dict', 'model')
 _PREFIXES = ('module.', '_orig_mod.')
-HUB_TIMEOUT_S = 10  # per request: offline, fail within seconds instead of retrying for a minute
 
 
 class ConversionError(BadInputError):
@@ -80,62 +77,23 @@ def is_hub_id(src: str) -> bool:
   )
 
 
-def _reachable(url: str) -> bool:
-  """Whether a TCP connection to ``url``'s host opens within ``HUB_TIMEOUT_S``."""
-  parsed = urllib.parse.urlparse(url)
-  port = parsed.port or (443 if parsed.scheme == 'https' else 80)
-  try:
-    socket.create_connection((parsed.hostname, port), timeout=HUB_TIMEOUT_S).close()
-  except OSError:
-    return False
-  return True
-
-
 def download_from_hub(hub_id: str) -> pathlib.Path:
   """Fetches a timm checkpoint (``model.safetensors``, else ``pytorch_model.bin``) with
-  huggingface_hub; ``ConversionError`` when offline or not found."""
-  try:
-    from huggingface_hub import hf_hub_download
-  except ImportError:
-    raise ConversionError(
-      f'{hub_id}: huggingface_hub is needed to download from the hub '
-      '(pip install "hrnet-jax[convert]")'
-    ) from None
-  from huggingface_hub import constants
-  from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
+  huggingface_hub (``hrnet_jax.pretrained.hub.hub_files``: its cache, ``HF_HUB_OFFLINE``, the
+  timeout); ``ConversionError`` when it cannot be had."""
   repo_id = re.sub(r'^hf[-_]hub:', '', hub_id)
-  # huggingface_hub retries an unreachable host for ~25 s per file: probe once, and when the
-  # hub cannot be reached use only the local cache.
-  local_only = constants.HF_HUB_OFFLINE or not _reachable(constants.ENDPOINT)
-  reasons = []
-  for filename in HUB_FILES:
-    try:
-      return pathlib.Path(
-        hf_hub_download(
-          repo_id,
-          filename,
-          library_name='hrnet-jax',
-          etag_timeout=HUB_TIMEOUT_S,
-          local_files_only=local_only,
-        )
-      )
-    except EntryNotFoundError as e:
-      reasons.append(f'{filename}: {type(e).__name__}')
-      if not isinstance(e, LocalEntryNotFoundError):  # the repo has the other file name
-        continue
-      break  # offline: the next file fares no better
-    except Exception as e:  # offline, no such repo, no access: the next file fares no better
-      reasons.append(f'{filename}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}')
-      break
-  raise ConversionError(
-    f'{hub_id}: not a local file, and hrnet-jax could not download it from the Hugging Face '
-    f'hub (offline, or no such repo) [{"; ".join(reasons)}]. Download the checkpoint elsewhere and pass the '
-    'path of the file instead.'
-  )
+  try:
+    return hub.hub_files(repo_id)[0]
+  except (ImportError, BadInputError, EnvironmentFailure) as e:
+    raise ConversionError(
+      f'{hub_id}: not a local file, and hrnet-jax could not download it from the Hugging Face '
+      f'hub: {e}'
+    ) from None
 
 
 def _to_numpy(key: str, value, path) -> np.ndarray:
+  if isinstance(value, np.ndarray):  # safetensors.numpy, .pdparams: no torch needed
+    return value
   import torch
 
   if isinstance(value, torch.Tensor):
@@ -143,14 +101,12 @@ def _to_numpy(key: str, value, path) -> np.ndarray:
     if value.dtype == torch.bfloat16 or value.dtype == torch.float16:
       value = value.float()
     return value.numpy()
-  if isinstance(value, np.ndarray):
-    return value
   raise ConversionError(f'{path}: entry {key!r} is a {type(value).__name__}, not a tensor')
 
 
 def _load_raw(path: pathlib.Path) -> dict:
   if path.suffix == '.safetensors':
-    from safetensors.torch import load_file
+    from safetensors.numpy import load_file  # no torch needed for a timm safetensors file
 
     return load_file(str(path))
   import torch
@@ -225,13 +181,13 @@ def _read_pdparams(path: pathlib.Path) -> Source:
   return Source(path=path, tensors=tensors, container='raw')
 
 
-def read_source(src: str | os.PathLike) -> Source:
-  """Reads ``src`` (a file path or a hub id such as ``timm/hrnet_w18.ms_aug_in1k``).
+def read_source(src: str | os.PathLike, *, hub_id: str | None = None) -> Source:
+  """Reads ``src`` (a file path or a hub id such as ``timm/hrnet_w18.ms_aug_in1k``); ``hub_id``
+  records the repo a file path was downloaded from (``hrnet_jax.convert.api.pretrained_folder``).
 
   Raises ``ConversionError`` for a missing, truncated, corrupt or non-checkpoint file, naming it.
   """
   src = str(src)
-  hub_id = None
   if is_hub_id(src):
     hub_id = src
     path = download_from_hub(src)

@@ -3,13 +3,17 @@
 Public API in timm's terms::
 
     import hrnet_jax
-    model = hrnet_jax.create_model('hrnet_w18', pretrained='converted/hrnet_w18')
+    model = hrnet_jax.create_model('hrnet_w18.ms_aug_in1k', pretrained=True)  # or a folder
     model.eval()
     logits = model(x)                 # x: [B, H, W, 3] float32 -> [B, 1000]
+
+``create_model`` is ``hrnet_jax.convert.api.create_model`` (names, tags, ``hf-hub:``,
+``local-dir:``, ``pretrained=True``: converted once, cached), which builds with
+``hrnet_jax.factory.create_model``.
 """
 
+from hrnet_jax.convert.api import create_model, pretrained_folder, push_to_hub, save_for_hub
 from hrnet_jax.factory import (
-  create_model,
   list_dense_models,
   list_models,
   load_pretrained,
@@ -42,5 +46,8 @@ __all__ = [
   'list_dense_models',
   'list_models',
   'load_pretrained',
+  'pretrained_folder',
+  'push_to_hub',
+  'save_for_hub',
   'save_pretrained',
 ]

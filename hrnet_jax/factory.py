@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from typing import Any, Sequence
 
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from hrnet_jax.models.configs import MODEL_CONFIGS, HRNetConfig
@@ -34,6 +36,8 @@ REGISTRY: dict[str, tuple[str, HRNetConfig | DenseConfig]] = {
 }
 # Classifier parts a ``features_only`` backbone does not build.
 HEAD_PREFIXES = ('downsamp_modules', 'final_layer', 'classifier')
+# The stem convolution of a classifier / a dense model (its backbone's), adapted to ``in_chans``.
+STEM_KERNELS = ('conv1.kernel', 'backbone.conv1.kernel')
 
 
 def list_models() -> list[str]:
@@ -97,6 +101,8 @@ def create_model(
     rngs: random init (default ``nnx.Rngs(0)``).
     head_conv_bias: override whether head convs carry a bias (default: the checkpoint's, else
       the arch's).
+    in_chans: input channels; the checkpoint's 3-channel stem kernel is adapted to it as timm's
+      ``adapt_input_conv`` does (``adapt_input_conv`` here).
 
   Returns the model in training mode (call ``model.eval()`` for inference), with attributes
   ``arch`` and ``pretrained_cfg`` (preprocessing of the weights' tag, a dict, or None).
@@ -154,6 +160,10 @@ def create_model(
     fresh = ('classifier',)
   model.arch = name
   model.pretrained_cfg = default_pretrained_cfg(name)
+  if arrays is not None and in_chans != 3:
+    arrays = {
+      k: adapt_input_conv(in_chans, v) if k in STEM_KERNELS else v for k, v in arrays.items()
+    }
   if backbone_only:
     _assign_backbone(model, arrays, str(pretrained))
   elif arrays is not None:
@@ -166,6 +176,26 @@ def create_model(
     state.assign_arrays(model, arrays, what=str(pretrained), allow_missing=unused)
     model.pretrained_cfg = config.get('pretrained_cfg') or model.pretrained_cfg
   return model
+
+
+def adapt_input_conv(in_chans: int, kernel: np.ndarray) -> np.ndarray:
+  """A pretrained stem kernel ``[kh, kw, C, O]`` (Flax HWIO) for ``in_chans`` input channels,
+  mirroring timm's ``adapt_input_conv`` (``timm/models/_manipulate.py``): 1 channel sums the
+  ``C`` input channels; more channels repeat them and scale by ``C / in_chans``, so a constant
+  image gives the same first activations. A kernel already with ``in_chans`` channels is
+  returned as it is; ``ValueError`` for ``in_chans < 1``."""
+  if in_chans < 1:
+    raise ValueError(f'in_chans must be >= 1, got {in_chans}')
+  kernel = np.asarray(kernel)
+  base = kernel.shape[2]
+  if in_chans == base:
+    return kernel
+  k = kernel.astype(np.float32)
+  if in_chans == 1:
+    k = k.sum(axis=2, keepdims=True)
+  else:
+    k = np.tile(k, (1, 1, math.ceil(in_chans / base), 1))[:, :, :in_chans] * (base / in_chans)
+  return k.astype(kernel.dtype)
 
 
 def _assign_backbone(model: DenseHRNet, arrays: dict, what: str) -> None:
@@ -231,6 +261,19 @@ def save_pretrained(
   """Writes ``model`` as a release folder that ``create_model(..., pretrained=out_dir)`` and
   ``load_pretrained`` read. Atomic; ``FileExistsError`` if ``out_dir`` is not empty unless
   ``overwrite``. Returns the folder path."""
+  arrays, config = model_release(model, pretrained_cfg=pretrained_cfg, source=source)
+  return checkpoint.write_pretrained(arrays, config, out_dir, overwrite=overwrite)
+
+
+def model_release(
+  model: HighResolutionNet | DenseHRNet,
+  *,
+  pretrained_cfg: dict | None = None,
+  source: dict | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """``(arrays by dotted path, config.json entries)`` of ``model``, what ``save_pretrained`` and
+  ``save_for_hub`` write. ``ValueError`` for a ``features_only`` backbone or a model without
+  ``arch`` (not built by ``create_model``)."""
   if isinstance(model, HighResolutionNetFeatures):
     raise ValueError('save the full classification model, not a features_only backbone')
   if getattr(model, 'arch', None) is None:
@@ -243,6 +286,4 @@ def save_pretrained(
     pretrained_cfg=pretrained_cfg if pretrained_cfg is not None else model.pretrained_cfg,
     source=source,
   )
-  return checkpoint.write_pretrained(
-    state.model_arrays(model), config, out_dir, overwrite=overwrite
-  )
+  return state.model_arrays(model), config

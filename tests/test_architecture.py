@@ -79,6 +79,9 @@ SCRIPTS = frozenset(
     'hrnet_jax.train.main',
     'hrnet_jax.train.eval_main',
     'hrnet_jax.train.cli',
+    'hrnet_jax.cli.predict',
+    'hrnet_jax.cli.export',
+    'hrnet_jax.cli.checkpoints',
   }
 )
 # Which parts each part may import (besides itself); read bottom-up.
@@ -107,13 +110,13 @@ MAY_IMPORT = {
   'inference': {'models'},  # test-time inference modes (sliding window, flip, multi-scale)
   'data': {'errors', 'atomic', 'models', 'pretrained', 'codecs'},
   'factory': {'models', 'pretrained'},
-  'api': {'errors', 'models', 'pretrained', 'runtime', 'factory'},
+  'api': {'errors', 'models', 'pretrained', 'runtime', 'factory', 'convert'},
   'linen': {'models', 'pretrained', 'factory', 'api'},
   'export': _LIBRARY,
   'convert': _LIBRARY - {'runtime'},
   'train': _LIBRARY | {'interrupts'},
   'cli': _LIBRARY | {'interrupts', 'export'},
-  'scripts': _LIBRARY | {'interrupts', 'convert', 'train', 'cli'},
+  'scripts': _LIBRARY | {'interrupts', 'convert', 'train', 'cli', 'export'},
   'benchmarks': None,  # measurement tools: anything
 }
 

@@ -28,6 +28,8 @@ __all__ = [
   'normalize',
   'preprocess',
   'resolve_eval_params',
+  'resolve_model_data_config',
+  'create_transform',
 ]
 
 _RESAMPLE = {
@@ -324,3 +326,57 @@ def preprocess(images: Iterable[ImageLike], cfg: CfgLike, **kwargs: Any) -> np.n
   if not out:
     raise ValueError('preprocess() got no images')
   return np.stack(out)
+
+
+def resolve_model_data_config(model: Any, *, use_test_size: bool = False) -> dict[str, Any]:
+  """The eval data config of ``model``'s weights, with timm's names and values: ``input_size``
+  ``(C, H, W)``, ``interpolation``, ``mean``, ``std``, ``crop_pct``, ``crop_mode`` (mirrors
+  ``timm.data.resolve_model_data_config``), plus ``preprocess`` for PaddleClas weights. Read
+  from ``model.pretrained_cfg`` (timm's defaults for what it lacks; ``use_test_size``: its test
+  size and crop). Raises ``ValueError`` as ``resolve_eval_params``."""
+  cfg = getattr(model, 'pretrained_cfg', None) or {}
+  p = resolve_eval_params(cfg, use_test_size=use_test_size)
+  out = {
+    'input_size': (getattr(model, 'in_chans', 3), *p['size']),
+    'interpolation': p['interpolation'],
+    'mean': p['mean'],
+    'std': p['std'],
+    'crop_pct': p['crop_pct'],
+    'crop_mode': 'center',
+  }
+  if p['preprocess'] != 'timm':
+    out['preprocess'] = p['preprocess']
+  return out
+
+
+def create_transform(
+  input_size: int | Sequence[int] = 224,
+  is_training: bool = False,
+  *,
+  interpolation: str = 'bilinear',
+  mean: Sequence[float] = (0.485, 0.456, 0.406),
+  std: Sequence[float] = (0.229, 0.224, 0.225),
+  crop_pct: float | None = None,
+  crop_mode: str | None = None,
+  preprocess: str = 'timm',
+):
+  """timm's ``create_transform(**config, is_training=False)``: a callable PIL image (any mode)
+  or uint8 ``[H, W(, 3)]`` array -> float32 ``[H, W, 3]`` (NHWC-ready; timm's is ``[3, H, W]``),
+  ``eval_transform`` with these settings. Raises ``NotImplementedError`` for ``is_training``
+  (the training augmentations are ``hrnet_jax.train``'s) and ``ValueError`` as
+  ``resolve_eval_params``, at creation."""
+  if is_training:
+    raise NotImplementedError(
+      'create_transform(is_training=True): training augmentations live in hrnet_jax.train'
+    )
+  cfg = dict(
+    input_size=input_size,
+    interpolation=interpolation,
+    mean=tuple(mean),
+    std=tuple(std),
+    crop_pct=crop_pct,
+    crop_mode=crop_mode,
+    preprocess=preprocess,
+  )
+  resolve_eval_params(cfg, input_size=input_size)  # refuse a bad config now, not per image
+  return lambda img: eval_transform(img, cfg, input_size=input_size)

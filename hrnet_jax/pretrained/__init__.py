@@ -1,6 +1,8 @@
 """Release weights: pretrained tags and their preprocessing (``cfgs``), the release folder on
-disk (``checkpoint``: ``config.json`` + Orbax ``state/``, checksum, atomic writes) and the model
-state by dotted path (``state``: read, strict key check, assign).
+disk (``checkpoint``: ``config.json`` + Orbax ``state/``, checksum, atomic writes), the model
+state by dotted path (``state``: read, strict key check, assign), where a model name's weights
+come from (``hub``: timm's names, Hub / URL downloads, offline rules, the cache) and the model
+card of a published folder (``card``).
 
 ``get_pretrained_cfg('hrnet_w18.ms_aug_in1k')`` -> ``PretrainedCfg`` (timm's ``pretrained_cfg``).
 """

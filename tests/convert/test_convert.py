@@ -63,7 +63,7 @@ def test_official_training_checkpoint(tmp_path, reference, state_dict, x):
   config = _config(tmp_path / 'out')
   assert config['arch'] == NAME and config['source']['container'] == 'state_dict'
   assert config['source']['training_checkpoint'] is True
-  assert config['pretrained_cfg']['tag'] == 'hrnet_w18_small.ms_in1k'
+  assert config['pretrained_cfg']['tag'] == 'hrnet_w18_small.gluon_in1k'  # the one default rule
   _check_logits(tmp_path / 'out', reference, x)
 
 

@@ -1,12 +1,22 @@
-"""Pretrained cfgs vs timm's registry (hrnet.py default_cfgs) and the ImageNet class names."""
+"""Pretrained cfgs vs timm's registry (hrnet.py default_cfgs), the weights' sources vs their
+publishers' model zoos, and the ImageNet class names."""
 
+import importlib.util
 import json
+import pathlib
 
 import pytest
 import timm  # test extra: the oracle for every check below
 
 from hrnet_jax.data.imagenet import imagenet_class_names
-from hrnet_jax.pretrained import PretrainedCfg, default_tag, get_pretrained_cfg, list_pretrained
+from hrnet_jax.models.dense import DENSE_CONFIGS
+from hrnet_jax.pretrained import (
+  PretrainedCfg,
+  default_tag,
+  get_pretrained_cfg,
+  hub,
+  list_pretrained,
+)
 
 TIMM_TAGS = timm.list_pretrained('hrnet*')
 TIMM_ARCHS = timm.list_models('hrnet*')
@@ -121,3 +131,45 @@ def test_class_names_follow_timm_synset_order():
   for i in range(1000):
     lemmas = [s.strip() for s in info.index_to_description(i).split(',')]
     assert names[i].split(' (')[0] in lemmas, (i, names[i], lemmas)
+
+
+def _package_file(package: str, relative: str) -> str:
+  """A file of an installed package, read without importing it."""
+  (folder,) = importlib.util.find_spec(package).submodule_search_locations
+  return (pathlib.Path(folder) / relative).read_text()
+
+
+@pytest.mark.parametrize('arch', TIMM_ARCHS)
+def test_one_default_tag_rule_is_timms(arch):
+  ref = timm.models.get_pretrained_cfg(arch)
+  assert hub.default_weights_tag(arch) == default_tag(arch)
+  assert hub.resolve_source(arch).location == ref.hf_hub_id  # the repo timm downloads
+
+
+def test_url_sources_are_the_publishers():
+  """Every URL source is the one its publisher's installed model zoo gives: mmseg's and mmpose's
+  metafiles, PaddleClas's MODEL_URLS (ssld files by its own ``_set_ssld_pretrained`` rule)."""
+  zoo = '\n'.join(
+    [
+      _package_file('mmseg', '.mim/configs/hrnet/metafile.yaml'),
+      _package_file('mmpose', '.mim/configs/body_2d_keypoint/topdown_heatmap/coco/hrnet_coco.yml'),
+      _package_file(
+        'mmpose', '.mim/configs/face_2d_keypoint/topdown_heatmap/wflw/hrnetv2_wflw.yml'
+      ),
+    ]
+  )
+  paddle = _package_file('paddleclas', 'ppcls/arch/backbone/legendary_models/hrnet.py')
+  dense = [t for t in hub.URLS if t.split('.')[0] in DENSE_CONFIGS]
+  # mmdet's pyramid models aside (no URL source yet), every dense model has its publisher's.
+  assert {t.split('.')[0] for t in dense} == {
+    n for n, c in DENSE_CONFIGS.items() if c.task != 'detect'
+  }
+  for tag, url in hub.URLS.items():
+    if tag in dense:
+      assert f'Weights: {url}' in zoo, tag
+    else:
+      plain = url.replace('_ssld_pretrained', '_pretrained')
+      assert f'"{plain}"' in paddle, tag
+      assert ('ssld' in tag) == (url != plain)
+      assert hub.resolve_source(get_pretrained_cfg(tag).paddleclas_name).location == url
+  assert hub.default_weights_tag('hrnetv2_w18_seg') == 'hrnetv2_w18_seg.mmseg_cityscapes'
