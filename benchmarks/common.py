@@ -21,7 +21,9 @@ RESULT_TAG = 'BENCH_RESULT '
 # timm's benchmark.py columns first (infer_* / train_*), then ours. Step times in ms, memory in
 # MiB, *_compile_s (first call: trace, compile, run) in s, *_foreign_cpu_pct: share of all cores
 # other processes used during the measurement; export_s / artifact_mb: exported-artifact rows
-# (framework 'export'), time to export (s) and artifact size (MiB).
+# (framework 'export'), time to export (s) and artifact size (MiB); *_gflop: XLA's FLOP count of
+# the step (GFLOP), *_gflops: achieved GFLOP/s, *_peak_pct: its share of peak_gflops, the
+# machine's peak computed as peak_basis says (benchmarks/peak.py).
 COLUMNS = [
   'model',
   'framework',
@@ -56,6 +58,14 @@ COLUMNS = [
   'param_count',
   'export_s',
   'artifact_mb',
+  'infer_gflop',
+  'infer_gflops',
+  'infer_peak_pct',
+  'train_gflop',
+  'train_gflops',
+  'train_peak_pct',
+  'peak_gflops',
+  'peak_basis',
   'peak_mem_kind',
   'num_threads',
   'nproc',

@@ -78,9 +78,9 @@ def _peak_mem_mb(device) -> tuple[float, str]:
 
 
 def build_step(spec: Spec):
-  """The jitted step of ``spec`` on its input. Returns ``(step, hlo_text, param_count,
-  device)``: ``step()`` runs one step and returns its (unsynchronised) output, ``hlo_text()``
-  the compiled module's HLO."""
+  """The jitted step of ``spec`` on its input. Returns ``(step, lower, param_count, device)``:
+  ``step()`` runs one step and returns its (unsynchronised) output, ``lower()`` the step's
+  ``jax.stages.Lowered`` (its ``cost_analysis()``, ``compile().as_text()``)."""
   import jax
   import jax.numpy as jnp
   import optax
@@ -114,8 +114,7 @@ def build_step(spec: Spec):
       return nnx.merge(graphdef, state)(x)
 
     step = lambda: forward(state, x)
-    hlo_text = lambda: forward.lower(state, x).compile().as_text()
-    return step, hlo_text, param_count, device
+    return step, lambda: forward.lower(state, x), param_count, device
 
   if 'foldbn' in spec.mode:
     raise ValueError('BatchNorm folding is for inference only')
@@ -152,8 +151,7 @@ def build_step(spec: Spec):
     carry[0], carry[1], carry[2], loss = train_step(*carry, x, y)
     return loss
 
-  hlo_text = lambda: train_step.lower(*carry, x, y).compile().as_text()
-  return step, hlo_text, param_count, device
+  return step, lambda: train_step.lower(*carry, x, y), param_count, device
 
 
 def run(spec: Spec) -> dict:

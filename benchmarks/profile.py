@@ -73,10 +73,10 @@ def _jax_profile(spec: Spec) -> tuple[dict, float]:
 
   from benchmarks import jax_worker
 
-  step, compiled_text, _, _ = jax_worker.build_step(spec)
+  step, lower, _, _ = jax_worker.build_step(spec)
   for _ in range(1 + spec.warmup):
     jax.block_until_ready(step())
-  categories = _hlo_categories(compiled_text())
+  categories = _hlo_categories(lower().compile().as_text())
   trace_dir = tempfile.mkdtemp(prefix='hrnet-trace-')
   t0 = time.perf_counter()
   jax.profiler.start_trace(trace_dir)

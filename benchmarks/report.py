@@ -68,8 +68,9 @@ def speed_table(rows: list[dict]) -> list[str]:
     '| model | batch | framework | mode | layout | infer img/s | infer ms/step (p90) | '
     'train img/s | train ms/step (p90) | first call s (infer / train) | '
     'peak mem MiB (infer / train) | timed steps x repeats (infer / train) '
-    '| vs timm eager (infer / train) | note |',
-    '|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|',
+    '| vs timm eager (infer / train) | GFLOP/s (infer / train) | % of peak (infer / train) '
+    '| note |',
+    '|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|',
   ]
   for r in rows:
     base = _find(rows, r['model'], _batch(r), 'timm', 'eager')
@@ -96,9 +97,21 @@ def speed_table(rows: list[dict]) -> list[str]:
       f'| {_pair(r.get("infer_compile_s"), r.get("train_compile_s"))} '
       f'| {_pair(r.get("infer_peak_mem_mb"), r.get("train_peak_mem_mb"), 0)} '
       f'| {" / ".join(_protocol(r, t) for t in ("infer", "train"))} '
-      f'| {" / ".join(ratios)} | {"; ".join(notes)} |'
+      f'| {" / ".join(ratios)} '
+      f'| {_pair(r.get("infer_gflops"), r.get("train_gflops"))} '
+      f'| {_pair(r.get("infer_peak_pct"), r.get("train_peak_pct"))} | {"; ".join(notes)} |'
     )
   return out
+
+
+def _peak_lines(rows: list[dict]) -> list[str]:
+  """The peak the rows' '% of peak' refers to (benchmarks/peak.py), once per distinct peak."""
+  peaks = dict.fromkeys((r['peak_gflops'], r['peak_basis']) for r in rows if r.get('peak_gflops'))
+  return [
+    f"Peak: {_fmt(gflops)} GFLOP/s = {basis}. GFLOP/s = XLA's FLOP count of the JAX step "
+    '(multiply-add = 2) / step time, the same count for every framework of a configuration.'
+    for gflops, basis in peaks
+  ] + ([''] if peaks else [])
 
 
 def export_table(rows: list[dict]) -> list[str]:
@@ -211,6 +224,29 @@ def parity_table(records: list[dict]) -> list[str]:
   return out
 
 
+def input_pipeline_table(rows: list[dict]) -> list[str]:
+  """``input_pipeline.csv`` (``benchmarks.input_pipeline``): images/s per core, by pipeline."""
+  r0 = rows[0]
+  out = [
+    f'### Input pipeline (`input_pipeline.csv`)',
+    '',
+    f'{r0["images"]} JPEGs (~500x375, quality 90) on {r0["cpu_model"]}, '
+    f'{r0["timestamp"][:10]}; `{r0["versions"]}`.',
+    '',
+    '| pipeline | loader | cores | img/s | img/s per core | vs torchvision | note |',
+    '|---|---|---:|---:|---:|---:|---|',
+  ]
+  for r in rows:
+    busy = (_f(r.get('foreign_cpu_pct')) or 0.0) > BUSY_PCT
+    note = f'measured under load (other processes: {_fmt(r["foreign_cpu_pct"], 0)} % CPU)'
+    out.append(
+      f'| {r["pipeline"]} | {r["loader"]} | {r["cores"]} | {_fmt(r["img_per_s"])} '
+      f'| {_fmt(r["img_per_s_per_core"])} | {_fmt(r["vs_torchvision"], 2)}x '
+      f'| {note if busy else ""} |'
+    )
+  return out + ['']
+
+
 def render(results_dir: pathlib.Path) -> str:
   lines = []
   speed = sorted(
@@ -233,6 +269,7 @@ def render(results_dir: pathlib.Path) -> str:
       f'{r0["git_commit"]}, {r0["timestamp"][:10]}. Step times are the median over '
       'repeats of the mean step time (p90 over all timed steps).',
       '',
+      *_peak_lines(rows),
       'Versions: '
       + '; '.join(dict.fromkeys(f'`{r["versions"]}`' for r in rows if r.get('versions'))),
       '',
@@ -261,6 +298,9 @@ def render(results_dir: pathlib.Path) -> str:
         + parity_table(read_csv(parity))
         + ['']
       )
+  pipeline = results_dir / 'input_pipeline.csv'
+  if pipeline.exists() and read_csv(pipeline):
+    lines += input_pipeline_table(read_csv(pipeline))
   if not any(read_csv(p) and read_csv(p)[0]['device'] == 'gpu' for p in speed):
     lines += [
       '### GPU bf16',

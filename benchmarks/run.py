@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks import report
+from benchmarks import peak, report
 from benchmarks.common import COLUMNS, Spec, parse_result
 from benchmarks.export_worker import MODES as EXPORT_MODES
 from benchmarks.jax_worker import MODES, numerics_mode
@@ -420,6 +420,22 @@ def write_records(records: list[dict], path: pathlib.Path) -> None:
     writer.writerows(records)
 
 
+def add_peak_columns(rows: list[dict], timeout: float) -> None:
+  """``benchmarks.peak``'s FLOPs / GFLOP/s / share-of-peak columns, the FLOPs counted in one
+  JAX subprocess; rows stay without them (and a line says why) if that fails."""
+  keys = peak.needed_keys(rows)
+  if not keys:
+    return
+  env = dict(os.environ, JAX_PLATFORMS='cpu', CUDA_VISIBLE_DEVICES='')
+  result, error, _ = run_worker('benchmarks.peak', ['--flops', json.dumps(keys)], env, timeout)
+  if result is None:
+    print(f'FLOP count failed, no share-of-peak columns: {error}', flush=True)
+    return
+  flops = {tuple(k): v for k, v in result}
+  cpu = peak.cpu_peak() if any(r.get('device') != 'gpu' for r in rows) else (0.0, '')
+  peak.add_columns(rows, flops, cpu)
+
+
 def run_gate(args, work_dir: pathlib.Path) -> list[dict]:
   """The parity gate per model; raises ``SystemExit`` on a failure (nothing is timed)."""
   gates = []
@@ -502,7 +518,9 @@ def main(argv=None) -> int:
       )
     row[f'{spec.task}_foreign_cpu_pct'] = foreign
     results.append((spec, row))
-  write_csv(merge_rows(results), args.out)
+  rows = merge_rows(results)
+  add_peak_columns(rows, args.timeout)
+  write_csv(rows, args.out)
   print(f'wrote {args.out}', flush=True)
 
   if args.converter:

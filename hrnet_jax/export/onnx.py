@@ -11,6 +11,12 @@ dimensions``). ONNX defines ``value_info`` as optional annotations that runtimes
 they are dropped: the graph's nodes, inputs and outputs (which carry the real shapes) are kept
 as jax2onnx wrote them, and the verification below proves the computation.
 
+Graph: ``onnx_graph.simplify`` then replaces jax2onnx's nearest-upsampling chains by one
+``Resize`` each and folds every BatchNorm into its conv. With the chains gone, onnxruntime's
+transpose optimizer cancels every NHWC <-> NCHW ``Transpose`` jax2onnx puts around the convs but
+the one at the input, so the graph onnxruntime runs for hrnet_w18 has the node types and counts
+of timm's own ``torch.onnx.export`` (profile and timings: docs/benchmarks.md, "ONNX graph").
+
 Export time: jax2onnx 0.17.1's optimizer is cubic in the graph size through linear-scan graph
 lookups; ``jax2onnx_lookups.fast_lookups`` answers the same lookups in constant time while
 ``to_onnx`` runs (byte-identical output), taking hrnet_w18 from ~10 minutes to well under one.
@@ -26,8 +32,12 @@ import numpy as np
 from jax import export as jax_export
 
 from hrnet_jax.errors import EnvironmentFailure
+from hrnet_jax.export import onnx_graph
 from hrnet_jax.export.jax2onnx_lookups import fast_lookups
 
+
+# jax2onnx pins packages HRNet does not need, so it is installed without its dependencies.
+INSTALL = 'pip install "hrnet-jax[export]" && pip install --no-deps jax2onnx==0.17.1'
 
 def _import_jax2onnx():
   # jax2onnx imports each of its plugins; those for libraries HRNet does not use (equinox,
@@ -38,7 +48,7 @@ def _import_jax2onnx():
     import onnx
   except ImportError as e:
     raise EnvironmentFailure(
-      f'ONNX export needs jax2onnx and onnx ({e}); pip install "hrnet-jax[export]"'
+      f'ONNX export needs jax2onnx and onnx ({e}); {INSTALL}'
     ) from e
   return jax2onnx, onnx
 
@@ -56,6 +66,7 @@ def export(program, path: str) -> None:
       return_mode='proto',
     )
   del model.graph.value_info[:]  # stale optional annotations, see the module docstring
+  onnx_graph.simplify(model)
   onnx.save_model(model, path)
 
 
@@ -65,15 +76,24 @@ def _input_spec(program):
   return jax.ShapeDtypeStruct(dims, np.dtype(program.input_dtype))
 
 
-def session(path: str):
-  """An onnxruntime ``InferenceSession`` (CPU) of the file at ``path``."""
+def session(path: str, threads: int | None = None):
+  """An onnxruntime ``InferenceSession`` (CPU provider) of the file at ``path``, with
+  ``threads`` intra-op threads (None: onnxruntime's default, one per physical core)."""
   try:
     import onnxruntime as ort
   except ImportError as e:
     raise EnvironmentFailure(
-      f'onnxruntime is not installed ({e}); pip install "hrnet-jax[export]"'
+      f'onnxruntime is not installed ({e}); {INSTALL}'
     ) from e
-  return ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+  options = ort.SessionOptions()
+  if threads:
+    options.intra_op_num_threads = threads
+  try:
+    return ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+  except Exception as e:  # onnxruntime's errors have no common public type
+    raise EnvironmentFailure(
+      f'{path}: onnxruntime cannot load it: {str(e).splitlines()[0][:300]}'
+    ) from e
 
 
 def runner(path: str, output_names) -> Callable[[np.ndarray], list[np.ndarray]]:

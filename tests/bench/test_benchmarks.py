@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from benchmarks import report
+from benchmarks import input_pipeline, peak, report
 from benchmarks.common import COLUMNS
 from benchmarks.run import merge_rows
 
@@ -69,6 +69,16 @@ def test_csv_schema_and_rows(tiny_run):
       assert int(r[f'{task}_batch_size']) == 2 and int(r[f'{task}_img_size']) == 64
       assert float(r[f'{task}_peak_mem_mb']) > 0 and float(r[f'{task}_compile_s']) > 0
     assert r['versions'] and r['nproc'] and r['cpu_model'] and r['device'] == 'cpu'
+    # Share of peak: the same XLA FLOP count for both frameworks, each row against the CPU's peak.
+    assert float(r['peak_gflops']) > 0 and 'fp32 lanes' in r['peak_basis']
+    for task in ('infer', 'train'):
+      gflops = float(r[f'{task}_gflop']) / (float(r[f'{task}_step_time']) / 1e3)
+      assert abs(float(r[f'{task}_gflops']) - gflops) <= 0.051 + 1e-3 * gflops, r
+      share = 100 * float(r[f'{task}_gflops']) / float(r['peak_gflops'])
+      assert abs(float(r[f'{task}_peak_pct']) - share) <= 0.051 + 1e-3 * share, r
+  train, infer = (float(rows[0][f'{t}_gflop']) for t in ('train', 'infer'))
+  assert infer > 0 and 2 * infer < train < 4 * infer  # backward ~2x the forward
+  assert len({r['infer_gflop'] for r in rows}) == 1
   layouts = {r['framework']: (r['layout'], r['compiled']) for r in rows}
   assert layouts == {'jax': ('NHWC', 'True'), 'timm': ('NCHW', 'False')}
 
@@ -141,3 +151,88 @@ def test_export_rows_table():
   table = report.export_table(rows)
   assert table[2:] == ['| hrnet_w18 | onnx | 41.5 | 81.6 | max abs diff vs JAX 1e-05 |']
   assert report.export_table(rows[2:]) == []
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: {vendor}
+cpu family\t: {family}
+cpu MHz\t\t: 2500.000
+flags\t\t: fpu sse sse2 {flags}
+"""
+
+
+@pytest.mark.parametrize(
+  'vendor, family, flags, lanes',
+  [
+    ('AuthenticAMD', 26, 'avx2 fma avx512f', 16),  # Zen 5: full-width AVX-512
+    ('AuthenticAMD', 25, 'avx2 fma avx512f', 8),  # Zen 4: AVX-512 on 256-bit units
+    ('GenuineIntel', 6, 'avx2 fma', 8),
+    ('GenuineIntel', 6, '', 4),
+  ],
+)
+def test_cpu_peak_from_cpuinfo(vendor, family, flags, lanes):
+  text = CPUINFO.format(vendor=vendor, family=family, flags=flags)
+  gflops, basis = peak.cpu_peak(text, cores=4)
+  assert gflops == pytest.approx(4 * peak.FMA_UNITS * lanes * 2 * 2.5)
+  assert basis.startswith(f'4 cores x {peak.FMA_UNITS} FMA units (assumed) x {lanes} fp32 lanes')
+  with pytest.raises(ValueError, match='cpu MHz'):
+    peak.cpu_peak('processor\t: 0\n', cores=1)
+
+
+def test_peak_columns_and_table():
+  rows = [
+    dict(
+      model='m',
+      framework='jax',
+      mode='xla',
+      device='cpu',
+      dtype='fp32',
+      infer_batch_size='32',
+      infer_img_size='224',
+      infer_samples_per_sec='10',
+      infer_step_time='2000',
+    ),
+    dict(
+      model='m',
+      framework='timm',
+      mode='eager',
+      device='gpu',
+      dtype='bf16',
+      device_name='NVIDIA H200',
+      infer_batch_size='32',
+      infer_img_size='224',
+      infer_samples_per_sec='1000',
+      infer_step_time='20',
+    ),
+  ]
+  flops = {('m', 'infer', 32, 224, 'fp32'): 100e9, ('m', 'infer', 32, 224, 'bf16'): 100e9}
+  peak.add_columns(rows, flops, (200.0, 'stated basis'))
+  assert (rows[0]['infer_gflops'], rows[0]['infer_peak_pct']) == (50.0, 25.0)
+  assert rows[1]['infer_gflops'] == 5000.0 and rows[1]['peak_gflops'] == 989400.0
+  assert rows[1]['infer_peak_pct'] == 0.5 and 'H200' in rows[1]['peak_basis']
+  table = report.speed_table([{k: str(v) for k, v in r.items()} for r in rows])
+  assert '| 50.0 / – | 25.0 / – |' in table[2]
+  assert report._peak_lines(rows)[0].startswith('Peak: 200.0 GFLOP/s = stated basis.')
+
+
+def test_input_pipeline_runs_on_a_handful_of_images(tmp_path):
+  """Both loaders, both pipelines, 1 core, 4 images: a row each with a positive rate, and the
+  ratio to torchvision taken within the pipeline."""
+  out = tmp_path / 'ip.csv'
+  argv = ['--images', '4', '--cores', '1', '--repeats', '1', '--out', str(out)]
+  assert input_pipeline.main([*argv, '--folder', str(tmp_path / 'jpegs')]) == 0
+  with open(out, newline='') as f:
+    rows = list(csv.DictReader(f))
+  assert {(r['pipeline'], r['loader']) for r in rows} == {
+    (p, loader) for p in input_pipeline.PIPELINES for loader in input_pipeline.LOADERS
+  }
+  for r in rows:
+    assert float(r['img_per_s']) > 0 and r['cores'] == '1' and r['images'] == '4'
+    ref = next(x for x in rows if (x['pipeline'], x['loader']) == (r['pipeline'], 'torchvision'))
+    assert float(r['vs_torchvision']) == pytest.approx(
+      float(r['img_per_s']) / float(ref['img_per_s']), abs=0.01
+    )
+  from PIL import Image
+
+  with Image.open(tmp_path / 'jpegs' / 'img_00000.jpg') as img:
+    assert img.format == 'JPEG' and sorted(img.size) == [375, 500]
