@@ -6,7 +6,7 @@
     class Classifier(nn.Module):                      # a user's Linen model
       @nn.compact
       def __call__(self, x, train: bool = False):
-        emb = HRNet('hrnet_w18', {'num_classes': 0}, name='backbone')(x, train)  # [B, 2048]
+        emb = HRNet('hrnet_w18', num_classes=0, name='backbone')(x, train)  # [B, 2048]
         return nn.Dense(10)(emb)
 
     variables = Classifier().init(jax.random.key(0), x)
@@ -15,7 +15,8 @@
                  'batch_stats': {'backbone': pretrained['batch_stats']}}
     logits, updates = Classifier().apply(variables, x, train=True, mutable=['batch_stats'])
 
-``HRNet`` builds ``hrnet_jax.create_model(arch, **kwargs)`` inside ``ToLinen``: the same
+``HRNet(arch, **kwargs)`` builds ``hrnet_jax.create_model(arch, **kwargs)`` inside ``ToLinen``
+(``LinenHRNet``, a Linen module with the options as one ``kwargs`` field): the same
 module, the same numbers. Its Linen variables are the NNX model's state by collection
 (``params``: every ``nnx.Param``, ``batch_stats``: every ``nnx.BatchStat``), nested by attribute
 path, as plain arrays (no ``NNXMeta`` boxes). ``train=True`` uses batch statistics and updates
@@ -53,17 +54,31 @@ def _create(arch: str, *, rngs: nnx.Rngs, **kwargs):
   return create_model(arch, rngs=rngs, **kwargs)
 
 
-class HRNet(nn.Module):
-  """``create_model(arch, **kwargs)`` as a Linen module.
+def HRNet(
+  arch: str, kwargs: dict[str, Any] | None = None, /, *, name: str | None = None, **options: Any
+) -> LinenHRNet:
+  """``create_model(arch, **options)`` as a Linen module (a :class:`LinenHRNet`).
+
+  ``HRNet('hrnet_w18', num_classes=0, name='backbone')``, as ``create_model`` takes its options;
+  the options as one dict, ``HRNet('hrnet_w18', {'num_classes': 0})``, are the same module.
+  ``name`` is the Linen submodule name. ``TypeError`` when an option is given both ways.
+  """
+  both = sorted(set(kwargs or {}) & set(options))
+  if both:
+    raise TypeError(f'HRNet({arch!r}): {", ".join(both)} given both in the dict and as keywords')
+  return LinenHRNet(arch, FrozenDict({**(kwargs or {}), **options}), name=name)
+
+
+class LinenHRNet(nn.Module):
+  """``create_model(arch, **kwargs)`` as a Linen module; build it with :func:`HRNet`.
 
   Attributes:
     arch: a ``hrnet_jax.list_models()`` name.
     kwargs: ``create_model`` keyword arguments (``num_classes``, ``features_only``,
       ``out_indices``, ``dtype``, ...), not ``pretrained`` (load with :func:`load_variables`).
 
-  E.g. ``HRNet('hrnet_w18', {'num_classes': 0})``. ``__call__(x, train=False)``: ``x [B, H, W,
-  3]`` float32, normalized; returns what the NNX model returns (logits ``[B, num_classes]``,
-  the embedding, or the feature maps).
+  ``__call__(x, train=False)``: ``x [B, H, W, 3]`` float32, normalized; returns what the NNX
+  model returns (logits ``[B, num_classes]``, the embedding, or the feature maps).
   """
 
   arch: str
@@ -80,7 +95,7 @@ class HRNet(nn.Module):
 
 
 def variables_of(model: nnx.Module) -> dict[str, Any]:
-  """The Linen variables of ``HRNet`` holding the NNX ``model``'s state:
+  """The Linen variables of an ``HRNet`` holding the NNX ``model``'s state:
   ``{'params': {...}, 'batch_stats': {...}}``."""
   out: dict[str, Any] = {}
   for path, leaf in nnx.to_flat_state(nnx.state(model, nnx.Not(nnx.RngState))):

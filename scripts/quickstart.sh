@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on embedded defaults (no network): official-format checkpoint -> converter ->
 # Flax prediction on real photos shipped with scikit-image / scikit-learn; then training on
-# scikit-learn's handwritten digits and an exact evaluation of the result.
+# scikit-learn's handwritten digits and an exact evaluation of the result. Needs the quickstart
+# extra (README, command 1): pip install -e ".[quickstart]".
 set -euo pipefail
 out=${1:-quickstart_out}
 arch=hrnet_w18_small

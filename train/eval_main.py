@@ -1,29 +1,34 @@
-"""``hrnet-eval``: score a checkpoint over a whole split, sharded over all devices: exact top-1 /
-top-5 of a classifier, mIoU / aAcc / mAcc / per-class IoU of a segmentation model (mmseg's
-``IoUMetric``, each image predicted at its own size).
+"""``hrnet-eval``: score a trained or converted model on a whole dataset split, sharded over all
+devices: exact top-1 / top-5 of a classifier, mIoU / aAcc / mAcc / per-class IoU of a
+segmentation model (mmseg's ``IoUMetric``, each image predicted at its own size).
 
     hrnet-eval --checkpoint /tmp/hrnet_digits --dataset digits
-    hrnet-eval --checkpoint converted/hrnet_w18 --dataset imagenet2012 --data_dir ~/tfds
-    hrnet-eval --checkpoint RUN/model --dataset folder:/data/flowers --split val
+    hrnet-eval --checkpoint converted/hrnet_w18 --dataset imagenet2012 --data-dir ~/tfds
+    hrnet-eval --checkpoint RUN/best --dataset folder:/data/flowers --split val
+    hrnet-eval --checkpoint RUN --dataset folder:photos --split 'train[90%:]'
     hrnet-eval --checkpoint SEG_RUN --dataset seg_folder:/data/scenes --split val
-    hrnet-eval --checkpoint converted/fcn_hr18 --dataset cityscapes:/data/cityscapes \
-      --tta flip,0.5,0.75,1.0,1.25,1.5,1.75 --save_predictions /tmp/preds
+    hrnet-eval --checkpoint converted/fcn_hr18 --dataset cityscapes:/data/cityscapes \\
+      --tta flip,0.5,0.75,1.0,1.25,1.5,1.75 --save-predictions /tmp/preds
 
 Segmentation: ``--dataset`` is ``seg_folder:ROOT`` (``ROOT/images|annotations/<split>``),
-``cityscapes:ROOT`` or ``ade20k:ROOT``; ``--mode slide`` with ``--crop_size H,W`` and
+``cityscapes:ROOT`` or ``ade20k:ROOT``; ``--mode slide`` with ``--crop-size H,W`` and
 ``--stride H,W`` is mmseg's sliding-window inference; ``--tta`` lists ``flip`` and/or scale ratios
-(mean of the softmax of every view, as mmseg's test-time augmentation); ``--test_scale
+(mean of the softmax of every view, as mmseg's test-time augmentation); ``--test-scale
 LONG,SHORT`` is the test ``Resize(keep_ratio)`` bound (default: the dataset's, Cityscapes
-2048,1024, ADE20K 2048,512, else the checkpoint's); ``--save_predictions DIR`` writes one label
+2048,1024, ADE20K 2048,512, else the checkpoint's); ``--save-predictions DIR`` writes one label
 PNG per image (its name, the dataset's label ids) into a new or empty DIR. Results are in percent.
 
 ``--checkpoint`` is either a training workdir (``hrnet-train --workdir``; its best training
 checkpoint by eval top-1, else the latest, or ``--step``) or a release folder (``config.json`` +
-``state/``: ``convert_official_weights`` output, ``save_pretrained``, ``WORKDIR/model``).
+``state/``: ``convert_official_weights`` output, ``save_pretrained``, ``WORKDIR/best``,
+``WORKDIR/model``). A dataset with another number of classes than the checkpoint, or other class
+names (the checkpoint's ``class_names``), is scored label i against class i, with a warning;
+with 5 classes or fewer the top-5 is 100% by construction, and the result line says so.
 Preprocessing (size, crop, interpolation, mean/std) is the run's config or the folder's
-``pretrained_cfg``; ``--image_size`` / ``--crop_pct`` override it. ``--dataset`` is ``digits``,
-``folder:PATH`` (``PATH/<split>/<class>/<image>``) or a TFDS name. (No ``--config``: the recipe
-is the run's own, saved in its workdir.)
+``pretrained_cfg``; ``--image-size`` / ``--crop-pct`` override it. ``--dataset`` is ``digits``,
+``folder:PATH`` (``PATH/<split>/<class>/<image>``; ``--split`` may be sliced in percent as in
+TFDS, ``'train[90%:]'``) or a TFDS name. (No ``--config``: the recipe is the run's own, saved in
+its workdir.) Long flags take dashes or underscores (``--batch-size``, ``--data-dir``).
 
 Exit status (``hrnet_jax.errors``): 0 done (and ``--help``); 1 runtime failure; 2 bad input (bad
 flag, missing or damaged checkpoint, a checksum mismatch, a ``--step`` the workdir does not have,
@@ -60,7 +65,12 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string(
   'checkpoint', None, 'Training workdir or release folder (config.json + state/).'
 )
-flags.DEFINE_string('dataset', None, "'digits', 'folder:PATH' or a TFDS dataset name.")
+flags.DEFINE_string(
+  'dataset',
+  None,
+  "'digits', 'folder:PATH' or a TFDS name; segmentation: 'seg_folder:ROOT', 'cityscapes:ROOT', "
+  "'ade20k:ROOT' or 'tfds:NAME'.",
+)
 flags.DEFINE_string('split', 'validation', 'Split to evaluate (TFDS syntax, or a subfolder).')
 flags.DEFINE_string('data_dir', '', 'TFDS data_dir.')
 flags.DEFINE_integer('batch_size', 128, 'Global eval batch size (a multiple of the devices).')
@@ -84,17 +94,18 @@ SEG_DATASETS = {'seg_folder': None, 'cityscapes': (2048, 1024), 'ade20k': (2048,
 
 def _dataset_config(config, dataset: str, split: str, data_dir: str, batch_size: int) -> None:
   """Sets ``config.dataset`` and the eval batch (see ``evaluate_checkpoint``)."""
-  name, sep, path = dataset.partition(':')
-  if sep and name in ('folder', *SEG_DATASETS):
-    config.dataset.name, config.dataset.folder = name, path
-  else:
-    config.dataset.name = dataset
+  config.dataset.name, config.dataset.folder = cli.split_dataset(dataset)
   segment = config.get('task', 'classify') == 'segment'
-  if segment != (config.dataset.name in SEG_DATASETS):
+  seg_dataset = config.dataset.name in SEG_DATASETS or config.dataset.name.startswith('tfds:')
+  if segment != seg_dataset:
     kind = 'a segmentation' if segment else 'a classification'
     raise errors.BadInputError(
       f'--dataset={dataset}: the checkpoint is {kind} model; datasets: '
-      + (', '.join(f'{k}:ROOT' for k in SEG_DATASETS) if segment else 'digits, folder:PATH, TFDS')
+      + (
+        ', '.join(f'{k}:ROOT' for k in SEG_DATASETS) + ', tfds:NAME'
+        if segment
+        else 'digits, folder:PATH, TFDS'
+      )
     )
   config.dataset.eval_split = split
   config.dataset.data_dir = data_dir
@@ -159,8 +170,17 @@ def _eval_overrides(config, *, image_size, crop_pct, mode, crop_size, stride, tt
     config.eval.flip = 'flip' in tta
 
 
-def _from_workdir(workdir: str, mesh, step: int | None):
-  """-> (model_def, params, batch_stats, config) of a training checkpoint of a run."""
+def restore_workdir(workdir: str, mesh, step: int | None = None):
+  """Training checkpoint ``step`` of the run in ``workdir`` (default: the best by its eval
+  metric, else the latest) on ``mesh``: ``(model_def, params, batch_stats, config, meta)``,
+  ``config`` the run's resolved recipe, ``meta`` ``{'step', 'class_names', 'pretrained_cfg'}``
+  from ``train_config.json`` (``pretrained_cfg``: what the run's release folders record; None
+  for a run of an older hrnet-train). ``model_def.merge(params, batch_stats, train=False)`` is
+  the model.
+
+  Raises ``BadInputError`` naming the workdir for no checkpoint, a ``step`` it does not have or
+  a damaged one; ``FileNotFoundError`` / ``BadInputError`` for a missing or damaged
+  ``train_config.json``."""
   saved = workdir_lib.read_json(
     os.path.join(workdir, trainer.CONFIG_FILE),
     "the run's config",
@@ -189,11 +209,16 @@ def _from_workdir(workdir: str, mesh, step: int | None):
   finally:
     ckpts.close()
   logging.info('evaluating checkpoint %d of %s', step, workdir)
-  return model_def, state.params, state.batch_stats, config
+  meta = {
+    'step': step,
+    'class_names': saved.get('class_names'),
+    'pretrained_cfg': saved.get('pretrained_cfg'),
+  }
+  return model_def, state.params, state.batch_stats, config, meta
 
 
 def _from_folder(folder: str):
-  """-> (model_def, params, batch_stats, config) of a release folder."""
+  """-> (model_def, params, batch_stats, config, {'class_names'}) of a release folder."""
   model = hrnet_jax.load_pretrained(folder)
   cfg = model.pretrained_cfg or {}
   if getattr(model, 'task', None) == 'segment':
@@ -217,7 +242,7 @@ def _from_folder(folder: str):
     config.input.mean, config.input.std = p['mean'], p['std']
   config.model = model.arch
   model_def, params, stats = ts.split_model(model)
-  return model_def, params, stats, config
+  return model_def, params, stats, config, {'class_names': cfg.get('class_names')}
 
 
 def _prediction_writer(folder: str, reduce_zero_label: bool):
@@ -234,6 +259,24 @@ def _prediction_writer(folder: str, reduce_zero_label: bool):
     atomic.write_file(path, lambda tmp: Image.fromarray(ids.astype('uint8')).save(tmp, 'PNG'))
 
   return write
+
+
+def class_mismatch(
+  data_count: int, data_names, model_count: int, model_names, shown: int = 3
+) -> str | None:
+  """What differs between a dataset's classes (``data_count``, names or None) and a checkpoint's
+  (``model_count``, its ``class_names`` or None), or None when nothing known differs: the
+  counts, else the first ``shown`` labels whose names differ."""
+  if data_count != model_count:
+    return f'{data_count} classes, but the checkpoint predicts {model_count}'
+  if not data_names or not model_names:
+    return None
+  differ = [(i, d, m) for i, (d, m) in enumerate(zip(data_names, model_names)) if d != m]
+  if not differ:
+    return None
+  named = ', '.join(f'label {i} is {d!r}, class {i} {m!r}' for i, d, m in differ[:shown])
+  more = f' and {len(differ) - shown} more' if len(differ) > shown else ''
+  return f'other class names than the checkpoint ({named}{more})'
 
 
 def evaluate_checkpoint(
@@ -257,7 +300,8 @@ def evaluate_checkpoint(
   (``'digits'``, ``'folder:PATH'``, a TFDS name; ``'seg_folder:ROOT'``, ``'cityscapes:ROOT'``,
   ``'ade20k:ROOT'``); the arguments are the CLI flags'. Returns the task's results: ``{'top1',
   'top5'}`` (fractions) or ``{'mIoU', 'aAcc', 'mAcc', 'mDice', 'IoU': {class: value}, ...}``
-  (percent), and ``'count'`` (images).
+  (percent), and ``'count'`` (images), ``'num_classes'`` (the model's outputs), ``'step'`` (the
+  training checkpoint's step; None for a release folder).
 
   Raises ``FileNotFoundError`` / ``ValueError`` / ``hrnet_jax.errors.BadInputError`` naming a bad
   checkpoint, dataset, flag or batch size.
@@ -266,7 +310,7 @@ def evaluate_checkpoint(
   if not os.path.isdir(checkpoint):
     raise FileNotFoundError(f'--checkpoint={checkpoint}: no such folder')
   if os.path.exists(os.path.join(checkpoint, 'config.json')):
-    model_def, params, stats, config = _from_folder(checkpoint)
+    model_def, params, stats, config, meta = _from_folder(checkpoint)
     shardings = mesh_lib.state_shardings(mesh, (params, stats))
     params, stats = mesh_lib.put_replicated_or_sharded((params, stats), shardings)
   else:
@@ -275,7 +319,7 @@ def evaluate_checkpoint(
         f'--checkpoint={checkpoint}: neither a training workdir '
         f'({trainer.CONFIG_FILE}) nor a checkpoint folder (config.json)'
       )
-    model_def, params, stats, config = _from_workdir(checkpoint, mesh, step)
+    model_def, params, stats, config, meta = restore_workdir(checkpoint, mesh, step)
   _dataset_config(config, dataset, split, data_dir, batch_size)
   _eval_overrides(
     config,
@@ -297,15 +341,15 @@ def evaluate_checkpoint(
   data = input_pipeline.create_input(
     config, process_index=jax.process_index(), process_count=jax.process_count(), train=False
   )
-  if data.info.num_classes != model_def.num_classes:
-    mismatch = (
-      f'--dataset={dataset}: {data.info.num_classes} classes, but {checkpoint} predicts '
-      f'{model_def.num_classes}'
-    )
-    if task.name == 'segment':  # the per-class areas would not even have one length
-      raise errors.BadInputError(mismatch)
-    # A classifier still scores label i as its class i (e.g. an ImageNet head on a subset).
-    logging.warning('%s: top-1 / top-5 compare label i with class i of the checkpoint', mismatch)
+  mismatch = class_mismatch(
+    data.info.num_classes, data.info.class_names, model_def.num_classes, meta['class_names']
+  )
+  if mismatch:
+    mismatch = f'--dataset={dataset}: {mismatch} ({checkpoint})'
+    if task.name == 'segment' and data.info.num_classes != model_def.num_classes:
+      raise errors.BadInputError(mismatch)  # the per-class areas would not even have one length
+    # A model still scores label i as its class i (e.g. an ImageNet head on a subset).
+    logging.warning('%s: label i is scored as class i of the checkpoint', mismatch)
   evaluator = task.evaluator(
     config,
     model_def,
@@ -317,14 +361,14 @@ def evaluate_checkpoint(
   extra = {}
   if save_predictions is not None:
     extra['on_prediction'] = _prediction_writer(save_predictions, config.dataset.reduce_zero_label)
-  return evaluator(params, stats, data, progress=True, **extra)
+  results = evaluator(params, stats, data, progress=True, **extra)
+  return {**results, 'num_classes': model_def.num_classes, 'step': meta.get('step')}
 
 
 def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  logging.getLogger().setLevel(logging.INFO)
-  logging.getLogger('absl').setLevel(logging.WARNING)
+  cli.configure_logging(PROG, FLAGS.verbose)
   compile_cache.enable()  # HRNET_JAX_COMPILATION_CACHE
   return policy.run_cli(PROG, _evaluate_and_print, verbose=FLAGS.verbose)
 
@@ -346,7 +390,8 @@ def _evaluate_and_print() -> int:
     test_scale=FLAGS.test_scale,
     save_predictions=FLAGS.save_predictions,
   )
-  where = f'{results["count"]} images of {FLAGS.dataset}:{FLAGS.split} ({FLAGS.checkpoint})'
+  step = '' if results['step'] is None else f', step {results["step"]}'
+  where = f'{results["count"]} images of {FLAGS.dataset}:{FLAGS.split} ({FLAGS.checkpoint}{step})'
   if FLAGS.json:
     # Classes absent from the labels have no IoU: null, as JSON has no NaN.
     clean = lambda v: (
@@ -367,7 +412,11 @@ def _evaluate_and_print() -> int:
       f'{results["mAcc"]:.2f}  on {where}'
     )
   else:
-    print(f'hrnet-eval: top-1 {results["top1"]:.2%}  top-5 {results["top5"]:.2%}  on {where}')
+    n = results['num_classes']
+    trivial = f' (every class is in the top 5 of {n})' if n <= 5 else ''
+    print(
+      f'hrnet-eval: top-1 {results["top1"]:.2%}  top-5 {results["top5"]:.2%}{trivial}  on {where}'
+    )
   return 0
 
 

@@ -6,11 +6,14 @@ Order of start-up (as big_vision): a training checkpoint in ``workdir`` (resume)
 with exactly the batches an uninterrupted run would have read, so its parameters after step T are
 the same (bit-exact on CPU).
 
-Outputs in ``workdir``: ``checkpoints/`` (the training checkpoints, Orbax), ``tensorboard/``,
-``metrics.jsonl`` (the same scalars, one JSON object per line), ``train_config.json`` (the
-resolved config) and, at the end, ``model/``: the final weights as a release folder
-(``config.json`` + ``state/``, for ``hrnet-eval``, ``hrnet-predict``,
-``create_model(pretrained=...)``).
+Outputs in ``workdir``: ``checkpoints/`` (the training checkpoints, Orbax: ``checkpoints/<step>/``),
+``tensorboard/``, ``metrics.jsonl`` (the same scalars, one JSON object per line),
+``train_config.json`` (the resolved config, the classes and the ``pretrained_cfg`` of the
+weights) and, at the end, two release folders (``config.json`` + ``state/``, for ``hrnet-eval``,
+``hrnet-predict``, ``hrnet-export``, ``create_model(pretrained=...)``): ``model/``, the last
+step, and ``best/``, the checkpoint with the best evaluation (``Task.best_metric``; the same
+weights as ``model/`` when the last step is the best). Both record the dataset's class names as
+``pretrained_cfg.class_names`` (``class_names``).
 
 SIGTERM is polled at step boundaries: in a single process a flag it sets
 (``hrnet_jax.interrupts.sigterm_polled``), with several JAX's preemption service, which agrees on
@@ -33,6 +36,7 @@ from jax.experimental import multihost_utils
 
 import hrnet_jax
 from hrnet_jax import errors, interrupts
+from hrnet_jax.pretrained import checkpoint as hrnet_checkpoint
 from hrnet_jax.train import checkpointing, observe, tasks
 from hrnet_jax.train import data as input_pipeline
 from hrnet_jax.train import mesh as mesh_lib
@@ -45,6 +49,7 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = 'train_config.json'
 METRICS_FILE = 'metrics.jsonl'
 MODEL_DIR = 'model'
+BEST_DIR = 'best'
 PREEMPTED_EXIT_CODE = errors.EXIT_PREEMPTED  # 128 + SIGTERM, what a shell reports for it
 
 
@@ -81,10 +86,58 @@ def _prefetch(batches: Iterator[dict], sharding, size: int) -> Iterator[dict]:
       yield queue.popleft()
 
 
-def _write_config(config, workdir: str, num_classes: int) -> None:
-  """Writes ``train_config.json`` (``{"config": ..., "num_classes": ...}``, read by
-  ``hrnet-eval``) atomically; warns if a resumed run's config changed (it is then not an exact
-  continuation)."""
+def resolve_model(config):
+  """``config``, or a copy whose ``pretrained`` names a release folder (a tag, an arch,
+  ``hf-hub:`` or ``local-dir:`` resolved by ``hrnet_jax.pretrained_folder``, downloaded and
+  converted once) and, when ``config.model`` is ``''``, whose ``model`` is the arch of that
+  folder (its ``config.json``), so that a fine-tuning recipe takes the arch of whatever it is
+  given.
+
+  Raises ``ValueError`` when the recipe requires ``config.pretrained`` (None) and it is unset, or
+  ``model`` is ``''`` without ``pretrained``; ``FileNotFoundError`` / ``BadInputError`` naming a
+  ``pretrained`` folder that is not a release folder (a training workdir: its ``best/``).
+  """
+  if config.pretrained is None:
+    raise ValueError(
+      'this config needs pretrained weights: pass --config.pretrained=DIR '
+      '(a folder written by convert_official_weights or save_pretrained)'
+    )
+  if config.pretrained and not os.path.exists(config.pretrained):
+    # A name (tag, arch, hf-hub:, local-dir:): downloaded and converted once into the cache.
+    config = config.copy_and_resolve_references()
+    config.pretrained = str(hrnet_jax.pretrained_folder(config.pretrained))
+  if config.pretrained and os.path.exists(os.path.join(config.pretrained, CONFIG_FILE)):
+    raise errors.BadInputError(
+      f'--config.pretrained={config.pretrained}: a training workdir, not a release folder; '
+      f'pass its {BEST_DIR}/ or {MODEL_DIR}/'
+    )
+  if config.model:
+    return config
+  if not config.pretrained:
+    raise ValueError(
+      "config.model='' takes the arch of config.pretrained, which is not set: pass "
+      '--config.pretrained=DIR or --config.model=NAME (hrnet_jax.list_models())'
+    )
+  resolved = config.copy_and_resolve_references()
+  resolved.model = hrnet_checkpoint.read_config(config.pretrained)['arch']
+  return resolved
+
+
+def class_names(info, base_cfg: dict | None) -> list[str] | None:
+  """The class names recorded with the trained weights: the dataset's (a folder's class
+  subfolders, a TFDS label feature's names, the digits), else those of the pretrained folder
+  (``base_cfg['class_names']``) when it has one per class, else None."""
+  if info.class_names:
+    return list(info.class_names)
+  names = (base_cfg or {}).get('class_names')
+  return list(names) if names and len(names) == info.num_classes else None
+
+
+def _write_config(config, workdir: str, num_classes: int, pretrained_cfg: dict) -> None:
+  """Writes ``train_config.json`` (``{"config": ..., "num_classes": ..., "class_names": [...] |
+  null, "pretrained_cfg": {...}}``, read by ``hrnet-eval``; ``pretrained_cfg`` is what the
+  release folders get) atomically; warns if a resumed run's config changed (it is then not an
+  exact continuation)."""
   path = os.path.join(workdir, CONFIG_FILE)
   new = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
@@ -92,9 +145,13 @@ def _write_config(config, workdir: str, num_classes: int) -> None:
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
       log.warning('resuming %s with a different config (%s)', workdir, ', '.join(changed))
-  workdir_lib.write_text_atomic(
-    path, json.dumps({'config': new, 'num_classes': num_classes}, indent=2, sort_keys=True)
-  )
+  doc = {
+    'config': new,
+    'num_classes': num_classes,
+    'class_names': pretrained_cfg.get('class_names'),
+    'pretrained_cfg': pretrained_cfg,
+  }
+  workdir_lib.write_text_atomic(path, json.dumps(doc, indent=2, sort_keys=True))
 
 
 def _export(model_def: ts.ModelDef, state: ts.TrainState, out_dir: str, pretrained_cfg) -> None:
@@ -110,10 +167,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
   resuming from its latest readable training checkpoint. Every process of a multi-host run calls
   it.
 
+  ``config.model=''`` takes the arch of ``config.pretrained`` (``resolve_model``).
+
   Returns the summary: ``steps``, ``epochs``, ``seconds``, ``img_per_sec``, the task's scalar
   results of the last evaluation (classification: ``top1``, ``top5`` as fractions;
   segmentation: ``mIoU``, ``aAcc``, ``mAcc`` in percent), ``best_<metric>`` (``best_top1``,
-  ``best_mIoU``), ``best_step``, ``workdir``.
+  ``best_mIoU``), ``best_step``, ``workdir``, ``model_dir`` (the last step's release folder),
+  ``best_dir`` (the best step's).
 
   Raises ``ValueError`` for bad config values (before anything is written),
   ``hrnet_jax.errors.BadInputError`` for a workdir that is a file, unwritable or in use by
@@ -126,6 +186,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   workdir = workdir_lib.check_workdir(workdir)
   main_process = jax.process_index() == 0
   # Everything that can reject the config runs before the workdir is created or written.
+  config = resolve_model(config)
   task = tasks.get_task(config)
   data = input_pipeline.create_input(
     config, process_index=jax.process_index(), process_count=jax.process_count()
@@ -142,12 +203,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
   evals = eval_steps(config, spe, total)
   # Handed over in a list so that _train holds the only reference and can free the host copy.
   built = [ts.recipe_model(config, data.info.num_classes)]
+  base_cfg = built[0].pretrained_cfg
+  pretrained_cfg = {
+    **task.pretrained_cfg(config, base_cfg, data.info),
+    'class_names': class_names(data.info, base_cfg),
+  }
 
   lock = workdir_lib.WorkdirLock(workdir).acquire() if main_process else None
   try:
     if main_process:
-      _write_config(config, workdir, data.info.num_classes)
-    return _train(config, task, workdir, data, mesh, built, total, evals, t_start)
+      _write_config(config, workdir, data.info.num_classes, pretrained_cfg)
+    return _train(config, task, workdir, data, mesh, built, pretrained_cfg, total, evals, t_start)
   finally:
     if lock is not None:
       lock.release()
@@ -160,6 +226,7 @@ def _train(
   data,
   mesh,
   built: list,
+  pretrained_cfg: dict,
   total: int,
   evals: set[int],
   t_start: float,
@@ -168,7 +235,6 @@ def _train(
   main_process = jax.process_index() == 0
   spe = data.steps_per_epoch
   model = built.pop()
-  pretrained_cfg = task.pretrained_cfg(config, model.pretrained_cfg, data.info)
   model_def, params, batch_stats = ts.split_model(model)
   del model
   tx = ts.create_optimizer(config, spe)
@@ -273,8 +339,14 @@ def _train(
       if results is None:  # resumed at the end: evaluate the restored state
         results = evaluator(state.params, state.batch_stats, data)
       ckpts.wait()  # a failed save stops the run before the export
-      _export(model_def, state, os.path.join(workdir, MODEL_DIR), pretrained_cfg)
+      model_dir, best_dir = os.path.join(workdir, MODEL_DIR), os.path.join(workdir, BEST_DIR)
+      _export(model_def, state, model_dir, pretrained_cfg)
       best_step, best_value = ckpts.best() or (total, results[task.best_metric])
+      if best_step != total:
+        abstract = checkpointing.abstract_like(state, shardings)
+        state = None  # exported: its memory is free for the best checkpoint's
+        state, _ = ckpts.restore(abstract, step=best_step)
+      _export(model_def, state, best_dir, pretrained_cfg)
     finally:
       observer.close()
       ckpts.close()
@@ -293,13 +365,15 @@ def _train(
     f'best_{task.best_metric}': best_value,
     'best_step': best_step,
     'workdir': workdir,
+    'model_dir': model_dir,
+    'best_dir': best_dir,
   }
   if main_process:
     print(
       f'hrnet-train: {summary["steps"]} steps ({summary["epochs"]:.2f} epochs) in '
       f'{seconds:.0f} s, {summary["img_per_sec"]:.1f} img/s; {task.describe(results)}; '
-      f'{task.describe_best(best_value)} at step {best_step}; weights in '
-      f'{os.path.join(workdir, MODEL_DIR)}',
+      f'{task.describe_best(best_value)} at step {best_step}: weights in {best_dir} (last '
+      f'step: {model_dir})',
       flush=True,
     )
   return summary

@@ -5,8 +5,10 @@ code, Ctrl-C into 130 and SIGTERM into 143 (``hrnet_jax.interrupts``)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+import time
 import traceback
 from typing import Any, Callable
 
@@ -33,6 +35,55 @@ def positive_int(text: str) -> int:
   if value < 1:
     raise argparse.ArgumentTypeError(f'must be >= 1, got {value}')
   return value
+
+
+# Lines libraries log on every successful run, by logger: noise to a user (``--verbose`` shows
+# them). onnx_ir warns once per intermediate value jax2onnx gives no type (40 on an HRNet).
+_NOISE = {
+  'onnx_ir.serde': ('The value type for shape',),
+}
+
+
+class _DropNoise(logging.Filter):
+  def __init__(self, prefixes: tuple[str, ...]):
+    super().__init__()
+    self.prefixes = prefixes
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(self.prefixes)
+
+
+def quiet_libraries(verbose: bool) -> None:
+  """Unless ``verbose``, keeps the libraries' own log lines off stderr for this process:
+  TensorFlow's C++ INFO and WARNING lines and its ``oneDNN custom operations are on`` notice
+  (``TF_ENABLE_ONEDNN_OPTS=0``; set before TensorFlow is imported, explicit values win) and the ``_NOISE``
+  records. Warnings and errors of hrnet-jax itself are unaffected."""
+  if verbose:
+    return
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  # The oneDNN notice ignores TF_CPP_MIN_LOG_LEVEL; only switching those ops off silences it.
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+  for name, prefixes in _NOISE.items():
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _DropNoise) for f in logger.filters):
+      logger.addFilter(_DropNoise(prefixes))
+
+
+def command_start(argv: Any) -> float:
+  """The ``time.perf_counter()`` value a command's wall time counts from: when the process
+  started for a console script (``argv`` None: Python's start and the library imports count),
+  else now (``main(argv)`` called in a running process). Linux reads the start from
+  ``/proc/self/stat``; elsewhere it is now."""
+  now = time.perf_counter()
+  if argv is not None:
+    return now
+  try:
+    with open('/proc/self/stat') as f:  # field 22, after the parenthesised command name
+      ticks = int(f.read().rsplit(')', 1)[1].split()[19])
+  except (OSError, ValueError, IndexError):
+    return now
+  age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf('SC_CLK_TCK')
+  return now - max(age, 0.0)
 
 
 def report(prog: str, exc: BaseException, *, verbose: bool) -> int:

@@ -1,6 +1,14 @@
-"""``hrnet-predict``: top-k ImageNet predictions of a converted HRNet checkpoint for image files.
+"""``hrnet-predict``: a checkpoint's predictions for image files: the top-k classes of a
+classifier, the class mask of a segmentation model, the keypoints of a pose model.
 
     hrnet-predict --checkpoint converted/hrnet_w18 cat.jpg dog.png --top-k 5 [--json]
+    hrnet-predict --checkpoint RUN cat.jpg            # hrnet-train's workdir: RUN/best
+    hrnet-predict --checkpoint converted/fcn_hr18 --output-dir masks street.png
+
+The task is the checkpoint's (``config.json``: a classifier, or a dense model's ``task``);
+``--checkpoint`` / ``--step`` are resolved by ``hrnet_jax.cli.checkpoints``. Class names are the
+checkpoint's ``pretrained_cfg['class_names']`` (hrnet-train records its dataset's), else the
+ImageNet names for 1000 classes, else the class indices.
 
 Preprocessing is the checkpoint's pretrained cfg (timm eval transform, see
 ``hrnet_jax.data.transforms.eval_transform``); probabilities are the softmax of the logits.
@@ -28,10 +36,11 @@ from PIL import Image
 
 import hrnet_jax
 from hrnet_jax import atomic, errors, runtime
-from hrnet_jax.cli import policy
+from hrnet_jax.cli import checkpoints, policy
 from hrnet_jax.data import decode
 from hrnet_jax.data.imagenet import imagenet_class_names
 from hrnet_jax.data.transforms import eval_transform, load_image, normalize
+from hrnet_jax.export import OnnxRuntimeModel
 from hrnet_jax.inference import segment
 from hrnet_jax.pretrained import get_pretrained_cfg
 from hrnet_jax.runtime import compile_cache
@@ -39,15 +48,18 @@ from hrnet_jax.runtime import compile_cache
 __all__ = ['main', 'build_parser']
 
 PROG = 'hrnet-predict'
+TASKS = ('classify', 'segment', 'pose')
+RUNTIMES = ('jax', 'onnxruntime')
 
 
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
     prog=PROG,
-    description='Classify images with a hrnet-jax checkpoint folder '
-    '(written by convert_official_weights or hrnet_jax.save_pretrained).',
+    description='Predict with a hrnet-jax checkpoint on image files: classify (top-k '
+    'classes, with the class names the checkpoint records), segment (a class mask per image) '
+    "or estimate pose (keypoints per image), as the checkpoint's task says.",
   )
-  p.add_argument('--checkpoint', required=True, metavar='DIR', help='checkpoint folder')
+  checkpoints.add_arguments(p)
   p.add_argument('images', nargs='+', metavar='IMAGE', help='image files (JPEG, PNG, ...)')
   p.add_argument(
     '--top-k', type=policy.positive_int, default=5, help='classes per image (default 5)'
@@ -60,17 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
     help='images per forward pass (default 32)',
   )
   p.add_argument(
+    '--runtime',
+    choices=RUNTIMES,
+    default='jax',
+    help='classify with the JAX model (default) or with its ONNX export in onnxruntime '
+    '(exported and verified once per checkpoint and input size, then cached; the export extra)',
+  )
+  p.add_argument(
     '--test-size',
     action='store_true',
     help="use the tag's test_input_size/test_crop_pct when it has them (timm use_test_size)",
   )
   p.add_argument(
     '--task',
-    choices=('classify', 'segment', 'pose'),
-    default='classify',
-    help='classify (top-k), or with a dense checkpoint: segment (PNG mask + .npy '
-    'per image) or pose (keypoints JSON + overlay PNG per image); see '
-    'hrnet_jax.data.decode',
+    choices=TASKS,
+    help="default: the checkpoint's task. classify (top-k), segment (PNG mask + .npy per "
+    'image) or pose (keypoints JSON + overlay PNG per image); see hrnet_jax.data.decode',
   )
   p.add_argument('--output-dir', metavar='DIR', help='where --task segment/pose write files')
   p.add_argument(
@@ -85,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     action='store_true',
     help='with --output-dir: replace output files that already exist there',
   )
-  p.add_argument('--verbose', action='store_true', help='tracebacks on errors')
+  p.add_argument(
+    '--verbose', action='store_true', help="tracebacks on errors, and the libraries' log lines"
+  )
   return p
 
 
@@ -103,6 +122,21 @@ def _preprocessing_cfg(model: Any) -> dict[str, Any]:
     return get_pretrained_cfg(getattr(model, 'arch', '')).to_dict()
   except ValueError:
     return {}
+
+
+def class_names(cfg: dict[str, Any], num_classes: int, checkpoint: str) -> list[str] | None:
+  """The names of the ``num_classes`` classes: ``cfg['class_names']`` (the checkpoint's
+  ``pretrained_cfg``), else ImageNet's for 1000 classes, else None. ``BadInputError`` naming the
+  checkpoint's ``config.json`` when the recorded names are not one per class."""
+  names = cfg.get('class_names')
+  if names:
+    if len(names) != num_classes:
+      raise errors.BadInputError(
+        f'{os.path.join(checkpoint, "config.json")}: pretrained_cfg.class_names has '
+        f'{len(names)} names for a model of {num_classes} classes'
+      )
+    return list(names)
+  return imagenet_class_names() if num_classes == 1000 else None
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -150,20 +184,40 @@ def main(argv: Sequence[str] | None = None) -> int:
   except SystemExit as e:  # argparse exits 2 on bad usage, 0 on --help
     return int(e.code or 0)
 
+  policy.quiet_libraries(args.verbose)
   return policy.run_cli(PROG, lambda: _predict(args), verbose=args.verbose)
 
 
+def _task(model: Any, folder: str, asked: str | None) -> str:
+  """``asked`` (``--task``), checked against the checkpoint's task, or that task."""
+  task = getattr(model, 'task', None) or 'classify'
+  if asked is None and task not in TASKS:
+    raise errors.BadInputError(
+      f'--checkpoint {folder}: a {task} model ({model.arch}); hrnet-predict runs classifiers, '
+      'segmentation and pose models'
+    )
+  if asked is not None and asked != task:
+    raise errors.BadInputError(
+      f'--task {asked}: {folder} holds a '
+      f'{"classification" if task == "classify" else task} model ({model.arch}); '
+      f'omit --task to run its own task'
+    )
+  return task
+
+
 def _predict(args: argparse.Namespace) -> int:
-  if not os.path.isdir(args.checkpoint):
-    raise FileNotFoundError(f'--checkpoint {args.checkpoint}: no such folder')
-  if args.slide and args.task != 'segment':
-    raise errors.BadInputError('--slide is for --task segment')
+  args.checkpoint = checkpoints.resolve_args(args, PROG)
 
   # Heavy imports after argument checks, so usage errors and --help stay fast.
   compile_cache.enable()  # HRNET_JAX_COMPILATION_CACHE
 
   model = hrnet_jax.load_pretrained(args.checkpoint)
   cfg = _preprocessing_cfg(model)
+  args.task = _task(model, args.checkpoint, args.task)
+  if args.slide and args.task != 'segment':
+    raise errors.BadInputError('--slide is for --task segment')
+  if args.runtime != 'jax' and args.task != 'classify':
+    raise errors.BadInputError(f'--runtime {args.runtime} is for classification checkpoints')
   if args.task != 'classify':
     return _main_dense(args, model, cfg)
 
@@ -179,11 +233,17 @@ def _predict(args: argparse.Namespace) -> int:
       _error(str(e))
 
   if ok:
-    logits = _run_batches(model, np.stack(arrays), args.batch_size)
+    x = np.stack(arrays)
+    if args.runtime == 'onnxruntime':
+      onnx_model = OnnxRuntimeModel.for_checkpoint(args.checkpoint, input_size=x.shape[1:3])
+      bs = args.batch_size
+      logits = np.concatenate([onnx_model(x[i : i + bs])[0] for i in range(0, len(x), bs)])
+    else:
+      logits = _run_batches(model, x, args.batch_size)
     finite = np.isfinite(logits).all(axis=-1)
     probs = _softmax(np.where(finite[:, None], logits, 0.0))
     num_classes = probs.shape[-1]
-    names = imagenet_class_names() if num_classes == 1000 else None
+    names = class_names(cfg, num_classes, args.checkpoint)
     k = min(args.top_k, num_classes)
     for i, p, good in zip(ok, probs, finite):
       if not good:  # never print a NaN probability
@@ -315,14 +375,11 @@ def _predict_dense_file(
 def _main_dense(args: argparse.Namespace, model: Any, cfg: dict[str, Any]) -> int:
   """``--task segment|pose``: files per image into ``--output-dir``."""
 
-  if getattr(model, 'task', None) != args.task:
-    raise errors.BadInputError(
-      f'--task {args.task}: {args.checkpoint} holds a '
-      f'{getattr(model, "task", "classification")} model '
-      f'({model.arch})'
-    )
   if not args.output_dir:
-    raise errors.BadInputError(f'--task {args.task} needs --output-dir')
+    raise errors.BadInputError(
+      f'{args.checkpoint} holds a {args.task} model ({model.arch}): it writes files per image; '
+      'give --output-dir DIR'
+    )
   check_dense_outputs(args.task, args.images, args.output_dir, args.overwrite)
   os.makedirs(args.output_dir, exist_ok=True)
   results, failed = [], 0

@@ -50,6 +50,29 @@ STEM_WIDTH = 64
 MIN_INPUT_SIZE = 32
 
 
+class FeatureInfo(list):
+  """The feature maps' descriptions, one dict per map (``num_chs``, ``reduction``, ``module``,
+  ``index``), with the accessors of timm's ``FeatureInfo`` (``timm/models/_features.py``):
+  ``channels()``, ``reduction()``, ``module_name()``, ``get(key)`` give one value per map, or with
+  ``idx`` (an int or a list) those of the maps at these positions of the list."""
+
+  def get(self, key: str, idx: int | Sequence[int] | None = None):
+    if idx is None:
+      return [info[key] for info in self]
+    if isinstance(idx, (list, tuple)):
+      return [self[i][key] for i in idx]
+    return self[idx][key]
+
+  def channels(self, idx: int | Sequence[int] | None = None):
+    return self.get('num_chs', idx)
+
+  def reduction(self, idx: int | Sequence[int] | None = None):
+    return self.get('reduction', idx)
+
+  def module_name(self, idx: int | Sequence[int] | None = None):
+    return self.get('module', idx)
+
+
 def _trains_batch_stats(layer: nnx.Module) -> bool:
   """True when a BatchNorm inside ``layer`` updates its running statistics (train mode)."""
   return any(
@@ -316,15 +339,18 @@ class HighResolutionNet(nnx.Module):
 
     # Index 0 is the stem after conv1 (stride 2); 1-4 the branches, through incre when present.
     incre = self.incre_modules is not None
-    self.feature_info = [dict(num_chs=STEM_WIDTH, reduction=2, module='stem', index=0)] + [
-      dict(
-        num_chs=head_chs[i] if incre else c,
-        reduction=2 ** (i + 2),
-        module=f'stage{i + 1}',
-        index=i + 1,
-      )
-      for i, c in enumerate(pre_chs)
-    ]
+    self.feature_info = FeatureInfo(
+      [dict(num_chs=STEM_WIDTH, reduction=2, module='stem', index=0)]
+      + [
+        dict(
+          num_chs=head_chs[i] if incre else c,
+          reduction=2 ** (i + 2),
+          module=f'stage{i + 1}',
+          index=i + 1,
+        )
+        for i, c in enumerate(pre_chs)
+      ]
+    )
 
   def reset_classifier(self, num_classes: int, *, rngs: nnx.Rngs) -> None:
     """Replaces the classifier by a fresh ``Linear(2048, num_classes)`` (0: none), as timm."""
@@ -450,7 +476,7 @@ class HighResolutionNetFeatures(HighResolutionNet):
       rngs=rngs,
     )
     self.out_indices = out_indices
-    self.feature_info = [self.feature_info[i] for i in out_indices]
+    self.feature_info = FeatureInfo(self.feature_info[i] for i in out_indices)
 
   def forward_features(self, x):
     raise NotImplementedError('a features_only model returns its feature maps from model(x)')

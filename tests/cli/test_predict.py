@@ -151,6 +151,7 @@ def test_non_imagenet_head_prints_indices_and_default_cfg(monkeypatch, tmp_path,
   seen = []
   tiny = _TinyClassifier(seen)
   monkeypatch.setattr(hrnet_jax, 'load_pretrained', lambda d: tiny)
+  (tmp_path / 'config.json').write_text('{}')  # a checkpoint folder to --checkpoint
   rc = main(['--checkpoint', str(tmp_path), str(images / 'cat.jpg'), '--json', '--top-k', '20'])
   doc = json.loads(capsys.readouterr().out)
   assert rc == 0
@@ -161,3 +162,22 @@ def test_non_imagenet_head_prints_indices_and_default_cfg(monkeypatch, tmp_path,
   assert abs(sum(t['prob'] for t in top) - 1.0) < 1e-6
   assert doc['pretrained_tag'] == 'hrnet_w18.ms_aug_in1k'  # arch default when cfg is None
   assert seen and seen[0][1:] == (224, 224, 3)
+
+
+def test_recorded_class_names_label_the_classes(monkeypatch, tmp_path, images, capsys):
+  # Issue 23: a 3-class fine-tune printed "1. 2  38.130%  (class 2)" instead of its names.
+  tiny = _TinyClassifier([])
+  names = [f'class-{c}' for c in 'abcdefghij']
+  tiny.pretrained_cfg = {'class_names': names}
+  monkeypatch.setattr(hrnet_jax, 'load_pretrained', lambda d: tiny)
+  (tmp_path / 'config.json').write_text('{}')
+  assert main(['--checkpoint', str(tmp_path), str(images / 'cat.jpg'), '--top-k', '3']) == 0
+  rows = capsys.readouterr().out.splitlines()[1:]
+  assert len(rows) == 3
+  for row in rows:
+    index = int(row.split('(class ')[1].rstrip(')'))
+    assert row.split()[1] == names[index], row
+  tiny.pretrained_cfg = {'class_names': names[:3]}  # not one per class: refused, file named
+  assert main(['--checkpoint', str(tmp_path), str(images / 'cat.jpg')]) == 2
+  err = capsys.readouterr().err
+  assert f'{tmp_path / "config.json"}: pretrained_cfg.class_names has 3 names' in err, err

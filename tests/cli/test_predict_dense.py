@@ -62,13 +62,9 @@ def test_segment(tmp_path_factory, images, tmp_path, capsys):
     png = Image.open(tmp_path / 'a' / f'{stem}_mask.png')
     assert png.mode == 'P' and png.size == (w, h)
     np.testing.assert_array_equal(np.asarray(png), mask)
-  # Deterministic: a second run writes the same class maps.
-  assert (
-    main(
-      ['--checkpoint', str(ckpt), '--task', 'segment', '--output-dir', str(tmp_path / 'b'), *photos]
-    )
-    == 0
-  )
+  # Deterministic: a second run writes the same class maps; without --task, as the checkpoint's
+  # task says (issue 23: it used to classify, and failed on the map's shape).
+  assert main(['--checkpoint', str(ckpt), '--output-dir', str(tmp_path / 'b'), *photos]) == 0
   for stem in ('cat', 'coffee'):
     np.testing.assert_array_equal(
       np.load(tmp_path / 'a' / f'{stem}_mask.npy'), np.load(tmp_path / 'b' / f'{stem}_mask.npy')
@@ -78,8 +74,10 @@ def test_segment(tmp_path_factory, images, tmp_path, capsys):
   assert main(['--checkpoint', str(ckpt), *slide, str(tmp_path / 's'), photos[0]]) == 0
   mask = np.load(tmp_path / 's' / 'cat_mask.npy')
   assert mask.shape == (300, 451) and mask.min() >= 0 and mask.max() < 4
-  assert main(['--checkpoint', str(ckpt), '--slide', '48', '48', '32', '32', photos[0]]) == 2
-  assert '--slide is for --task segment' in capsys.readouterr().err
+  capsys.readouterr()
+  assert main(['--checkpoint', str(ckpt), photos[0]]) == 2
+  err = capsys.readouterr().err
+  assert 'holds a segment model' in err and 'give --output-dir DIR' in err, err
   # A broken image is reported, the others still written (exit 1); wrong task: exit 2.
   assert (
     main(
@@ -137,6 +135,8 @@ def test_pose(tmp_path_factory, images, tmp_path, capsys):
     == 2
   )
   assert 'classification model' in capsys.readouterr().err
+  assert main(['--checkpoint', str(cls), '--slide', '48', '48', '32', '32', photo]) == 2
+  assert '--slide is for --task segment' in capsys.readouterr().err
 
 
 def test_outputs_never_collide_or_replace_a_users_file(tmp_path_factory, images, tmp_path, capsys):

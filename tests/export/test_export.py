@@ -12,25 +12,43 @@ Cost: the formats share each program. Within this module ``core.build`` is memoi
 ``ExportOptions``, so the checkpoint is loaded, the program traced and its float32 reference
 compiled and run once per option set, not once per format; what each format does (export,
 verification in its runtime, writing) is unchanged.
+
+The checkpoint records its own class names and a 64x64 input size in ``config.json`` (as
+hrnet-train writes them), so that the ONNX consumer snippet of the README, run on scikit-image's
+photos, can be held to hrnet-predict's top-1 label (issue 23). Each export's printed lines and
+the log records it let through are kept (``RUNS``): the summary must give the command's wall
+time and the bound beside the max abs diff, and onnx_ir's warnings must not reach the user.
 """
 
+import ast
+import contextlib
+import io
 import json
+import logging
 import os
+import re
 import shutil
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import skimage.data
 import torch
 from flax import nnx
 from oracles import assert_close, timm_model
+from PIL import Image
 
 import hrnet_jax
 from hrnet_jax.cli.export import main
+from hrnet_jax.cli.predict import main as predict_main
 from hrnet_jax.convert.cli import main as convert_main
 
 SIZE = 64
+NAMES = [f'label {i:03d}' for i in range(1000)]
+README = os.path.join(os.path.dirname(__file__), '..', '..', 'README.md')
+RUNS = {}  # str(out) -> (stdout, wall seconds, log records of the export)
 FORMATS = ('stablehlo', 'onnx', 'savedmodel', 'tflite')
 NCHW_FOLDED = ('onnx', 'tflite')  # feature maps exported with --layout nchw --fold-bn
 
@@ -57,24 +75,43 @@ def ckpt(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('export_ckpt')
   torch.save(timm_model('hrnet_w18_small').state_dict(), tmp / 'w18s.pth')
   assert convert_main([str(tmp / 'w18s.pth'), str(tmp / 'flax'), '--quiet']) == 0
+  config = json.loads((tmp / 'flax' / 'config.json').read_text())
+  config['pretrained_cfg'].update(input_size=[3, SIZE, SIZE], class_names=NAMES)
+  (tmp / 'flax' / 'config.json').write_text(json.dumps(config))
   return tmp / 'flax'
 
 
+class _Records(logging.Handler):
+  def __init__(self):
+    super().__init__(logging.DEBUG)
+    self.records = []
+
+  def emit(self, record):
+    self.records.append(record)
+
+
 def _export(ckpt, out, fmt, *extra):
-  rc = main(
-    [
-      '--checkpoint',
-      str(ckpt),
-      '--format',
-      fmt,
-      str(out),
-      '--input-size',
-      str(SIZE),
-      str(SIZE),
-      *extra,
-    ]
-  )
+  stdout, records = io.StringIO(), _Records()
+  logging.getLogger().addHandler(records)
+  t0 = time.perf_counter()
+  with contextlib.redirect_stdout(stdout):
+    rc = main(
+      [
+        '--checkpoint',
+        str(ckpt),
+        '--format',
+        fmt,
+        str(out),
+        '--input-size',
+        str(SIZE),
+        str(SIZE),
+        *extra,
+      ]
+    )
+  wall = time.perf_counter() - t0
+  logging.getLogger().removeHandler(records)
   assert rc == 0
+  RUNS[str(out)] = (stdout.getvalue(), wall, records.records)
   return out, json.loads(open(f'{out}.json').read())
 
 
@@ -144,8 +181,21 @@ def test_logits_round_trip_batch_1_and_3(artifacts, references, parity_log):
     'layout': 'NHWC',
   }
   assert pre['mean'] == list(cfg['mean']) and pre['std'] == list(cfg['std'])
-  assert len(meta['class_names']) == 1000 and meta['class_names'][0] == 'tench'
-  assert meta['verification']['max_abs_diff'] <= meta['verification']['outputs']['logits']['bound']
+  assert meta['class_names'] == NAMES  # the checkpoint's own, not ImageNet's
+  check = meta['verification']
+  assert check['max_abs_diff'] <= check['outputs']['logits']['bound']
+  # What the command printed: a progress line, then the whole command's wall time (not the
+  # conversion's share alone) and the bound beside the diff; no library warnings let through.
+  printed, wall, records = RUNS[str(path)]
+  progress, summary = printed.strip().splitlines()
+  assert progress.startswith(f'hrnet-export: exporting {meta["checkpoint"]} as {fmt}'), printed
+  total, conversion = map(
+    float, re.search(r'in ([\d.]+) s \(conversion ([\d.]+) s\)', summary).groups()
+  )
+  assert wall - 0.5 <= total <= wall + 0.05 and conversion == round(meta['export_seconds'], 1)
+  assert f'max abs diff {check["max_abs_diff"]:.3g} <= bound ' in summary, summary
+  assert f'bound {check["outputs"]["logits"]["bound"]:.3g} (1e-05 x max(|ref|, 10))' in summary
+  assert not [r.getMessage() for r in records if r.name.startswith('onnx_ir')]
   run = _runtime(fmt, path, ['logits'])
   for batch in (1, 3):
     (out,) = run(images[:batch])
@@ -174,7 +224,14 @@ def test_features_round_trip_batch_1_and_3(artifacts, references, parity_log):
       parity_log(f'export {fmt} hrnet_w18_small b{batch}', name, diff, float(np.abs(ref).max()))
 
 
-def test_format_specific_contracts(artifacts):
+def _readme_onnx_consumer() -> str:
+  """The README's ONNX consumer snippet (the code block after its marker)."""
+  text = open(README).read()
+  block = text.split('<!-- readme:onnx-consumer -->', 1)[1]
+  return block.split('```python\n', 1)[1].split('```', 1)[0]
+
+
+def test_format_specific_contracts(artifacts, ckpt, tmp_path, capsys):
   fmt, path = artifacts[:2]
   if fmt == 'onnx':
     import onnx
@@ -182,6 +239,30 @@ def test_format_specific_contracts(artifacts):
     onnx.checker.check_model(str(path))
     dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == 'B' and [d.dim_value for d in dims[1:]] == [SIZE, SIZE, 3]
+    # The README's consumer: what it imports, and its top-1 = hrnet-predict's on real photos
+    # (portrait, landscape, odd sizes: the resize and crop rounding of the preprocessing).
+    snippet = _readme_onnx_consumer()
+    imported = {
+      alias.name.split('.')[0] if isinstance(node, ast.Import) else node.module
+      for node in ast.walk(ast.parse(snippet))
+      if isinstance(node, (ast.Import, ast.ImportFrom))
+      for alias in node.names
+    }
+    assert imported == {'json', 'math', 'numpy', 'onnxruntime', 'PIL'}, imported
+    photos = []
+    for name in ('chelsea', 'coffee', 'rocket', 'astronaut'):
+      photos.append(str(tmp_path / f'{name}.png'))
+      Image.fromarray(getattr(skimage.data, name)()).save(photos[-1])
+    assert predict_main(['--checkpoint', str(ckpt), *photos, '--json', '--top-k', '1']) == 0
+    expected = [r['top_k'][0]['label'] for r in json.loads(capsys.readouterr().out)['results']]
+    for photo, label in zip(photos, expected, strict=True):
+      code = snippet.replace("'hrnet_w18.onnx", repr(str(path))[:-1]).replace(
+        "'cat.jpg'", repr(photo)
+      )
+      printed = io.StringIO()
+      with contextlib.redirect_stdout(printed):
+        exec(compile(code, 'README.md', 'exec'), {})
+      assert printed.getvalue().strip() == label, photo
   elif fmt == 'tflite':
     import tensorflow as tf
 

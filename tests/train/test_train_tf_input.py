@@ -198,6 +198,39 @@ def folder_errors_name_the_path(folder, tmp):
 
 
 @check
+def folder_percent_slices_split_each_class(folder, tmp):
+  """``train[:70%]`` / ``train[70%:]`` of one train folder (the finetune recipe's defaults on a
+  folder, issue 23): disjoint, together the whole split, every class in both; a batch larger
+  than the slice is one error naming the flag and the largest batch that fits."""
+  from hrnet_jax.train import data as input_pipeline
+
+  config = _config(folder)
+  config.dataset.train_split, config.dataset.eval_split = 'train[:70%]', 'train[70%:]'
+  data = input_pipeline.create_input(config, process_index=0, process_count=1)
+  assert (data.info.num_train, data.info.num_eval) == (7 * len(CLASSES), 3 * len(CLASSES))
+  assert data.info.class_names == CLASSES
+  ev = list(data.eval_batches())
+  eval_ids = np.concatenate([_identify(b['image'])[b['mask']] for b in ev])
+  labels = np.concatenate([b['label'][b['mask']] for b in ev])
+  # Palette index c * N_TRAIN + i is file i (in sorted order) of class c of train/.
+  head = {c * N_TRAIN + i for c in range(len(CLASSES)) for i in range(7)}
+  tail = {c * N_TRAIN + i for c in range(len(CLASSES)) for i in range(7, N_TRAIN)}
+  assert sorted(eval_ids.tolist()) == sorted(tail)
+  assert (labels == eval_ids // N_TRAIN).all()
+  seen = set()
+  for b in _take(data.train_batches(), 6):
+    seen |= set(_identify(b['image']).tolist())
+  assert seen <= head and len(seen) > 8
+  config.batch_size = 22
+  with pytest.raises(
+    ValueError,
+    match=r'config.batch_size=22 exceeds the 21 training examples '
+    r".*'train\[:70%\]': pass --config.batch_size=N with N <= 21",
+  ):
+    input_pipeline.create_input(config, process_index=0, process_count=1)
+
+
+@check
 def tfds_dataset_by_name(folder, tmp):
   import tensorflow_datasets as tfds
 
@@ -234,6 +267,9 @@ def tfds_dataset_by_name(folder, tmp):
   TinyShapes(data_dir=tmp).download_and_prepare()
   config = _config(tmp)
   config.dataset.name, config.dataset.data_dir = 'tiny_shapes', tmp
+  with pytest.raises(ValueError, match='for the folder pass --config.dataset=folder:'):
+    input_pipeline.create_input(config, process_index=0, process_count=1)  # folder still set
+  config.dataset.folder = ''
   data = input_pipeline.create_input(config, process_index=0, process_count=1)
   assert (data.info.num_train, data.info.num_eval, data.info.num_classes) == (30, 21, 3)
   stream = _take(data.train_batches(0), 4)

@@ -55,9 +55,13 @@ def _tf():
 @functools.cache
 def _import_tf():
   # Imported on first use: TensorFlow is heavy, and only TFDS / folder inputs need it. Its C++
-  # info / warning lines (oneDNN notices, aborted rendezvous after a bad image) are not ours to
-  # show; a user's own TF_CPP_MIN_LOG_LEVEL wins.
+  # info / warning lines (aborted rendezvous after a bad image) are not ours to show; a user's
+  # own TF_CPP_MIN_LOG_LEVEL wins. The oneDNN notice ignores that level (it is printed before
+  # TensorFlow's logging starts, twice): oneDNN's kernels are off instead, as the notice says.
+  # Decoding and resizing do not use them (the same pixels either way); matmuls / convolutions,
+  # which would, run in JAX.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
   import tensorflow as tf
 
   tf.config.set_visible_devices([], 'GPU')  # TF is only the input pipeline: keep it off GPUs
@@ -123,15 +127,21 @@ class TFDSSource:
   """A TFDS dataset by name: ``(encoded image, label)`` of a process's shard of a split.
 
   ``ValueError`` names the dataset when it is unknown or not prepared and cannot be prepared (no
-  ``manual_dir`` for ImageNet, no network), or has no ``image_key`` / ``label_key`` feature.
+  ``manual_dir`` for ImageNet, no network), or has no ``image_key`` / ``label_key`` feature, and
+  names ``config.dataset.folder`` when that is set (the folder was meant, not a download).
   """
 
   def __init__(self, dataset_config, *, process_count: int):
-    import tensorflow_datasets as tfds  # imports TensorFlow: on first use, as _tf()
-
-    _tf()
-    self._tfds = tfds
     cfg = dataset_config
+    if cfg.get('folder'):  # a folder meant as the data, never silently a TFDS download instead
+      raise ValueError(
+        f'config.dataset.folder={cfg.folder!r} is set but config.dataset.name={cfg.name!r} is '
+        f'a TFDS dataset: for the folder pass --config.dataset=folder:{cfg.folder}'
+      )
+    _tf()  # first: it quiets TensorFlow's C++ log before tensorflow_datasets imports it
+    import tensorflow_datasets as tfds
+
+    self._tfds = tfds
     self._image_key, self._label_key = cfg.image_key, cfg.label_key
     try:
       self._builder = tfds.builder(cfg.name, data_dir=cfg.data_dir or None)
@@ -209,10 +219,45 @@ class TFDSSource:
     return ds.map(lambda ex: (ex[image], tf.cast(ex[label], tf.int32)))
 
 
+_PERCENT = r'-?\d+(?:\.\d+)?%'
+_SLICE = re.compile(rf'(?P<name>[^\[\]]+)(?:\[(?P<start>{_PERCENT})?:(?P<stop>{_PERCENT})?\])?')
+
+
+def folder_split(split: str) -> tuple[str, float, float]:
+  """A folder split as ``(subfolder, start, stop)`` in percent: ``'train'`` -> ``('train', 0,
+  100)``, ``'train[:90%]'`` -> ``('train', 0, 90)``, ``'train[90%:]'`` -> ``('train', 90,
+  100)``, ``'train[-10%:]'`` -> ``('train', 90, 100)`` (TFDS's slicing syntax, percent bounds
+  only). ``ValueError`` naming the split for anything else."""
+  m = _SLICE.fullmatch(split)
+  if m is None:
+    raise ValueError(
+      f'folder split {split!r}: expected a subfolder name, optionally sliced in percent '
+      "('train', 'train[:90%]', 'train[90%:]')"
+    )
+
+  def bound(text, default):
+    value = default if text is None else float(text[:-1])
+    return min(max(value + 100 if value < 0 else value, 0.0), 100.0)
+
+  return m['name'], bound(m['start'], 0.0), bound(m['stop'], 100.0)
+
+
+def _slice_files(files: list[str], start: float, stop: float) -> list[str]:
+  """The ``[start%, stop%)`` part of one class's sorted files; complementary slices
+  (``[:p%]``, ``[p%:]``) split them without overlap or gap."""
+  cut = lambda pct: math.floor(len(files) * pct / 100 + 0.5)
+  return files[cut(start) : cut(stop)]
+
+
 class FolderSource:
   """Images in ``folder/<split>/<class>/<file>``; classes are the sorted subfolder names of the
   train split (of the eval split if there is no train split). Hidden files and folders (``.``
   first: ``.DS_Store``, ``.ipynb_checkpoints``) are ignored.
+
+  A split may be sliced in percent as TFDS splits are (``folder_split``): ``train[:90%]`` /
+  ``train[90%:]`` take the first 90% / the last 10% of each class's files (sorted by path), so
+  one ``train/`` folder gives a stratified train / eval split (the ``finetune`` recipe's
+  defaults).
 
   A split is listed and checked when first read (inside ``create_input``, before anything is
   written): every image must decode as training decodes it (``check_image``; in parallel, the
@@ -231,9 +276,9 @@ class FolderSource:
         '(expected FOLDER/<split>/<class>/<image>)'
       )
     self._skip_bad = bool(dataset_config.get('skip_bad_images', False))
-    split = dataset_config.train_split
+    split = folder_split(dataset_config.train_split)[0]
     if not os.path.isdir(os.path.join(self._root, split)):
-      split = dataset_config.eval_split
+      split = folder_split(dataset_config.eval_split)[0]
     self.class_names = _class_folders(self._split_dir(split))
     self.num_classes = len(self.class_names)
     self._files: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -242,7 +287,7 @@ class FolderSource:
     return f'folder dataset {self._root} split {split!r}'
 
   def _split_dir(self, split: str) -> str:
-    path = os.path.join(self._root, split)
+    path = os.path.join(self._root, folder_split(split)[0])
     if not os.path.isdir(path):
       raise FileNotFoundError(
         f'{path} does not exist (expected {self._root}/<split>/<class>/<image>)'
@@ -252,6 +297,7 @@ class FolderSource:
   def _list(self, split: str) -> tuple[np.ndarray, np.ndarray]:
     if split not in self._files:
       root = self._split_dir(split)
+      _, start, stop = folder_split(split)
       index = {name: i for i, name in enumerate(self.class_names)}
       paths, labels, bad, empty = [], [], {}, []
       present = _class_folders(root)
@@ -261,7 +307,7 @@ class FolderSource:
         files = _files(os.path.join(root, name))
         if not files:
           empty.append(os.path.join(root, name))
-        for path in files:
+        for path in _slice_files(files, start, stop):
           if path.lower().endswith(IMAGE_EXTENSIONS):
             paths.append(path)
             labels.append(index[name])
@@ -483,8 +529,9 @@ class TFInput:
     self.steps_per_epoch = self._host_train // self._local
     if train_split and self.steps_per_epoch == 0:
       raise ValueError(
-        f'config.batch_size={batch_size} exceeds the {num_train} training '
-        f'examples of split {train_split!r}'
+        f'config.batch_size={batch_size} exceeds the {num_train} training examples of '
+        f'{source.describe(train_split)}: pass --config.batch_size=N with N <= '
+        f'{num_train // process_count * process_count}'
       )
     self._host_eval = source.num_examples(eval_split, process_index, process_count)
     self.num_eval_batches = num_eval_batches(num_eval, process_count, self._local_eval)

@@ -17,9 +17,10 @@ def get_config() -> ml_collections.ConfigDict:
   # labels, train/recipes/segment.py). The task brings its data, loss and metrics.
   config.task = 'classify'
 
-  # Model: a name from hrnet_jax.list_models(); `pretrained` is a release folder written by
-  # convert_official_weights / hrnet_jax.save_pretrained ('' trains from scratch). The number of
-  # classes comes from the dataset; a checkpoint with another number gets a fresh classifier.
+  # Model: a name from hrnet_jax.list_models(), or '' for the arch of `pretrained`; `pretrained`
+  # is a release folder written by convert_official_weights / hrnet_jax.save_pretrained /
+  # hrnet-train (WORKDIR/best) ('' trains from scratch). The number of classes comes from the
+  # dataset; a checkpoint with another number gets a fresh classifier.
   config.model = 'hrnet_w18'
   config.pretrained = ''
   config.dtype = 'float32'  # computation dtype; 'bfloat16' keeps float32 params/BN/loss/optimizer
@@ -34,7 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Data. `name`: 'digits' (embedded scikit-learn digits), 'folder' (`folder`/<split>/<class>/*)
   # or any TFDS name (e.g. 'imagenet2012', read from `data_dir`; `manual_dir` holds the
-  # ImageNet tars for its first preparation).
+  # ImageNet tars for its first preparation). On the command line --config.dataset=folder:PATH
+  # sets name and folder at once (--config.dataset=NAME: a TFDS name). Splits use TFDS's syntax;
+  # a folder's may be sliced in percent too ('train[:90%]': the first 90% of each class).
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = 'imagenet2012'
   config.dataset.data_dir = ''
