@@ -35,9 +35,9 @@ from hrnet_jax.errors import EnvironmentFailure
 from hrnet_jax.export import onnx_graph
 from hrnet_jax.export.jax2onnx_lookups import fast_lookups
 
-
 # jax2onnx pins packages HRNet does not need, so it is installed without its dependencies.
 INSTALL = 'pip install "hrnet-jax[export]" && pip install --no-deps jax2onnx==0.17.1'
+
 
 def _import_jax2onnx():
   # jax2onnx imports each of its plugins; those for libraries HRNet does not use (equinox,
@@ -47,9 +47,7 @@ def _import_jax2onnx():
     import jax2onnx
     import onnx
   except ImportError as e:
-    raise EnvironmentFailure(
-      f'ONNX export needs jax2onnx and onnx ({e}); {INSTALL}'
-    ) from e
+    raise EnvironmentFailure(f'ONNX export needs jax2onnx and onnx ({e}); {INSTALL}') from e
   return jax2onnx, onnx
 
 
@@ -82,9 +80,7 @@ def session(path: str, threads: int | None = None):
   try:
     import onnxruntime as ort
   except ImportError as e:
-    raise EnvironmentFailure(
-      f'onnxruntime is not installed ({e}); {INSTALL}'
-    ) from e
+    raise EnvironmentFailure(f'onnxruntime is not installed ({e}); {INSTALL}') from e
   options = ort.SessionOptions()
   if threads:
     options.intra_op_num_threads = threads

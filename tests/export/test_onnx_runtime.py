@@ -8,6 +8,7 @@ against jax2onnx's unrewritten graph.
 """
 
 import collections
+import json
 
 import jax
 import jax.numpy as jnp
@@ -15,12 +16,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import skimage.data
 from flax import nnx
+from PIL import Image
 
 import hrnet_jax
+from hrnet_jax.cli.predict import main as predict_main
 from hrnet_jax.errors import BadInputError
 from hrnet_jax.export import RELATIVE_BOUND, OnnxRuntimeModel, core, onnx_graph
 from hrnet_jax.models.layers import upsample_nearest
+from hrnet_jax.pretrained import get_pretrained_cfg
 
 SIZE = 32
 
@@ -43,7 +48,10 @@ def exported(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('onnx_runtime')
   model = hrnet_jax.create_model('hrnet_w18_small')
   _randomize_batchnorms(model)
-  hrnet_jax.save_pretrained(model, tmp / 'ckpt')
+  # Preprocessing at the exported size, so hrnet-predict --runtime onnxruntime finds the export.
+  cfg = dict(get_pretrained_cfg('hrnet_w18_small.ms_in1k').to_dict())
+  cfg.update(input_size=[3, SIZE, SIZE], crop_pct=1.0)
+  hrnet_jax.save_pretrained(model, tmp / 'ckpt', pretrained_cfg=cfg)
   onnx_model = OnnxRuntimeModel.for_checkpoint(
     tmp / 'ckpt', input_size=(SIZE, SIZE), cache_dir=tmp / 'cache'
   )
@@ -61,6 +69,26 @@ def test_for_checkpoint_matches_the_jax_model(exported):
   bound = RELATIVE_BOUND['float32'] * max(float(np.abs(ref).max()), 10.0)
   assert np.abs(logits - ref).max() <= bound
   assert onnx_model.metadata['verification']['max_abs_diff'] <= bound
+
+
+def test_predict_runtime_onnxruntime_agrees_with_jax(exported, monkeypatch, capsys):
+  """``hrnet-predict --runtime onnxruntime`` runs the cached export (no second export) and
+  ranks the classes as the JAX path does."""
+  tmp, _, _ = exported
+  monkeypatch.setenv('HRNET_JAX_ONNX_CACHE', str(tmp / 'cache'))
+  monkeypatch.setattr(core, 'export', lambda *a, **k: pytest.fail('exported again'))
+  photo = tmp / 'photo.png'
+  Image.fromarray(skimage.data.astronaut()).save(photo)
+  tops = {}
+  for runtime in ('jax', 'onnxruntime'):
+    argv = ['--checkpoint', str(tmp / 'ckpt'), str(photo), '--json', '--runtime', runtime]
+    assert predict_main(argv) == 0
+    (result,) = json.loads(capsys.readouterr().out)['results']
+    tops[runtime] = result['top_k']
+  assert [c['index'] for c in tops['jax']] == [c['index'] for c in tops['onnxruntime']]
+  np.testing.assert_allclose(
+    [c['prob'] for c in tops['jax']], [c['prob'] for c in tops['onnxruntime']], atol=1e-3
+  )
 
 
 def test_graph_has_one_resize_per_upsampling_and_no_batchnorm(exported):
