@@ -59,6 +59,7 @@ from hrnet_jax.train import train_state as ts
 from hrnet_jax.train import workdir as workdir_lib
 from hrnet_jax.train.recipes import base
 from hrnet_jax.train.recipes import segment as segment_recipe
+from hrnet_jax.train.tasks import pose as pose_task
 
 PROG = 'hrnet-eval'
 FLAGS = flags.FLAGS
@@ -84,16 +85,43 @@ flags.DEFINE_list('stride', None, 'Sliding-window stride H,W (segmentation, --mo
 flags.DEFINE_list('tta', None, "Segmentation test-time augmentation: 'flip' and/or scale ratios.")
 flags.DEFINE_list('test_scale', None, 'Segmentation test Resize bound LONG,SHORT (0 = none).')
 flags.DEFINE_string(
-  'save_predictions', None, 'Segmentation: write one label PNG per image into this new folder.'
+  'save_predictions',
+  None,
+  'Segmentation: write one label PNG per image into this new folder; pose: write the COCO '
+  'results JSON to this new file.',
+)
+flags.DEFINE_string(
+  'bbox_file',
+  '',
+  'Pose: person detections (a COCO results JSON) instead of the ground-truth boxes.',
 )
 flags.mark_flags_as_required(['checkpoint', 'dataset'])
 
 
 SEG_DATASETS = {'seg_folder': None, 'cityscapes': (2048, 1024), 'ade20k': (2048, 512)}
+POSE_DATASET = 'coco_keypoints'  # ROOT/annotations/person_keypoints_<split>.json + ROOT/<split>/
 
 
-def _dataset_config(config, dataset: str, split: str, data_dir: str, batch_size: int) -> None:
+def _dataset_config(
+  config, dataset: str, split: str, data_dir: str, batch_size: int, bbox_file: str = ''
+) -> None:
   """Sets ``config.dataset`` and the eval batch (see ``evaluate_checkpoint``)."""
+  name, sep, root = dataset.partition(':')
+  if (config.get('task', 'classify') == 'pose') != (name == POSE_DATASET and bool(sep)):
+    raise errors.BadInputError(
+      f'--dataset={dataset}: '
+      + (
+        f'a pose checkpoint is scored on {POSE_DATASET}:ROOT'
+        if config.get('task', 'classify') == 'pose'
+        else f'{POSE_DATASET}:ROOT is for pose checkpoints'
+      )
+    )
+  if name == POSE_DATASET:
+    pose_task.set_eval_dataset(config, root, split, bbox_file)
+    config.eval_batch_size = config.batch_size = batch_size
+    return
+  if bbox_file:
+    raise errors.BadInputError(f'--bbox_file is for {POSE_DATASET}:ROOT (pose checkpoints)')
   config.dataset.name, config.dataset.folder = cli.split_dataset(dataset)
   segment = config.get('task', 'classify') == 'segment'
   seg_dataset = config.dataset.name in SEG_DATASETS or config.dataset.name.startswith('tfds:')
@@ -228,10 +256,12 @@ def _from_folder(folder: str):
     config.input.test_scale = tuple(test)
     config.dataset.ignore_index = cfg.get('ignore_index', 255)
     config.dataset.reduce_zero_label = cfg.get('reduce_zero_label', False)
+  elif getattr(model, 'task', None) == 'pose':
+    config = pose_task.release_config(cfg)
   elif getattr(model, 'task', None) is not None:
     raise errors.BadInputError(
-      f'--checkpoint={folder}: a {model.task} model; hrnet-eval scores classifiers and '
-      'segmentation models'
+      f'--checkpoint={folder}: a {model.task} model; hrnet-eval scores classifiers, '
+      'segmentation and pose models'
     )
   else:
     config = base.get_config()
@@ -295,12 +325,15 @@ def evaluate_checkpoint(
   tta=None,
   test_scale=None,
   save_predictions: str | None = None,
+  bbox_file: str = '',
 ) -> dict:
   """Scores ``checkpoint`` (a training workdir or a release folder) on ``split`` of ``dataset``
   (``'digits'``, ``'folder:PATH'``, a TFDS name; ``'seg_folder:ROOT'``, ``'cityscapes:ROOT'``,
-  ``'ade20k:ROOT'``); the arguments are the CLI flags'. Returns the task's results: ``{'top1',
-  'top5'}`` (fractions) or ``{'mIoU', 'aAcc', 'mAcc', 'mDice', 'IoU': {class: value}, ...}``
-  (percent), and ``'count'`` (images), ``'num_classes'`` (the model's outputs), ``'step'`` (the
+  ``'ade20k:ROOT'``, ``'tfds:NAME'``; ``'coco_keypoints:ROOT'``); the arguments are the CLI
+  flags'. Returns the task's results: ``{'top1', 'top5'}`` (fractions), ``{'mIoU', 'aAcc',
+  'mAcc', 'mDice', 'IoU': {class: value}, ...}`` (percent) or ``{'AP', 'AP50', 'AP75', 'APm',
+  'APl', 'AR', ...}`` (COCO keypoint AP, fractions; ``save_predictions`` the COCO results JSON
+  file), and ``'count'`` (images), ``'num_classes'`` (the model's outputs), ``'step'`` (the
   training checkpoint's step; None for a release folder).
 
   Raises ``FileNotFoundError`` / ``ValueError`` / ``hrnet_jax.errors.BadInputError`` naming a bad
@@ -320,7 +353,7 @@ def evaluate_checkpoint(
         f'({trainer.CONFIG_FILE}) nor a checkpoint folder (config.json)'
       )
     model_def, params, stats, config, meta = restore_workdir(checkpoint, mesh, step)
-  _dataset_config(config, dataset, split, data_dir, batch_size)
+  _dataset_config(config, dataset, split, data_dir, batch_size, bbox_file)
   _eval_overrides(
     config,
     image_size=image_size,
@@ -332,8 +365,8 @@ def evaluate_checkpoint(
     test_scale=test_scale,
   )
   task = tasks.get_task(config)
-  if save_predictions is not None and task.name != 'segment':
-    raise errors.BadInputError('--save_predictions is for segmentation checkpoints')
+  if save_predictions is not None and task.name == 'classify':
+    raise errors.BadInputError('--save_predictions is for segmentation and pose checkpoints')
   if config.eval_batch_size % mesh.size:
     raise ValueError(
       f'--batch_size={config.eval_batch_size} must be a multiple of the {mesh.size} devices'
@@ -346,8 +379,8 @@ def evaluate_checkpoint(
   )
   if mismatch:
     mismatch = f'--dataset={dataset}: {mismatch} ({checkpoint})'
-    if task.name == 'segment' and data.info.num_classes != model_def.num_classes:
-      raise errors.BadInputError(mismatch)  # the per-class areas would not even have one length
+    if task.name != 'classify' and data.info.num_classes != model_def.num_classes:
+      raise errors.BadInputError(mismatch)  # per-class areas / keypoints of another length
     # A model still scores label i as its class i (e.g. an ImageNet head on a subset).
     logging.warning('%s: label i is scored as class i of the checkpoint', mismatch)
   evaluator = task.evaluator(
@@ -359,7 +392,11 @@ def evaluate_checkpoint(
     jax.tree.map(lambda x: x.sharding, stats),
   )
   extra = {}
-  if save_predictions is not None:
+  if save_predictions is not None and task.name == 'pose':
+    if os.path.exists(save_predictions):  # never replace a file of the user's
+      raise errors.BadInputError(f'--save_predictions={save_predictions}: exists')
+    extra['results_file'] = save_predictions
+  elif save_predictions is not None:
     extra['on_prediction'] = _prediction_writer(save_predictions, config.dataset.reduce_zero_label)
   results = evaluator(params, stats, data, progress=True, **extra)
   return {**results, 'num_classes': model_def.num_classes, 'step': meta.get('step')}
@@ -389,6 +426,7 @@ def _evaluate_and_print() -> int:
     tta=FLAGS.tta,
     test_scale=FLAGS.test_scale,
     save_predictions=FLAGS.save_predictions,
+    bbox_file=FLAGS.bbox_file,
   )
   step = '' if results['step'] is None else f', step {results["step"]}'
   where = f'{results["count"]} images of {FLAGS.dataset}:{FLAGS.split} ({FLAGS.checkpoint}{step})'
@@ -406,6 +444,11 @@ def _evaluate_and_print() -> int:
       'split': FLAGS.split,
     }
     print(json.dumps(record))
+  elif 'AP' in results:
+    print(
+      f'hrnet-eval: AP {results["AP"]:.4f}  AP50 {results["AP50"]:.4f}  AP75 '
+      f'{results["AP75"]:.4f}  AR {results["AR"]:.4f}  on {where}'
+    )
   elif 'mIoU' in results:
     print(
       f'hrnet-eval: mIoU {results["mIoU"]:.2f}  aAcc {results["aAcc"]:.2f}  mAcc '
@@ -441,6 +484,7 @@ def main():
       'tta',
       'test_scale',
       'save_predictions',
+      'bbox_file',
     ],
     PROG,
   )

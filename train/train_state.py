@@ -67,10 +67,12 @@ def recipe_model(config, num_classes: int) -> hrnet_jax.HighResolutionNet:
       'this config needs pretrained weights: pass --config.pretrained=DIR '
       '(a folder written by convert_official_weights or save_pretrained)'
     )
+  # num_classes: the task's outputs (a pose model's are keypoints).
+  outputs = 'num_keypoints' if config.get('task', 'classify') == 'pose' else 'num_classes'
   model = hrnet_jax.create_model(
     config.model,
     pretrained=config.pretrained or None,
-    num_classes=num_classes,
+    **{outputs: num_classes},
     dtype=parse_dtype(config.dtype),
     param_dtype=jnp.float32,
     rngs=nnx.Rngs(config.seed),
@@ -104,16 +106,32 @@ def planned_steps(config, steps_per_epoch: int) -> int:
   return config.num_steps if config.get('num_steps', 0) > 0 else config.num_epochs * steps_per_epoch
 
 
+OPTIMIZERS = ('sgd', 'adam')
+
+
 def learning_rate_schedule(config, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
   """lr(step): ``config.optimizer`` (see ``train/recipes/base.py``) with the peak lr scaled by
-  ``batch_size / base_batch_size``. ``ValueError`` for an unknown schedule."""
+  ``batch_size / base_batch_size``. ``'step'`` may start with a linear warm-up from
+  ``warmup_factor`` x, as mmengine ``LinearLR(start_factor=warmup_factor, end=warmup_steps,
+  by_epoch=False)`` times ``MultiStepLR`` (mmpose's pose schedule): the factor reaches 1 at step
+  ``warmup_steps - 1``. ``ValueError`` for an unknown schedule or a bad warm-up."""
   opt = config.optimizer
   peak = opt.base_lr * config.batch_size / opt.base_batch_size
   total = planned_steps(config, steps_per_epoch)
   if opt.schedule == 'step':
-    return optax.piecewise_constant_schedule(
+    step = optax.piecewise_constant_schedule(
       peak, {int(e * steps_per_epoch): opt.decay_factor for e in opt.decay_epochs}
     )
+    warmup, factor = int(opt.get('warmup_steps', 0)), float(opt.get('warmup_factor', 0.0))
+    if warmup < 0 or warmup == 1 or not 0 <= factor <= 1:
+      raise ValueError(
+        f'config.optimizer.warmup_steps={warmup} / warmup_factor={factor}: need 0 (none) or '
+        '>= 2 steps and a factor in [0, 1]'
+      )
+    if warmup == 0:
+      return step
+    ramp = optax.linear_schedule(factor, 1.0, warmup - 1)
+    return lambda count: step(count) * ramp(count)
   if opt.schedule == 'cosine':
     warmup = int(opt.warmup_epochs * steps_per_epoch)
     return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total, warmup + 1))
@@ -123,9 +141,15 @@ def learning_rate_schedule(config, steps_per_epoch: int) -> Callable[[jax.Array]
 
 
 def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
-  """SGD with coupled weight decay, PyTorch semantics: ``g += wd * p`` (on all params or only
-  kernels), then momentum / Nesterov, then ``-lr(step)``."""
+  """``config.optimizer.name`` (default ``'sgd'``), PyTorch semantics, with coupled weight
+  decay ``g += wd * p`` (on all params or only kernels) first: ``'sgd'``: momentum / Nesterov,
+  then ``-lr(step)`` (``torch.optim.SGD``); ``'adam'``: ``torch.optim.Adam`` (betas 0.9 /
+  0.999, eps 1e-8 added to the root of the second moment, bias-corrected). ``ValueError``
+  naming the field for an unknown optimizer or weight-decay target."""
   opt = config.optimizer
+  name = opt.get('name', 'sgd')
+  if name not in OPTIMIZERS:
+    raise ValueError(f'config.optimizer.name={name!r}; valid: {", ".join(OPTIMIZERS)}')
   if opt.weight_decay_on not in ('all', 'kernels'):
     raise ValueError(
       f"config.optimizer.weight_decay_on={opt.weight_decay_on!r}; valid: 'all', 'kernels'"
@@ -135,12 +159,12 @@ def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformati
     if opt.weight_decay_on == 'all'
     else (lambda params: jax.tree.map(lambda p: p.ndim > 1, params))
   )
-  return optax.chain(
-    optax.add_decayed_weights(opt.weight_decay, mask=mask),
-    optax.sgd(
-      learning_rate_schedule(config, steps_per_epoch), momentum=opt.momentum, nesterov=opt.nesterov
-    ),
-  )
+  lr = learning_rate_schedule(config, steps_per_epoch)
+  if name == 'adam':
+    update = optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
+  else:
+    update = optax.sgd(lr, momentum=opt.momentum, nesterov=opt.nesterov)
+  return optax.chain(optax.add_decayed_weights(opt.weight_decay, mask=mask), update)
 
 
 def export_pretrained_cfg(config, base_cfg: dict | None, num_classes: int) -> dict:

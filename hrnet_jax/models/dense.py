@@ -12,7 +12,8 @@ and pose, a ``hrnet_jax.models.heads.ConvHead``. Every variant is one ``DenseCon
   (``last_layer``; ``head_conv_bias=True``);
 - ``hrnet_w32_pose`` / ``hrnet_w48_pose``: mmpose ``td-hm_hrnet-w32/w48_8xb64-210e_coco-256x192``
   and deep-high-resolution-net ``pose_hrnet.py`` (nearest fuse, last module branch 0 only,
-  ``final_layer`` 1x1 -> 17 COCO heatmaps);
+  ``final_layer`` 1x1 -> 17 COCO heatmaps); ``hrnet_w18_small_pose`` the same on the
+  ``hrnet_w18_small`` backbone (no published weights: small embedded runs and tests);
 - ``hrnetv2_w18_face``: mmpose ``td-hm_hrnetv2-w18_8xb64-60e_wflw-256x256`` (bilinear fuse,
   HRNetV2 concat, ``conv 1x1 (bias) + BN + ReLU``, ``final_layer`` -> 98 WFLW heatmaps);
 - ``hrnetv2p_*``: the backbone and ``HRFPN`` neck of mmdet ``faster-rcnn_hrnetv2p-w18/w32/w40``
@@ -80,10 +81,13 @@ def _pyramid(backbone: str) -> DenseConfig:
   return DenseConfig(backbone, 'detect', 'v2p', 'nearest', input_size=(800, 1333))
 
 
+HEATMAP_INIT_STD = 0.001  # mmpose HeatmapHead init_cfg Normal(std=0.001)
+
 DENSE_CONFIGS: dict[str, DenseConfig] = {
   'hrnetv2_w18_small_seg': _seg('hrnet_w18_small_v2'),
   'hrnetv2_w18_seg': _seg('hrnet_w18'),
   'hrnetv2_w48_seg': _seg('hrnet_w48'),
+  'hrnet_w18_small_pose': _pose('hrnet_w18_small'),
   'hrnet_w32_pose': _pose('hrnet_w32'),
   'hrnet_w48_pose': _pose('hrnet_w48'),
   'hrnetv2_w18_face': DenseConfig(
@@ -181,6 +185,7 @@ class DenseHRNet(nnx.Module):
         (in_chs,) * cfg.head_convs,
         self.num_outputs,
         conv_bias=self.head_conv_bias,
+        init_std=HEATMAP_INIT_STD if cfg.task == 'pose' else None,
         precision=precision,
         rngs=rngs,
       )

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from hrnet_jax.models.layers import ConvBN, Precision, conv2d, run_sequential
@@ -31,6 +32,9 @@ class ConvHead(nnx.Module):
     hidden: widths of the ``conv 1x1 + BN + ReLU`` layers before ``final_layer`` (may be empty).
     num_outputs: classes (segmentation) or keypoints (heatmaps).
     conv_bias: whether the hidden convs carry a bias (mmseg: no; official seg repo, mmpose: yes).
+    init_std: when set, ``final_layer``'s kernel starts ``normal(0, init_std)`` and its bias 0, as
+      mmpose ``HeatmapHead``'s ``init_cfg`` (``Normal`` std 0.001): heatmap targets are mostly 0,
+      and PyTorch's default init leaves a pose model stuck predicting all-zero heatmaps.
   """
 
   def __init__(
@@ -40,6 +44,7 @@ class ConvHead(nnx.Module):
     num_outputs: int,
     *,
     conv_bias: bool,
+    init_std: float | None = None,
     precision: Precision,
     rngs: nnx.Rngs,
   ):
@@ -52,6 +57,10 @@ class ConvHead(nnx.Module):
       in_chs = width
     self.convs = nnx.List(layers)
     self.final_layer = conv2d(in_chs, num_outputs, 1, bias=True, **kw)
+    if init_std is not None:
+      kernel, bias = self.final_layer.kernel, self.final_layer.bias
+      kernel[...] = init_std * jax.random.normal(rngs.params(), kernel.shape, kernel.dtype)
+      bias[...] = jnp.zeros_like(bias[...])
     self.num_outputs = num_outputs
 
   def __call__(self, x: jax.Array) -> jax.Array:

@@ -28,6 +28,11 @@ RECIPES = (
   'finetune',
   'imagenet_cosine',
   'imagenet_official',
+  'pose',
+  'pose_coco_hrnet_w32_256x192',
+  'pose_coco_hrnet_w32_384x288',
+  'pose_coco_hrnet_w48_256x192',
+  'pose_scenes',
   'seg_ade20k_hrnetv2_w18',
   'seg_cityscapes_hrnetv2_w18',
   'seg_cityscapes_hrnetv2_w48',
@@ -126,24 +131,37 @@ def test_recipe_by_name_loads_outside_the_checkout(tmp_path):
 
 
 @pytest.mark.parametrize(
-  'cmd, flags',
+  'cmd, flags, first_line',
   [
-    (['hrnet-train', '--config', 'digits', '--help'], TRAIN_FLAGS),
-    (['hrnet-eval', '--help'], EVAL_FLAGS),
-    ([sys.executable, '-m', 'hrnet_jax.train.main', '--help'], TRAIN_FLAGS),
+    (
+      ['hrnet-train', '--config', 'digits', '--help'],
+      TRAIN_FLAGS,
+      'hrnet-train: train or fine-tune',
+    ),
+    (['hrnet-eval', '--help'], EVAL_FLAGS, 'hrnet-eval: score a trained or converted model'),
+    ([sys.executable, '-m', 'hrnet_jax.train.main', '--help'], TRAIN_FLAGS, 'hrnet-train: train'),
   ],
   ids=['hrnet-train', 'hrnet-eval', 'python-m'],
 )
-def test_help_exits_0_and_lists_the_flags(tmp_path, cmd, flags):
+def test_help_is_plain_text_with_dashed_flags(tmp_path, cmd, flags, first_line):
+  """Issue 23: ``--help`` exits 0 with the description first, every flag in its dashed spelling,
+  no reStructuredText backticks, no console-script path, and for ``hrnet-train`` the main config
+  fields with the values of the recipe given (the base recipe's without one)."""
   if not cmd[0].startswith('/'):
     cmd = [_script(cmd[0])] + cmd[1:]
   proc = _run(cmd, tmp_path)
-  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-  missing = [
-    f for f in flags if f'  {f}' not in proc.stdout and f'  --[no]{f[2:]}' not in proc.stdout
-  ]
-  assert not missing, f'{missing} not in:\n{proc.stdout}'
-  assert 'Exit status' in proc.stdout  # the command's docstring heads the help
+  out = proc.stdout
+  assert proc.returncode == 0, out[-2000:] + proc.stderr[-2000:]
+  assert out.startswith(first_line), out[:300]
+  dashed = [f.replace('_', '-') for f in flags]
+  missing = [f for f in dashed if f'  {f}=' not in out and f'  --[no-]{f[2:]}\n' not in out]
+  assert not missing, f'{missing} not in:\n{out}'
+  assert '``' not in out and str(pathlib.Path(sys.executable).parent) not in out
+  assert 'Exit status' in out  # the command's docstring heads the help
+  if first_line.startswith('hrnet-train'):
+    recipe = 'digits' if 'digits' in cmd else 'base'
+    assert f'Main config fields (--config.FIELD=VALUE; values of recipe {recipe}' in out, out
+    assert f"  --config.dataset.name='{'digits' if recipe == 'digits' else 'imagenet2012'}'" in out
 
 
 # ------------------------------------------------------------------------------------- SIGTERM

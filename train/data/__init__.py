@@ -8,7 +8,7 @@ datasets and image folders), ``segmentation`` (images with label PNGs, for
 
 from __future__ import annotations
 
-from hrnet_jax.train.data import arrays, segmentation, tfdata
+from hrnet_jax.train.data import arrays, pose, segmentation, tfdata
 from hrnet_jax.train.data.base import Input
 
 
@@ -19,6 +19,10 @@ def create_input(config, *, process_index: int, process_count: int, train: bool 
   Raises ``ValueError`` for an unknown dataset, augmentation or a batch size that the number of
   processes does not divide; ``FileNotFoundError`` for a missing folder.
   """
+  if config.get('task', 'classify') == 'pose':
+    return pose.PoseInput(
+      config, process_index=process_index, process_count=process_count, train=train
+    )
   if config.get('task', 'classify') == 'segment':
     return segmentation.SegmentationInput(
       config, process_index=process_index, process_count=process_count, train=train
