@@ -478,3 +478,112 @@ def test_the_check_cache_sees_a_changed_image(tmp_path, monkeypatch):
   Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(_image(root))
   with pytest.raises(BadInputError, match=r'is 8x8 \(width x height\) but its image .*is 10x8'):
     construct(root)
+
+
+# --------------------------------------------------------------------------------- TFDS
+
+PET_CLASSES = ('pet', 'background', 'border')  # oxford_iiit_pet's trimap ids 1, 2, 3
+N_TFDS = {'train': 6, 'test': 3}
+
+
+def _tfds_example(split, i, bad=False):
+  """The arrays of example ``i`` of ``split``: an RGB image and a trimap mask (ids 1-3, as
+  oxford_iiit_pet's ``segmentation_mask``; ``bad``: one id 9)."""
+  rng = np.random.default_rng([len(split), i])
+  h, w = 20 + i, 24
+  mask = rng.integers(1, 4, (h, w, 1)).astype(np.uint8)
+  if bad:
+    mask[0, 0] = 9
+  return rng.integers(0, 256, (h, w, 3)).astype(np.uint8), mask
+
+
+@pytest.fixture(scope='module')
+def tfds_root(tmp_path_factory):
+  """A prepared tiny TFDS dataset (no download) and one with a bad mask in train."""
+  import tensorflow_datasets as tfds
+
+  class TinySegMasks(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version('1.0.0')
+    BAD = False
+
+    def _info(self):
+      return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict(
+          {
+            'image': tfds.features.Image(shape=(None, None, 3)),
+            'segmentation_mask': tfds.features.Image(shape=(None, None, 1)),
+            'file_name': tfds.features.Text(),
+          }
+        ),
+      )
+
+    def _split_generators(self, dl_manager):
+      return {split: self._generate_examples(split) for split in N_TFDS}
+
+    def _generate_examples(self, split):
+      for i in range(N_TFDS[split]):
+        image, mask = _tfds_example(split, i, bad=self.BAD and split == 'train' and i == 4)
+        name = f'{split}_{i}.jpg'
+        yield name, {'image': image, 'segmentation_mask': mask, 'file_name': name}
+
+  class TinySegBadMasks(TinySegMasks):
+    BAD = True
+
+  root = tmp_path_factory.mktemp('tfds')
+  TinySegBadMasks(data_dir=root).download_and_prepare()  # the good one: prepared on first use
+  return root
+
+
+def tfds_config(root, name='tiny_seg_masks', **dataset):
+  config = make_config('', crop_size=(16, 16), scale=(32, 16), test_scale=())
+  config.dataset.update(
+    name=f'tfds:{name}',
+    data_dir=str(root),
+    train_split='train',
+    eval_split='test',
+    classes=PET_CLASSES,
+    reduce_zero_label=True,
+  )
+  config.dataset.update(dataset)
+  config.batch_size = 2
+  return config
+
+
+def test_tfds_masks_train_and_eval(tfds_root):
+  data = seg.SegmentationInput(tfds_config(tfds_root), process_index=0, process_count=1)
+  assert (data.info.num_train, data.info.num_eval, data.info.num_classes) == (6, 3, 3)
+  assert data.info.class_names == PET_CLASSES
+  # Eval: each image and its reduced mask as written, at their own size, named by file_name.
+  examples = list(data.eval_examples())
+  assert sorted(ex['name'] for ex in examples) == ['test_0', 'test_1', 'test_2']
+  for ex in examples:
+    image, mask = _tfds_example('test', int(ex['name'][-1]))
+    np.testing.assert_array_equal(ex['image'], image)
+    np.testing.assert_array_equal(ex['label'], mask[..., 0] - 1)
+  # Train: mmseg's pipeline on them, resumable; reduce_zero_label leaves ids 0-2 and the padding.
+  stream = take(data, 4)
+  assert stream[0]['image'].shape == (2, 16, 16, 3) and stream[0]['label'].dtype == np.uint8
+  assert set(np.unique(np.concatenate([b['label'] for b in stream]))) <= {0, 1, 2, 255}
+  assert_same(take(data, 2, start=2), stream[2:])
+
+
+@pytest.mark.parametrize(
+  'dataset, expected',
+  [
+    (
+      {'name': 'tiny_seg_bad_masks'},
+      'tfds:tiny_seg_bad_masks train train_4 segmentation_mask: label id 8 after '
+      'reduce_zero_label >= num_classes=3',
+    ),
+    ({'label_key': 'mask'}, "has no feature 'mask' (features: "),
+    ({'classes': ()}, 'config.dataset.classes is empty: a TFDS mask'),
+    ({'eval_split': 'validation'}, "bad split 'validation'"),
+    ({'name': 'no_such_dataset_xyz'}, 'config.dataset.name=tfds:no_such_dataset_xyz: '),
+  ],
+)
+def test_tfds_bad_input_is_one_line(tfds_root, dataset, expected):
+  config = tfds_config(tfds_root, **dataset)
+  with pytest.raises(BadInputError) as e:
+    seg.SegmentationInput(config, process_index=0, process_count=1)
+  assert '\n' not in str(e.value) and expected in str(e.value), str(e.value)

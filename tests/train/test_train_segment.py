@@ -1,7 +1,10 @@
 """Segmentation end to end through the one trainer and ``hrnet-eval`` (in process): a tiny
 ``hrnetv2_w18_small_seg`` run on generated digit scenes, its evaluation from the workdir and from
 ``WORKDIR/model``, sliding-window evaluation, saved predictions that score what was reported, and
-bad input refused before the workdir exists."""
+bad input refused before the workdir exists.
+
+Kept small for time: 40 x 40 scenes, 2 steps, and the persistent compilation cache on (as the
+CLIs have it), so the whole-image evaluations after training's own reuse its compiled program."""
 
 import json
 
@@ -11,27 +14,30 @@ from PIL import Image
 
 from hrnet_jax.errors import BadInputError
 from hrnet_jax.metrics import segmentation as seg_metrics
-from hrnet_jax.train import eval_main, trainer
+from hrnet_jax.runtime import compile_cache
+from hrnet_jax.train import eval_main, losses, tasks, trainer
 from hrnet_jax.train.data.digit_scenes import CLASSES, write_digit_scenes
 from hrnet_jax.train.recipes import seg_digit_scenes
+
+SIZE = (40, 40)  # slide windows of 32 (the models' smallest input) overlap
+STEPS = 2
 
 
 def _config(root):
   config = seg_digit_scenes.get_config()
   config.dataset.folder = str(root)
-  config.input.scale = config.input.crop_size = config.input.test_scale = (64, 64)
-  config.batch_size = config.optimizer.base_batch_size = 4
-  config.num_steps = 4
-  config.eval_every_steps = 4
-  config.checkpoint.every_steps = 4
-  config.log_every_steps = 2
+  config.input.scale = config.input.crop_size = config.input.test_scale = SIZE
+  config.batch_size = config.optimizer.base_batch_size = 2
+  config.num_steps = config.eval_every_steps = config.checkpoint.every_steps = STEPS
+  config.log_every_steps = 1
   return config
 
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
+  compile_cache.enable()  # HRNET_JAX_COMPILATION_CACHE: the session's temp folder (conftest)
   root = tmp_path_factory.mktemp('scenes')
-  write_digit_scenes(root, num_train=8, num_val=3, size=(64, 64), seed=1)
+  write_digit_scenes(root, num_train=4, num_val=3, size=SIZE, seed=1)
   workdir = tmp_path_factory.mktemp('run') / 'w'
   summary = trainer.train_and_evaluate(_config(root), str(workdir))
   return root, workdir, summary
@@ -39,7 +45,7 @@ def run(tmp_path_factory):
 
 def test_train_then_eval_agree(run, tmp_path):
   root, workdir, summary = run
-  assert summary['steps'] == 4 and summary['best_step'] == 4
+  assert summary['steps'] == STEPS and summary['best_step'] == STEPS
   assert 0 <= summary['mIoU'] <= 100 and summary['best_mIoU'] == summary['mIoU']
   released = json.loads((workdir / 'model' / 'config.json').read_text())
   assert released['arch'] == 'hrnetv2_w18_small_seg' and released['num_classes'] == len(CLASSES)
@@ -77,19 +83,19 @@ def test_train_then_eval_agree(run, tmp_path):
     dataset=dataset,
     split='val',
     mode='slide',
-    crop_size=['48', '48'],
-    stride=['32', '32'],
+    crop_size=['32', '32'],
+    stride=['8', '8'],
   )
   assert slide['count'] == 3 and 0 <= slide['mIoU'] <= 100
   with pytest.raises(BadInputError, match='--image_size'):
-    eval_main.evaluate_checkpoint(str(workdir), dataset=dataset, split='val', image_size=64)
+    eval_main.evaluate_checkpoint(str(workdir), dataset=dataset, split='val', image_size=40)
   with pytest.raises(BadInputError, match='segmentation model'):
     eval_main.evaluate_checkpoint(str(workdir), dataset='digits')
 
 
 def test_bad_label_is_refused_before_the_workdir_exists(tmp_path):
   root = tmp_path / 'scenes'
-  write_digit_scenes(root, num_train=4, num_val=2, size=(64, 64), seed=2)
+  write_digit_scenes(root, num_train=2, num_val=1, size=SIZE, seed=2)
   label_file = sorted((root / 'annotations' / 'train').glob('*.png'))[0]
   label = np.asarray(Image.open(label_file)).copy()
   label[0, 0] = 20  # no such class (11 classes, 255 = ignore)
@@ -98,3 +104,19 @@ def test_bad_label_is_refused_before_the_workdir_exists(tmp_path):
   with pytest.raises(BadInputError, match=label_file.name):
     trainer.train_and_evaluate(_config(root), str(workdir))
   assert not workdir.exists()
+
+
+def test_config_loss_reaches_the_pixel_loss():
+  """``config.loss`` (avg_non_ignore, OHEM) is what the task's loss computes with."""
+  rng = np.random.default_rng(0)
+  logits = rng.standard_normal((2, 4, 4, 3)).astype(np.float32)
+  labels = rng.integers(0, 3, (2, 16, 16)).astype(np.uint8)
+  labels[:, :4] = 255
+  config = seg_digit_scenes.get_config()
+  config.loss.update(avg_non_ignore=True, ohem_min_kept=50, ohem_thresh=0.7)
+  ours = tasks.get_task(config).loss_fn(config)(logits, {'label': labels})[0]
+  expected = losses.pixel_cross_entropy(
+    logits, labels.astype(np.int32), avg_non_ignore=True, ohem={'thresh': 0.7, 'min_kept': 50}
+  )
+  plain = losses.pixel_cross_entropy(logits, labels.astype(np.int32))
+  assert float(ours) == float(expected) and float(ours) != float(plain)

@@ -11,6 +11,14 @@ Sources (``config.dataset.name``, root ``config.dataset.folder``):
 - ``ade20k``: ``ROOT`` = ``ADEChallengeData2016``: ``ROOT/images/{training,validation}/*.jpg``
   with ``ROOT/annotations/...png`` (mmseg ``ADE20KDataset``; splits ``train`` / ``val`` name
   ``training`` / ``validation``), 150 classes, ``reduce_zero_label`` always on.
+- ``tfds:NAME``: a TFDS dataset with a mask feature (e.g. ``tfds:oxford_iiit_pet``, read from
+  ``config.dataset.data_dir``, prepared there on first use by a single process):
+  ``config.dataset.image_key`` (an image) and ``label_key`` (an image of class ids, ``[H, W,
+  1]``, e.g. ``segmentation_mask``); class names from ``config.dataset.classes`` (masks carry
+  none), split names and slices as TFDS's (``train[:90%]``). The encoded image and mask bytes of
+  the splits read are held in host memory (read once, when the masks are checked); an example's
+  name is its ``file_name`` feature without the extension if it has one, else its index in the
+  split (6 digits).
 
 Labels are decoded to their stored indices (PIL, as mmseg's ``imfrombytes(flag='unchanged',
 backend='pillow')``: a palette PNG gives its indices, not colours). ``reduce_zero_label`` (mmseg
@@ -38,7 +46,8 @@ without decoding. Eval: a contiguous shard per process (``base.eval_shard``), pa
 repeats of one of its images marked ``valid=False``.
 
 Bad input is refused at construction, before anything is written (``BadInputError``, one line
-naming the file): a missing root or split folder, an empty split, an image without a label or a
+naming the file, or the TFDS dataset, split and example): a missing root or split folder, a TFDS
+dataset that is unknown, cannot be prepared or lacks the features, an empty split, an image without a label or a
 label without an image, a label whose size differs from its image's, a label that is not a
 single-channel PNG, a label id ``>= num_classes`` that is not ``ignore_index``, a
 ``classes.json`` that is not a JSON list of strings. Every label is decoded once for this
@@ -49,6 +58,7 @@ read from their headers.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
@@ -91,6 +101,7 @@ ADE20K_CLASSES = (
 )  # fmt: skip
 ADE20K_SPLITS = {'train': 'training', 'val': 'validation'}
 SOURCES = ('seg_folder', 'cityscapes', 'ade20k')
+TFDS_PREFIX = 'tfds:'  # + a TFDS dataset name
 CITYSCAPES_HINT = (
   "make them with mmseg's tools/dataset_converters/cityscapes.py ROOT (from the gtFine "
   '*_polygons.json)'
@@ -215,10 +226,14 @@ def read_classes(path: str) -> tuple[str, ...]:
   return tuple(names)
 
 
-def decode_label(path: str) -> np.ndarray:
-  """The stored class ids of a label PNG, ``[h, w]`` (uint8, or uint16 / int32 for 16- / 32-bit
-  PNGs); ``ValueError`` for a PNG that is not single-channel."""
-  with Image.open(path) as im:
+def _open(source: str | bytes) -> Image.Image:
+  return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+
+
+def decode_label(source: str | bytes) -> np.ndarray:
+  """The stored class ids of a label PNG (a path, or its encoded bytes), ``[h, w]`` (uint8, or
+  uint16 / int32 for 16- / 32-bit PNGs); ``ValueError`` for a PNG that is not single-channel."""
+  with _open(source) as im:
     if im.mode not in LABEL_MODES:
       raise ValueError(
         f'mode {im.mode}: a label PNG holds one class id per pixel (mode {", ".join(LABEL_MODES)})'
@@ -234,18 +249,20 @@ def reduce_zero_label(label: np.ndarray, ignore_index: int) -> np.ndarray:
   )
 
 
-def read_label(path: str, *, reduce_zero: bool, ignore_index: int) -> np.ndarray:
-  """uint8 ``[h, w]`` class ids of a checked label PNG, after ``reduce_zero_label``."""
-  label = decode_label(path)
+def read_label(source: str | bytes, *, reduce_zero: bool, ignore_index: int) -> np.ndarray:
+  """uint8 ``[h, w]`` class ids of a checked label PNG (path or bytes), after
+  ``reduce_zero_label``."""
+  label = decode_label(source)
   if reduce_zero:
     label = reduce_zero_label(label, ignore_index)
   return label.astype(np.uint8)
 
 
-def _image_size(path: str) -> tuple[int, int]:
-  """(width, height) from the header; ``ValueError`` if it does not open as an image."""
+def _image_size(source: str | bytes) -> tuple[int, int]:
+  """(width, height) from the header of an image (path or encoded bytes); ``ValueError`` if it
+  does not open as an image."""
   try:
-    with Image.open(path) as im:
+    with _open(source) as im:
       return im.size
   except OSError as e:
     raise ValueError(f'not an image ({e})') from None
@@ -261,33 +278,21 @@ def check_split(
   image_of = dict(zip(labels, images))
   label_of = dict(zip(images, labels))
 
-  def size_mismatch(label: str, image: str, label_size) -> None:
-    image_size = _image_size(image)
-    if image_size != label_size:
-      raise ValueError(
-        f'is {label_size[0]}x{label_size[1]} (width x height) but its image {image} is '
-        f'{image_size[0]}x{image_size[1]}'
-      )
-
   def check_label(path: str) -> None:
-    label = decode_label(path)
-    size_mismatch(path, image_of[path], label.shape[::-1])
-    if reduce_zero:
-      label = reduce_zero_label(label, ignore_index)
-    ids = np.unique(label)
-    bad = ids[(ids >= num_classes) & (ids != ignore_index)]
-    if bad.size:
-      reduced = ' after reduce_zero_label' if reduce_zero else ''
-      raise ValueError(
-        f'label id {int(bad[0])}{reduced} >= num_classes={num_classes} and not '
-        f'ignore_index={ignore_index} (ids present: {", ".join(map(str, bad[:8]))})'
-      )
+    _check_pair(
+      image_of[path],
+      path,
+      num_classes=num_classes,
+      ignore_index=ignore_index,
+      reduce_zero=reduce_zero,
+      image_name=image_of[path],
+    )
 
   def check_image_size(path: str) -> None:
     label = label_of[path]
     with Image.open(label) as im:
       size = im.size
-    size_mismatch(label, path, size)
+    _check_size(path, size, path)
 
   kind = f'seg-label:classes={num_classes}:ignore={ignore_index}:reduce_zero={reduce_zero}'
   bad = verify.find_unreadable(labels, check_label, kind=kind, desc='check labels')
@@ -295,11 +300,126 @@ def check_split(
     images, check_image_size, kind='seg-image-size', desc='check image sizes'
   ).items():
     bad.setdefault(label_of[path], reason)
+  _refuse(bad)
+
+
+def _check_size(image: str | bytes, label_size, image_name: str) -> None:
+  image_size = _image_size(image)
+  if image_size != label_size:
+    raise ValueError(
+      f'is {label_size[0]}x{label_size[1]} (width x height) but its image {image_name} is '
+      f'{image_size[0]}x{image_size[1]}'
+    )
+
+
+def _check_pair(
+  image, label, *, num_classes: int, ignore_index: int, reduce_zero: bool, image_name: str
+) -> None:
+  """``ValueError`` saying what is wrong with one label (path or PNG bytes) of ``image``: not a
+  single-channel PNG, another size, an id ``>= num_classes`` that is not ``ignore_index``."""
+  ids = decode_label(label)
+  _check_size(image, ids.shape[::-1], image_name)
+  if reduce_zero:
+    ids = reduce_zero_label(ids, ignore_index)
+  present = np.unique(ids)
+  bad = present[(present >= num_classes) & (present != ignore_index)]
+  if bad.size:
+    reduced = ' after reduce_zero_label' if reduce_zero else ''
+    raise ValueError(
+      f'label id {int(bad[0])}{reduced} >= num_classes={num_classes} and not '
+      f'ignore_index={ignore_index} (ids present: {", ".join(map(str, bad[:8]))})'
+    )
+
+
+def _refuse(bad: dict[str, str]) -> None:
+  """``BadInputError`` naming the first ``MAX_NAMED`` of ``{label name: reason}`` and the count."""
   if bad:
     named = [f'{p}: {bad[p]}' for p in sorted(bad)[:MAX_NAMED]]
     more = f'; and {len(bad) - MAX_NAMED} more' if len(bad) > MAX_NAMED else ''
     count = f'{len(bad)} bad labels: ' if len(bad) > 1 else ''
     raise BadInputError(f'{count}{"; ".join(named)}{more}')
+
+
+def _first_line(error: Exception) -> str:
+  # TFDS errors span lines (suggestions, links); the error line keeps the first.
+  return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def read_tfds_split(
+  name: str,
+  split: str,
+  *,
+  data_dir: str,
+  image_key: str,
+  label_key: str,
+  num_classes: int,
+  ignore_index: int,
+  reduce_zero: bool,
+  process_count: int,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+  """-> (encoded images, encoded masks: object arrays of bytes, names) of split ``split`` of the
+  TFDS dataset ``name`` (prepared in ``data_dir`` first if it is not, by a single process), every
+  mask checked as a label PNG (``_check_pair``). ``BadInputError`` naming the dataset, split,
+  feature or example at fault."""
+  import tensorflow_datasets as tfds  # imports TensorFlow: on first use, as tfdata._tf()
+
+  tfdata._tf()
+  where = f'config.dataset.name={TFDS_PREFIX}{name}'
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+  except Exception as e:  # DatasetNotFoundError and friends
+    raise BadInputError(f'{where}: {_first_line(e)}') from None
+  if not builder.is_prepared():
+    if process_count > 1:
+      raise BadInputError(
+        f'{where}: not prepared in {builder.data_dir}; prepare it once with a single process'
+      )
+    try:
+      builder.download_and_prepare()
+    except Exception as e:
+      raise BadInputError(
+        f'{where}: cannot prepare it in {builder.data_dir} ({_first_line(e)})'
+      ) from None
+  features = builder.info.features
+  for key, field in ((image_key, 'image_key'), (label_key, 'label_key')):
+    if key not in features:
+      raise BadInputError(
+        f'{where} has no feature {key!r} (features: {", ".join(features)}); set '
+        f'config.dataset.{field}'
+      )
+  try:
+    ds = builder.as_dataset(
+      split=split,
+      shuffle_files=False,
+      decoders={image_key: tfds.decode.SkipDecoding(), label_key: tfds.decode.SkipDecoding()},
+    )
+  except Exception as e:  # an unknown split or a bad slice
+    raise BadInputError(
+      f'{where}: bad split {split!r} ({_first_line(e)}); splits: {", ".join(builder.info.splits)}'
+    ) from None
+  named = 'file_name' in features
+  images, labels, names = [], [], []
+  for i, ex in enumerate(ds.as_numpy_iterator()):
+    images.append(ex[image_key])
+    labels.append(ex[label_key])
+    names.append(os.path.splitext(ex['file_name'].decode())[0] if named else f'{i:06d}')
+  if not images:
+    raise BadInputError(f'{where}: split {split!r} is empty')
+  bad = {}
+  for image, label, stem in zip(images, labels, names):
+    try:
+      _check_pair(
+        image,
+        label,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        reduce_zero=reduce_zero,
+        image_name=f'{image_key} of {stem}',
+      )
+    except ValueError as e:
+      bad[f'{TFDS_PREFIX}{name} {split} {stem} {label_key}'] = str(e)
+  _refuse(bad)
+  return np.asarray(images, object), np.asarray(labels, object), names
 
 
 # ------------------------------------------------------------------------------- transforms
@@ -465,7 +585,7 @@ class SegmentationInput:
   ``num_eval_examples``: the examples every process yields from ``eval_examples``.
 
   Reads ``config.dataset.{name, folder, train_split, eval_split, classes, reduce_zero_label,
-  ignore_index}``, ``config.input.{scale, ratio_range, crop_size, cat_max_ratio, flip_prob,
+  ignore_index}`` (TFDS: also ``data_dir``, ``image_key``, ``label_key``), ``config.input.{scale, ratio_range, crop_size, cat_max_ratio, flip_prob,
   photometric_distortion, test_scale}``, ``config.batch_size`` and ``config.seed``.
   ``BadInputError`` (one line naming the file, folder or key) for the bad input listed in the
   module docstring and for bad settings; ``ValueError`` for a batch size that the number of
@@ -474,11 +594,14 @@ class SegmentationInput:
 
   def __init__(self, config, *, process_index: int, process_count: int, train: bool = True):
     ds, inp = config.dataset, config.input
-    if ds.name not in SOURCES:
-      raise BadInputError(f'config.dataset.name={ds.name!r}; valid: {", ".join(SOURCES)}')
-    if not ds.folder or not os.path.isdir(os.path.expanduser(ds.folder)):
-      raise BadInputError(f'config.dataset.folder={ds.folder!r}: not a folder ({ds.name} root)')
+    self._tfds_name = ds.name[len(TFDS_PREFIX) :] if ds.name.startswith(TFDS_PREFIX) else ''
+    if not (ds.name in SOURCES or self._tfds_name):
+      raise BadInputError(
+        f'config.dataset.name={ds.name!r}; valid: {", ".join(SOURCES)}, {TFDS_PREFIX}NAME'
+      )
     root = os.path.expanduser(ds.folder)
+    if not self._tfds_name and not (ds.folder and os.path.isdir(root)):
+      raise BadInputError(f'config.dataset.folder={ds.folder!r}: not a folder ({ds.name} root)')
     self._crop = _ints(inp, 'crop_size')
     self._scale = _ints(inp, 'scale')
     self._test_scale = _ints(inp, 'test_scale', allow_empty=True)
@@ -502,6 +625,10 @@ class SegmentationInput:
       names = CITYSCAPES_CLASSES
     elif ds.name == 'ade20k':
       names = ADE20K_CLASSES
+    elif self._tfds_name:
+      raise BadInputError(
+        f'config.dataset.classes is empty: a TFDS mask ({ds.name}) has no class names; set them'
+      )
     else:
       names = read_classes(os.path.join(root, 'classes.json'))
     self.ignore_index = int(ds.ignore_index)
@@ -516,6 +643,18 @@ class SegmentationInput:
     self._local = local_batch_size(config.batch_size, process_count) if train else 0
 
     def load(split: str):
+      if self._tfds_name:
+        return read_tfds_split(
+          self._tfds_name,
+          split,
+          data_dir=ds.get('data_dir', ''),
+          image_key=ds.image_key,
+          label_key=ds.label_key,
+          num_classes=len(names),
+          ignore_index=self.ignore_index,
+          reduce_zero=self._reduce_zero,
+          process_count=process_count,
+        )
       images, labels, names_ = list_split(layout(ds.name, root, split))
       check_split(
         images,
@@ -537,36 +676,56 @@ class SegmentationInput:
     )
     self.steps_per_epoch = num_train // self._global
     if train and self.steps_per_epoch == 0:
+      where = (
+        f'{ds.name} split {ds.train_split!r}'
+        if self._tfds_name
+        else layout(ds.name, root, ds.train_split).image_dir
+      )
       raise BadInputError(
-        f'config.batch_size={self._global} exceeds the {num_train} training images of '
-        f'{layout(ds.name, root, ds.train_split).image_dir}'
+        f'config.batch_size={self._global} exceeds the {num_train} training images of {where}'
       )
     self.num_eval_examples = math.ceil(self.info.num_eval / process_count)
 
+  def _sources(self, split, row):
+    """(image, label) string tensors of example ``row`` of ``split`` (``self._train`` /
+    ``self._eval``): file paths, or for TFDS the encoded bytes, fetched from host memory (not
+    graph constants, which are limited to 2 GB)."""
+    tf = tfdata._tf()
+    images, labels = split[0], split[1]
+    if not self._tfds_name:
+      return tf.gather(tf.constant(images), row), tf.gather(tf.constant(labels), row)
+    image, label = tf.numpy_function(
+      lambda r: (images[r], labels[r]), [row], (tf.string, tf.string), stateful=False
+    )
+    image.set_shape([])
+    label.set_shape([])
+    return image, label
+
   # The label PNG is decoded by PIL on the host (tf.io.decode_png would expand a palette to
   # RGB); everything after it runs in the tf.data graph.
-  def _load(self, image_path, label_path):
+  def _load(self, image_source, label_source):
     tf = tfdata._tf()
-    image = tf.io.decode_image(
-      tf.io.read_file(image_path), channels=3, dtype=tf.uint8, expand_animations=False
-    )
+    data = image_source if self._tfds_name else tf.io.read_file(image_source)
+    image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
     label = tf.numpy_function(
       lambda p: read_label(
-        p.decode(), reduce_zero=self._reduce_zero, ignore_index=self.ignore_index
+        p if self._tfds_name else p.decode(),
+        reduce_zero=self._reduce_zero,
+        ignore_index=self.ignore_index,
       ),
-      [label_path],
+      [label_source],
       tf.uint8,
       stateful=False,
     )
     label.set_shape([None, None])
     return image, label
 
-  def _train_example(self, image_path, label_path, seed):
+  def _train_example(self, image_source, label_source, seed):
     tf = tfdata._tf()
     resize_seed, crop_seed, flip_seed, photo_seed = tf.unstack(
       tf.random.experimental.stateless_split(seed, 4)
     )
-    image, label = self._load(image_path, label_path)
+    image, label = self._load(image_source, label_source)
     image, label = random_resize(image, label, resize_seed, self._scale, self._ratio)
     image, label = random_crop(
       image, label, crop_seed, self._crop, self._cat_max_ratio, self.ignore_index
@@ -596,7 +755,6 @@ class SegmentationInput:
     if not self.steps_per_epoch:
       raise ValueError('an eval-only SegmentationInput (train=False) has no training batches')
     tf = tfdata._tf()
-    images, labels = tf.constant(self._train[0]), tf.constant(self._train[1])
     epoch, skip = divmod(start_step, self.steps_per_epoch)
 
     def epoch_examples(e):
@@ -608,7 +766,7 @@ class SegmentationInput:
     # One stream for all epochs (the graph is traced once); skipping happens before decoding.
     ds = tf.data.Dataset.range(epoch, 2**62).flat_map(epoch_examples).skip(skip * self._local)
     ds = ds.map(
-      lambda row, seed: self._train_example(tf.gather(images, row), tf.gather(labels, row), seed),
+      lambda row, seed: self._train_example(*self._sources(self._train, row), seed),
       num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=True,
     )
@@ -616,9 +774,9 @@ class SegmentationInput:
     for image, label in ds.as_numpy_iterator():
       yield {'image': image, 'label': label}
 
-  def _eval_example(self, image_path, label_path):
+  def _eval_example(self, image_source, label_source):
     tf = tfdata._tf()
-    image, label = self._load(image_path, label_path)
+    image, label = self._load(image_source, label_source)
     if self._test_scale:
       shape = tf.shape(image)
       h, w = keep_ratio_size(shape[0], shape[1], self._test_scale)
@@ -633,8 +791,11 @@ class SegmentationInput:
     tf = tfdata._tf()
     shard = eval_shard(self.info.num_eval, self._pi, self._pc)
     index = list(shard) + [shard.start if len(shard) else 0] * (self.num_eval_examples - len(shard))
-    images, labels, names = self._eval
-    ds = tf.data.Dataset.from_tensor_slices((images[index], labels[index]))
-    ds = ds.map(self._eval_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    names = self._eval[2]
+    ds = tf.data.Dataset.from_tensor_slices(np.asarray(index, np.int64)).map(
+      lambda row: self._eval_example(*self._sources(self._eval, row)),
+      num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True,
+    )
     for k, (image, label) in enumerate(ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()):
       yield {'image': image, 'label': label, 'name': names[index[k]], 'valid': k < len(shard)}

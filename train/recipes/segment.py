@@ -21,8 +21,11 @@ def get_config():
   config.model = 'hrnetv2_w18_small_seg'
 
   # 'seg_folder' (the layout above), 'cityscapes' (ROOT/leftImg8bit + ROOT/gtFine, the
-  # *_labelTrainIds.png labels) or 'ade20k' (ROOT = ADEChallengeData2016).
+  # *_labelTrainIds.png labels), 'ade20k' (ROOT = ADEChallengeData2016) or 'tfds:NAME' (a TFDS
+  # dataset in data_dir with an image feature image_key and a mask feature label_key, e.g.
+  # tfds:oxford_iiit_pet; classes required).
   config.dataset.name = 'seg_folder'
+  config.dataset.label_key = 'segmentation_mask'  # tfds:NAME only
   config.dataset.train_split = 'train'
   config.dataset.eval_split = 'val'
   config.dataset.classes = ()  # class names; () reads ROOT/classes.json (seg_folder)
@@ -50,6 +53,15 @@ def get_config():
   config.eval.stride = (85, 85)
   config.eval.flip = False
   config.eval.scales = ()
+
+  # mmseg's decode-head loss (hrnet_jax.train.losses.pixel_cross_entropy): the mean over all
+  # pixels (avg_non_ignore=False) or the non-ignored ones; ohem_min_kept > 0 adds mmseg's
+  # OHEMPixelSampler(thresh=ohem_thresh, min_kept=ohem_min_kept per image; thresh None: the
+  # min_kept pixels of the largest loss).
+  config.loss = ml_collections.ConfigDict()
+  config.loss.avg_non_ignore = False
+  config.loss.ohem_min_kept = 0
+  config.loss.ohem_thresh = ml_collections.config_dict.placeholder(float)
 
   config.batch_size = 8
   config.num_steps = 2000

@@ -17,11 +17,22 @@ class Segmentation:
   best_metric = 'mIoU'
 
   def loss_fn(self, config):
+    """``losses.pixel_cross_entropy`` with ``config.loss`` (``train/recipes/segment.py``)."""
     ignore_index = config.dataset.ignore_index
+    loss = config.get('loss') or {}
+    min_kept = int(loss.get('ohem_min_kept', 0))
+    ohem = {'thresh': loss.get('ohem_thresh'), 'min_kept': min_kept} if min_kept > 0 else None
 
     def loss_fn(logits, batch):
       labels = batch['label'].astype('int32')
-      return losses.pixel_cross_entropy(logits, labels, ignore_index=ignore_index), {}
+      value = losses.pixel_cross_entropy(
+        logits,
+        labels,
+        ignore_index=ignore_index,
+        avg_non_ignore=bool(loss.get('avg_non_ignore', False)),
+        ohem=ohem,
+      )
+      return value, {}
 
     return loss_fn
 
