@@ -37,14 +37,18 @@ def parity_log():
 _LONGEST_FIRST = (
   'test_train_sharded',
   'test_train_runs',
+  'test_newcomer_finetune',
   'test_parity_paddle',
   'test_export',
   'test_hardening',
+  'test_hub',
   'test_parity_timm',
   'test_model',
   'test_benchmarks',
   'test_train_notebook',
   'test_parity_dense',
+  'test_checkpoints',
+  'test_train_segment',
   'test_linen',
   'test_scan',
 )

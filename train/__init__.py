@@ -18,7 +18,8 @@ Modules:
 * ``workdir``: the run's lock and its atomic small files.
 * ``distributed``: multi-host start-up.
 * ``observe``: progress bar, TensorBoard, ``metrics.jsonl``.
-* ``trainer``: the loop; writes the release folder ``WORKDIR/model`` at the end.
+* ``trainer``: the loop; writes the release folders ``WORKDIR/best`` (the best step) and
+  ``WORKDIR/model`` (the last) at the end.
 * ``main`` / ``eval_main``: the ``hrnet-train`` / ``hrnet-eval`` command lines.
 * ``cli``: what both share: flag parsing, recipe names, ``--help``.
 

@@ -15,7 +15,7 @@ Evaluator = Callable[..., dict]
 
 class Task(Protocol):
   name: str
-  # The eval result that ranks checkpoints (higher is better): the kept best and WORKDIR/model.
+  # The eval result that ranks checkpoints (higher is better): the kept best and WORKDIR/best.
   best_metric: str
 
   def loss_fn(self, config) -> LossFn:
