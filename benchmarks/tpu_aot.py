@@ -6,12 +6,16 @@
     python -m benchmarks.tpu_aot --topology v5e:2x2 --models hrnet_w18 --scan off,on
     python -m benchmarks.tpu_aot --topology v5e:1x1 --models hrnetv2_w18_seg --image-size 512x1024 \
       --tasks train --search 1:32 --search-step 1
+    python -m benchmarks.tpu_aot --topology v5e:1x1 --models hrnet_w32_pose --image-size 256x192 \
+      --tasks train --batch-per-chip 64
 
 The steps are ``hrnet_jax.train.step.jit_train_step`` / ``jit_eval_step`` over ``hrnet_jax.train.mesh``'s
 ``('data', 'fsdp')`` mesh, exactly as ``hrnet-train`` builds them from the ``imagenet_cosine``
 recipe (SGD Nesterov, label smoothing) or, for a segmentation model, the train step of the
 ``seg_cityscapes_hrnetv2_w18`` recipe (pixel cross-entropy on ``--image-size HxW`` crops with
-uint8 label maps; train only: evaluation runs per image); ``--dtype`` sets the compute dtype; ``--scan`` sets
+uint8 label maps; train only: evaluation runs per image) or, for a pose model, that of the
+``pose_coco_hrnet_w32_256x192`` recipe (Adam, heatmap MSE on 17 stride-4 heatmaps; train
+only); ``--dtype`` sets the compute dtype; ``--scan`` sets
 ``HRNetConfig.scan``, ``hrnet_jax.models.hrnet.set_scan``), lowered for
 compile-only devices: ``jax.experimental.topologies.get_topology_desc(NAME, 'tpu')`` (needs
 ``libtpu``, the ``tpu-aot`` extra) or a CUDA H100 target (needs ``jax-cuda12-plugin`` +
@@ -217,11 +221,16 @@ class Args:
   scans: list[str] = dataclasses.field(default_factory=lambda: ['off'])
 
 
-def segmentation_models() -> list[str]:
+def dense_models(task: str) -> list[str]:
+  """The dense archs of ``task`` (``'segment'`` or ``'pose'``)."""
   import hrnet_jax
   from hrnet_jax.models.dense import get_dense_config
 
-  return [m for m in hrnet_jax.list_dense_models() if get_dense_config(m).task == 'segment']
+  return [m for m in hrnet_jax.list_dense_models() if get_dense_config(m).task == task]
+
+
+def segmentation_models() -> list[str]:
+  return dense_models('segment')
 
 
 def check_args(ns: argparse.Namespace) -> Args:
@@ -231,7 +240,7 @@ def check_args(ns: argparse.Namespace) -> Args:
 
   gen, chip = parse_topology(ns.topology)
   models = [m.strip() for m in ns.models.split(',') if m.strip()]
-  valid = hrnet_jax.list_models() + segmentation_models()
+  valid = hrnet_jax.list_models() + segmentation_models() + dense_models('pose')
   unknown = [m for m in models if m not in valid]
   if not models or unknown:
     raise BadInputError(
@@ -240,8 +249,10 @@ def check_args(ns: argparse.Namespace) -> Args:
   tasks = [t.strip() for t in ns.tasks.split(',') if t.strip()]
   if not tasks or set(tasks) - {'train', 'eval'}:
     raise BadInputError(f'--tasks={ns.tasks!r}: valid: train, eval')
-  if 'eval' in tasks and set(models) & set(segmentation_models()):
-    raise BadInputError('--tasks eval: segmentation models evaluate per image; use --tasks train')
+  if 'eval' in tasks and set(models) & set(segmentation_models() + dense_models('pose')):
+    raise BadInputError(
+      '--tasks eval: segmentation and pose models evaluate on the host side; use --tasks train'
+    )
   remats = [r.strip() for r in ns.remat.split(',') if r.strip()]
   if not remats or set(remats) - set(remat.LEVELS):
     raise BadInputError(f'--remat={ns.remat!r}: valid: {", ".join(remat.LEVELS)}')
@@ -416,16 +427,28 @@ class Compiler:
 
     from hrnet_jax.train import mesh as mesh_lib
     from hrnet_jax.train import train_state as ts
-    from hrnet_jax.train.recipes import imagenet_cosine, seg_cityscapes_hrnetv2_w18
+    from hrnet_jax.train.recipes import (
+      imagenet_cosine,
+      pose_coco_hrnet_w32_256x192,
+      seg_cityscapes_hrnetv2_w18,
+    )
 
     key = (model, remat, scan)
     if key not in self._models:
-      segment = model in segmentation_models()
-      config = (seg_cityscapes_hrnetv2_w18 if segment else imagenet_cosine).get_config()
+      segment, pose = model in segmentation_models(), model in dense_models('pose')
+      recipe = (
+        seg_cityscapes_hrnetv2_w18
+        if segment
+        else pose_coco_hrnet_w32_256x192
+        if pose
+        else imagenet_cosine
+      )
+      config = recipe.get_config()
       config.model, config.dtype, config.remat = model, self.args.dtype, remat
       config.input.image_size = self.args.image_size[0]
       config.pretrained, config.scan = '', scan == 'on'
-      model_def, params, stats = ts.split_model(ts.recipe_model(config, 19 if segment else 1000))
+      outputs = 19 if segment else 17 if pose else 1000
+      model_def, params, stats = ts.split_model(ts.recipe_model(config, outputs))
       tx = ts.create_optimizer(config, steps_per_epoch=1000)
       host = ts.init_state(params, stats, tx)
       shardings = mesh_lib.state_shardings(self.mesh, host)
@@ -455,10 +478,14 @@ class Compiler:
     sds = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=bs)
     h, w = args.image_size
     task_of = tasks.get_task(config)
-    batch = {
-      'image': sds((b, h, w, 3), jnp.uint8),
-      'label': sds((b, h, w), jnp.uint8) if task_of.name == 'segment' else sds((b,), jnp.int32),
-    }
+    batch = {'image': sds((b, h, w, 3), jnp.uint8)}
+    if task_of.name == 'segment':
+      batch['label'] = sds((b, h, w), jnp.uint8)
+    elif task_of.name == 'pose':  # heatmaps at stride 4, COCO's 17 keypoints
+      batch['heatmap'] = sds((b, -(-h // 4), -(-w // 4), 17), jnp.float32)
+      batch['target_weight'] = sds((b, 17), jnp.float32)
+    else:
+      batch['label'] = sds((b,), jnp.int32)
     norm = dict(mean=tuple(config.input.mean), std=tuple(config.input.std))
     if task == 'train':
       fn = step_lib.jit_train_step(

@@ -8,6 +8,7 @@ import csv
 import pytest
 
 from benchmarks import tpu_aot
+from hrnet_jax.errors import BadInputError
 
 
 @pytest.mark.parametrize(
@@ -168,3 +169,21 @@ def test_flops_of_a_target_without_cost_analysis_come_from_the_cpu_lowering(monk
   assert row['flops_per_chip'] == pytest.approx(own['flops_per_chip'], rel=0.15)
   assert row['gflop_per_image'] == pytest.approx(row['flops_per_chip'] / 2e9)
   assert 'est_step_ms' not in row  # no roofline from pre-fusion bytes
+
+
+def test_pose_train_step_lowers_with_heatmap_targets():
+  """A pose model's train step is the pose recipe's: heatmap MSE against 17 stride-4 targets
+  (lowered on CPU only; the TPU fit is the benchmark's)."""
+  import jax
+
+  ns = tpu_aot.build_parser().parse_args(
+    ['--topology', 'h100', '--models', 'hrnet_w18_small_pose', '--tasks', 'train']
+    + ['--batch-per-chip', '2', '--image-size', '64x48']
+  )
+  compiler = tpu_aot.Compiler(tpu_aot.check_args(ns), jax.devices('cpu')[:1])
+  text = compiler.lower('hrnet_w18_small_pose', 'train', 'none', 2).as_text()
+  assert 'tensor<2x16x12x17xf32>' in text and 'tensor<2x17xf32>' in text
+  with pytest.raises(BadInputError, match='--tasks eval'):
+    tpu_aot.check_args(
+      tpu_aot.build_parser().parse_args(['--topology', 'h100', '--models', 'hrnet_w32_pose'])
+    )
