@@ -4,6 +4,8 @@ true by construction; ``hrnet_jax.train.data.digit_scenes``) in the ``seg_folder
     python scripts/make_digit_scenes.py ROOT [--num-train 200 --num-val 50 --size 128 128 --seed 0]
     hrnet-train --config segment --config.dataset.folder=ROOT --workdir RUN
 
+The embedded run (``seg_digit_scenes`` recipe) uses ``--size 32 32 --num-train 4000 --num-val 200``.
+
 Exit 2 with one ``make_digit_scenes: error:`` line for bad arguments or a ROOT that holds other
 files.
 """

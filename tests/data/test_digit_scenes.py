@@ -54,10 +54,12 @@ def test_layout_and_classes(scenes):
 
 
 def test_labels_true_by_construction(scenes):
-  """Every labelled pixel lies in the box of a digit of its class; each digit's stroke pixels
-  are nearer its colour than the background around them; outside the digits all is background."""
+  """Every labelled pixel lies in the box of a digit of its class; each digit's ink (the box's
+  pixels nearest its colour) is labelled with its class, and its region is nearer its colour
+  than the background around it; outside the digits all is background."""
   root, manifest = scenes
   digits_seen = set()
+  lo, hi = digit_scenes.DIGIT_SIZE
   for split, images in manifest['splits'].items():
     for name, painted in images.items():
       label = np.asarray(Image.open(root / 'annotations' / split / f'{name}.png'))
@@ -65,21 +67,23 @@ def test_labels_true_by_construction(scenes):
       assert Image.open(root / 'annotations' / split / f'{name}.png').mode == 'P'
       assert label.shape == SIZE and image.shape == (*SIZE, 3)
       inside = np.zeros(SIZE, bool)
-      assert 1 <= len(painted) <= 4
+      assert digit_scenes.DIGITS_PER_IMAGE[0] <= len(painted) <= digit_scenes.DIGITS_PER_IMAGE[1]
       for d in painted:
-        assert 16 <= d['size'] <= 48 and d['class_id'] == d['digit'] + 1
+        assert lo <= d['size'] <= min(hi, *SIZE) and d['class_id'] == d['digit'] + 1
+        assert d['colour'] in ([0, 0, 0], [255, 255, 255])  # black or white ink
         box = (slice(d['top'], d['top'] + d['size']), slice(d['left'], d['left'] + d['size']))
         assert not inside[box].any()  # digits do not overlap
         inside[box] = True
         window = label[box]
         assert set(np.unique(window)) <= {0, d['class_id'], 255}
-        stroke = window == d['class_id']
-        assert stroke.sum() >= 0.05 * d['size'] ** 2
-        # Stroke pixels are at least half the digit's colour: nearer it than the background.
+        region = window == d['class_id']
+        assert region.sum() >= 0.1 * d['size'] ** 2
         colour = np.asarray(d['colour'])
-        near = np.linalg.norm(image[box][stroke].mean(0) - colour)
-        far = np.linalg.norm(image[box][window == 0].mean(0) - colour)
-        assert near < 0.6 * far, (name, d)
+        distance = np.linalg.norm(image[box] - colour, axis=-1)
+        ink = distance <= np.quantile(distance, 0.05)  # surely stroke: nearest the colour
+        assert region[ink].mean() >= 0.9, (name, d)
+        if (window == 0).any():
+          assert distance[region].mean() < distance[window == 0].mean(), (name, d)
         digits_seen.add(d['digit'])
       assert (label[~inside] == 0).all()
   assert len(digits_seen) >= 8

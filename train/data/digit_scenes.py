@@ -1,17 +1,22 @@
 """Digit scenes: a small semantic segmentation dataset built from images that ship in packages,
 with labels that are true by construction.
 
-Each image is a crop of one of scikit-image's colour sample photos (``skimage.data``), resized
-to ``size``, onto which 1-4 of scikit-learn's 8x8 handwritten digits
-(``sklearn.datasets.load_digits``) are painted at random positions, 16-48 px tall and wide, in
-a random colour that stands out from the background under it. The digits of one image do not
-overlap, so each pixel belongs to at most one digit.
+Each image is a crop of one of scikit-image's colour sample photos (``skimage.data``), 1/4 to
+1/2 of the image's side and upscaled to ``size`` (so the background is smooth beside the
+digits), onto which 1-2 of scikit-learn's 8x8 handwritten digits
+(``sklearn.datasets.load_digits``) are painted at random positions, 16-48 px tall and wide (at
+most the image's size), in black or white, whichever stands out from the background under it.
+The digits of one image do not overlap, so each pixel belongs to at most one digit.
 
 Label rule (per pixel): a digit's coverage ``alpha`` is its 8x8 intensity / 16, upscaled
 bilinearly to the digit's size; the painted colour is ``(1 - alpha) * background + alpha *
-colour``. The label is the digit's class where ``alpha >= 0.5``, ignore (255) where ``0.15 <=
-alpha < 0.5`` (anti-aliased edges, neither clearly stroke nor background) and background
-elsewhere. 11 classes: ``background`` (0) and the digits ``'0'..'9'`` (class = digit + 1).
+colour``. Its stroke is where ``alpha >= 0.5`` (more ink than background); its region is the
+stroke grown by ``side / 8`` px (a square neighbourhood, within the digit's box). The label is
+the digit's class on its region, ignore (255) on the next ``side / 16`` px around it (neither
+clearly the digit nor background) and background elsewhere: a label ``k`` says "within
+``side / 8`` px of a stroke of a digit ``k - 1``", so that the regions are wider than the
+model's stride-4 logits, not sub-logit strokes. 11 classes: ``background`` (0) and the digits
+``'0'..'9'`` (class = digit + 1).
 
 Train images paint digits ``0..TRAIN_DIGITS-1`` of scikit-learn's set, validation images the
 rest, so validation measures digits the model has not seen. The layout is ``seg_folder``'s
@@ -29,7 +34,7 @@ import shutil
 
 import numpy as np
 import skimage.data
-from PIL import Image
+from PIL import Image, ImageFilter
 from sklearn.datasets import load_digits
 
 from hrnet_jax import atomic
@@ -39,11 +44,13 @@ CLASSES = ('background',) + tuple(str(d) for d in range(10))
 IGNORE_INDEX = 255
 PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'immunohistochemistry', 'hubble_deep_field')
 DIGIT_SIZE = (16, 48)  # inclusive, px
-DIGITS_PER_IMAGE = (1, 4)  # inclusive
-STROKE_ALPHA, EDGE_ALPHA = 0.5, 0.15
+DIGITS_PER_IMAGE = (1, 2)  # inclusive
+STROKE_ALPHA = 0.5  # coverage from which a pixel is stroke (more ink than background)
+REGION_MARGIN = 0.125  # the digit's region: within this fraction of its side of a stroke pixel
+EDGE_MARGIN = 0.0625  # ignored: the next this fraction of its side around the region
 TRAIN_DIGITS = 1400  # scikit-learn digits [0, 1400) paint train images, the other 397 val
 PLACEMENT_TRIES = 20
-MIN_COLOUR_DISTANCE = 100.0  # Euclidean, RGB 0-255, from the mean background under the digit
+CROP_SCALE = (0.25, 0.5)  # the photo crop's side / the image's: upscaled, so the photo is smooth
 MANIFEST = 'digit_scenes.json'
 GENERATOR = 'hrnet_jax.train.data.digit_scenes'
 ENTRIES = ('images', 'annotations', 'classes.json', MANIFEST)  # what ROOT holds
@@ -53,12 +60,16 @@ def _photos() -> list[np.ndarray]:
   return [getattr(skimage.data, name)() for name in PHOTOS]
 
 
-def _background(rng: np.random.Generator, photos: list[np.ndarray], size) -> np.ndarray:
-  """A random crop of a random photo, with the aspect ratio of ``size``, resized to it."""
+def _background(
+  rng: np.random.Generator, photos: list[np.ndarray], size, scale: tuple[float, float] | None = None
+) -> np.ndarray:
+  """A random crop of a random photo, with the aspect ratio of ``size``, resized to it: the
+  crop's side is ``scale`` (a range) times the image's, or by default from 1 to the largest
+  that fits."""
   height, width = size
   photo = photos[rng.integers(len(photos))]
   ph, pw = photo.shape[:2]
-  zoom = rng.uniform(1.0, max(1.0, min(ph / height, pw / width)))
+  zoom = rng.uniform(*(scale or (1.0, max(1.0, min(ph / height, pw / width)))))
   ch, cw = min(ph, round(height * zoom)), min(pw, round(width * zoom))
   top, left = rng.integers(ph - ch + 1), rng.integers(pw - cw + 1)
   crop = Image.fromarray(photo[top : top + ch, left : left + cw])
@@ -71,19 +82,32 @@ def _alpha(digit: np.ndarray, side: int) -> np.ndarray:
   return np.clip(np.asarray(image.resize((side, side), Image.Resampling.BILINEAR)), 0.0, 1.0)
 
 
-def _colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+  """``mask`` grown by ``radius`` px (a square of side ``2 * radius + 1``)."""
+  if radius < 1:
+    return mask
+  image = Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(2 * radius + 1))
+  return np.asarray(image) > 0
+
+
+def _region(stroke: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+  """-> (the digit's region, the ignored edge around it), bool ``[side, side]``: the stroke
+  pixels grown by ``REGION_MARGIN * side`` px, then by ``EDGE_MARGIN * side`` more."""
+  region = _dilate(stroke, round(REGION_MARGIN * side))
+  return region, _dilate(region, round(EDGE_MARGIN * side)) & ~region
+
+
+def _colour(under: np.ndarray) -> np.ndarray:
+  """Black or white ink, whichever is farther (RGB) from the mean background under the digit:
+  the digit's shape stands out in luminance, not only in hue."""
   mean = under.reshape(-1, 3).mean(0)
-  for _ in range(10):
-    colour = rng.integers(0, 256, 3).astype(np.float64)
-    if np.linalg.norm(colour - mean) >= MIN_COLOUR_DISTANCE:
-      return colour
-  return np.where(mean < 128, 255.0, 0.0)  # the far corner of the colour cube
+  return np.full(3, 255.0 if np.linalg.norm(255.0 - mean) > np.linalg.norm(mean) else 0.0)
 
 
 def _scene(rng, photos, digits, targets, size):
   """-> (uint8 image [H, W, 3], uint8 label [H, W], the digits painted)."""
   height, width = size
-  image = _background(rng, photos, size).astype(np.float64)
+  image = _background(rng, photos, size, CROP_SCALE).astype(np.float64)
   label = np.zeros(size, np.uint8)
   boxes, painted = [], []
   for _ in range(rng.integers(DIGITS_PER_IMAGE[0], DIGITS_PER_IMAGE[1] + 1)):
@@ -100,12 +124,13 @@ def _scene(rng, photos, digits, targets, size):
     index = int(rng.integers(len(digits)))
     alpha = _alpha(digits[index], side)
     window = image[top : top + side, left : left + side]
-    colour = _colour(rng, window)
+    colour = _colour(window)
     window[:] = (1 - alpha[..., None]) * window + alpha[..., None] * colour
     cls = int(targets[index]) + 1
+    region, edge = _region(alpha >= STROKE_ALPHA, side)
     lab = label[top : top + side, left : left + side]
-    lab[alpha >= EDGE_ALPHA] = IGNORE_INDEX
-    lab[alpha >= STROKE_ALPHA] = cls
+    lab[edge] = IGNORE_INDEX
+    lab[region] = cls
     painted.append(
       {
         'digit': int(targets[index]),
