@@ -111,33 +111,41 @@ OPTIMIZERS = ('sgd', 'adam')
 
 def learning_rate_schedule(config, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
   """lr(step): ``config.optimizer`` (see ``train/recipes/base.py``) with the peak lr scaled by
-  ``batch_size / base_batch_size``. ``'step'`` may start with a linear warm-up from
-  ``warmup_factor`` x, as mmengine ``LinearLR(start_factor=warmup_factor, end=warmup_steps,
-  by_epoch=False)`` times ``MultiStepLR`` (mmpose's pose schedule): the factor reaches 1 at step
-  ``warmup_steps - 1``. ``ValueError`` for an unknown schedule or a bad warm-up."""
+  ``batch_size / base_batch_size``. ``'step'`` and ``'poly'`` may start with a linear warm-up
+  from ``warmup_factor`` x, as mmengine ``LinearLR(start_factor=warmup_factor,
+  end=warmup_steps, by_epoch=False)`` times ``MultiStepLR`` / ``PolyLR`` (mmpose's pose
+  schedule): the factor reaches 1 at step ``warmup_steps - 1``; ``'cosine'`` warms up over
+  ``warmup_epochs``. ``ValueError`` for an unknown schedule, a bad warm-up or ``warmup_steps``
+  with ``'cosine'`` (which would ignore it)."""
   opt = config.optimizer
   peak = opt.base_lr * config.batch_size / opt.base_batch_size
   total = planned_steps(config, steps_per_epoch)
-  if opt.schedule == 'step':
-    step = optax.piecewise_constant_schedule(
-      peak, {int(e * steps_per_epoch): opt.decay_factor for e in opt.decay_epochs}
+  warmup, factor = int(opt.get('warmup_steps', 0)), float(opt.get('warmup_factor', 0.0))
+  if warmup < 0 or warmup == 1 or not 0 <= factor <= 1:
+    raise ValueError(
+      f'config.optimizer.warmup_steps={warmup} / warmup_factor={factor}: need 0 (none) or '
+      '>= 2 steps and a factor in [0, 1]'
     )
-    warmup, factor = int(opt.get('warmup_steps', 0)), float(opt.get('warmup_factor', 0.0))
-    if warmup < 0 or warmup == 1 or not 0 <= factor <= 1:
-      raise ValueError(
-        f'config.optimizer.warmup_steps={warmup} / warmup_factor={factor}: need 0 (none) or '
-        '>= 2 steps and a factor in [0, 1]'
-      )
-    if warmup == 0:
-      return step
-    ramp = optax.linear_schedule(factor, 1.0, warmup - 1)
-    return lambda count: step(count) * ramp(count)
   if opt.schedule == 'cosine':
+    if warmup:
+      raise ValueError(
+        'config.optimizer.warmup_steps is for the step and poly schedules; cosine warms up '
+        'over config.optimizer.warmup_epochs'
+      )
     warmup = int(opt.warmup_epochs * steps_per_epoch)
     return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total, warmup + 1))
-  if opt.schedule == 'poly':
-    return optax.polynomial_schedule(peak, opt.end_lr, opt.power, max(total, 1))
-  raise ValueError(f"config.optimizer.schedule={opt.schedule!r}; valid: 'step', 'cosine', 'poly'")
+  if opt.schedule == 'step':
+    base = optax.piecewise_constant_schedule(
+      peak, {int(e * steps_per_epoch): opt.decay_factor for e in opt.decay_epochs}
+    )
+  elif opt.schedule == 'poly':
+    base = optax.polynomial_schedule(peak, opt.end_lr, opt.power, max(total, 1))
+  else:
+    raise ValueError(f"config.optimizer.schedule={opt.schedule!r}; valid: 'step', 'cosine', 'poly'")
+  if warmup == 0:
+    return base
+  ramp = optax.linear_schedule(factor, 1.0, warmup - 1)
+  return lambda count: base(count) * ramp(count)
 
 
 def create_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:

@@ -14,7 +14,14 @@ from hrnet_jax.train import data as input_pipeline
 from hrnet_jax.train import mesh as mesh_lib
 from hrnet_jax.train import train_state as ts  # noqa: E402
 from hrnet_jax.train.data import arrays  # noqa: E402
-from hrnet_jax.train.recipes import base, digits, finetune, imagenet_cosine, imagenet_official  # noqa: E402
+from hrnet_jax.train.recipes import (  # noqa: E402
+  base,
+  digits,
+  finetune,
+  imagenet_cosine,
+  imagenet_official,
+  seg_digit_scenes,
+)
 
 
 @pytest.mark.parametrize('module', [base, digits, finetune, imagenet_cosine, imagenet_official])
@@ -54,6 +61,21 @@ def test_cosine_schedule_warms_up_then_decays():
   assert float(lr(0)) == 0.0
   np.testing.assert_allclose(float(lr(50)), peak, rtol=1e-6)
   assert float(lr(999)) < 1e-3 * peak
+
+
+def test_warmup_steps_ramp_the_poly_schedule_and_are_refused_with_cosine():
+  """mmengine's LinearLR(start_factor=f, end=w) x PolyLR: factor f at step 0, 1 at step w - 1."""
+  c = seg_digit_scenes.get_config()
+  c.num_steps, c.optimizer.warmup_steps, c.optimizer.warmup_factor = 100, 11, 0.1
+  lr = ts.learning_rate_schedule(c, steps_per_epoch=10)
+  c.optimizer.warmup_steps = 0
+  poly = ts.learning_rate_schedule(c, steps_per_epoch=10)
+  for s, f in ((0, 0.1), (5, 0.55), (10, 1.0), (50, 1.0)):
+    np.testing.assert_allclose(float(lr(s)), f * float(poly(s)), rtol=1e-6)
+  c = imagenet_cosine.get_config()
+  c.optimizer.warmup_steps = 5
+  with pytest.raises(ValueError, match='warmup_epochs'):
+    ts.learning_rate_schedule(c, 10)
 
 
 @pytest.mark.parametrize('on', ['all', 'kernels'])
