@@ -108,7 +108,11 @@ def recorded_line(cfg: dict | None, tag: str | None) -> str:
     f'recorded preprocessing: {cfg["tag"]} (input {size}, crop_pct {cfg["crop_pct"]:g}, '
     f'{cfg["interpolation"]})'
   )
-  others = [t for t in list_pretrained(cfg['arch']) if t != cfg['tag']] if tag is None else []
+  try:
+    tags = list_pretrained(cfg['arch']) if tag is None else []
+  except ValueError:  # a dense arch: no timm tags to choose from
+    tags = []
+  others = [t for t in tags if t != cfg['tag']]
   return line + (f'; --tag chooses another ({", ".join(others)})' if others else '')
 
 

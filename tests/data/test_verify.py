@@ -340,7 +340,7 @@ def tfds_decode_failure_names_the_record(tmp):
   data_dir = os.path.join(tmp, 'tfds')
   name = BadRecordShapes.prepare(data_dir)
   config = _config(tmp)
-  config.dataset.name, config.dataset.data_dir = name, data_dir
+  config.dataset.name, config.dataset.data_dir, config.dataset.folder = name, data_dir, ''
   builder = tfds.builder(name, data_dir=data_dir)
   for split in ('train', 'validation'):
     (bad_id,) = [
