@@ -30,15 +30,14 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 
 import numpy as np
 import skimage.data
 from PIL import Image, ImageFilter
 from sklearn.datasets import load_digits
 
-from hrnet_jax import atomic
 from hrnet_jax.errors import BadInputError
+from hrnet_jax.train.data import generated
 
 CLASSES = ('background',) + tuple(str(d) for d in range(10))
 IGNORE_INDEX = 255
@@ -150,19 +149,6 @@ def _palette() -> list[int]:
   return colours.astype(np.uint8).reshape(-1).tolist()
 
 
-def _is_ours(path: pathlib.Path) -> bool:
-  """A digit scenes set: its manifest names this generator."""
-  try:
-    return json.loads((path / MANIFEST).read_text()).get('generator') == GENERATOR
-  except (OSError, ValueError, AttributeError):
-    return False
-
-
-def _is_partial(path: pathlib.Path) -> bool:
-  """A killed writer's temporary folder: nothing in it but what this generator writes."""
-  return path.is_dir() and {p.name for p in path.iterdir()} <= set(ENTRIES)
-
-
 def write_digit_scenes(
   root: str | os.PathLike,
   *,
@@ -187,13 +173,6 @@ def write_digit_scenes(
     raise BadInputError(f'num_train={num_train}, num_val={num_val}: each must be >= 1')
   if min(height, width) < DIGIT_SIZE[0]:
     raise BadInputError(f'size={tuple(size)}: height and width must be >= {DIGIT_SIZE[0]} px')
-  out = atomic.resolve_output(root)
-  atomic.refuse_unsafe_output(out, root, protect=(), noun='dataset')
-  if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_ours(out))):
-    raise BadInputError(f'{root}: exists and is not a digit scenes dataset; choose a new folder')
-  out.parent.mkdir(parents=True, exist_ok=True)
-  atomic.recover_leftovers(out, ours=_is_partial)
-
   digits = load_digits()
   photos = _photos()
   rng = np.random.default_rng(seed)
@@ -206,8 +185,9 @@ def write_digit_scenes(
     'ignore_index': IGNORE_INDEX,
     'splits': {},
   }
-  tmp = atomic.temp_dir(out)
-  try:
+  with generated.writing(
+    root, manifest=MANIFEST, generator=GENERATOR, entries=ENTRIES, what='a digit scenes dataset'
+  ) as tmp:
     for split, count, part in (
       ('train', num_train, slice(0, TRAIN_DIGITS)),
       ('val', num_val, slice(TRAIN_DIGITS, None)),
@@ -229,8 +209,4 @@ def write_digit_scenes(
         manifest['splits'][split][name] = painted
     (tmp / 'classes.json').write_text(json.dumps(list(CLASSES)) + '\n')
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + '\n')
-    atomic.replace(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return manifest

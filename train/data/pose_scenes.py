@@ -22,14 +22,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from hrnet_jax import atomic
 from hrnet_jax.errors import BadInputError
-from hrnet_jax.train.data import digit_scenes
+from hrnet_jax.train.data import digit_scenes, generated
 
 # COCO's person category (person_keypoints_*.json).
 KEYPOINTS = (
@@ -164,17 +162,6 @@ def _scene(rng, photos, size):
   return np.asarray(image), persons
 
 
-def _is_ours(path: pathlib.Path) -> bool:
-  try:
-    return json.loads((path / MANIFEST).read_text()).get('generator') == GENERATOR
-  except (OSError, ValueError, AttributeError):
-    return False
-
-
-def _is_partial(path: pathlib.Path) -> bool:
-  return path.is_dir() and {p.name for p in path.iterdir()} <= set(ENTRIES)
-
-
 def write_pose_scenes(
   root: str | os.PathLike,
   *,
@@ -197,19 +184,13 @@ def write_pose_scenes(
     raise BadInputError(f'num_train={num_train}, num_val={num_val}: each must be >= 1')
   if min(height, width) < 32:
     raise BadInputError(f'size={tuple(size)}: height and width must be >= 32 px')
-  out = atomic.resolve_output(root)
-  atomic.refuse_unsafe_output(out, root, protect=(), noun='dataset')
-  if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_ours(out))):
-    raise BadInputError(f'{root}: exists and is not a pose scenes dataset; choose a new folder')
-  out.parent.mkdir(parents=True, exist_ok=True)
-  atomic.recover_leftovers(out, ours=_is_partial)
-
   photos = digit_scenes._photos()
   rng = np.random.default_rng(seed)
   manifest = {'generator': GENERATOR, 'seed': seed, 'size': [height, width], 'splits': {}}
-  tmp = atomic.temp_dir(out)
   ann_id = 0
-  try:
+  with generated.writing(
+    root, manifest=MANIFEST, generator=GENERATOR, entries=ENTRIES, what='a pose scenes dataset'
+  ) as tmp:
     (tmp / 'annotations').mkdir(parents=True)
     for split, count in (('train', num_train), ('val', num_val)):
       (tmp / split).mkdir()
@@ -237,8 +218,4 @@ def write_pose_scenes(
       (tmp / 'annotations' / f'person_keypoints_{split}.json').write_text(json.dumps(data))
       manifest['splits'][split] = {'images': count, 'persons': len(annotations)}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + '\n')
-    atomic.replace(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return manifest
