@@ -12,7 +12,7 @@ from PIL import Image
 from hrnet_jax.errors import BadInputError
 from hrnet_jax.train.data import digit_scenes
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / 'scripts' / 'make_digit_scenes.py'
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / 'scripts' / 'make_scenes.py'
 SIZE = (64, 80)
 
 
@@ -115,18 +115,18 @@ def test_refuses_a_foreign_folder_and_replaces_its_own(tmp_path):
   ids=['small-size', 'zero-count'],
 )
 def test_script_bad_input_is_one_line_exit_2(tmp_path, capsys, monkeypatch, argv, message):
-  monkeypatch.setattr('sys.argv', [str(SCRIPT), str(tmp_path / 'out'), *argv])
+  monkeypatch.setattr('sys.argv', [str(SCRIPT), 'digits', str(tmp_path / 'out'), *argv])
   with pytest.raises(SystemExit) as e:
     runpy.run_path(str(SCRIPT), run_name='__main__')
   err = capsys.readouterr().err
   assert e.value.code == 2
-  lines = [line for line in err.splitlines() if line.startswith('make_digit_scenes: error:')]
+  lines = [line for line in err.splitlines() if line.startswith('make_scenes: error:')]
   assert len(lines) == 1 and message in lines[0], err
   assert not (tmp_path / 'out').exists()
 
 
 def test_script_writes_the_set(tmp_path, capsys, monkeypatch):
-  argv = [str(SCRIPT), str(tmp_path / 'out'), '--num-train', '2', '--num-val', '1']
+  argv = [str(SCRIPT), 'digits', str(tmp_path / 'out'), '--num-train', '2', '--num-val', '1']
   monkeypatch.setattr('sys.argv', argv + ['--size', '32', '40', '--seed', '5'])
   with pytest.raises(SystemExit) as e:
     runpy.run_path(str(SCRIPT), run_name='__main__')

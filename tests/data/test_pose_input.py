@@ -7,6 +7,8 @@ input refused."""
 
 import dataclasses
 import json
+import pathlib
+import runpy
 
 import mm_shim
 import numpy as np
@@ -208,3 +210,15 @@ def test_bad_input(root, tmp_path):
   config.dataset.flip_indices = (1, 0)
   with pytest.raises(BadInputError, match='config.dataset.sigmas'):
     pose.PoseInput(config, process_index=0, process_count=1)
+
+
+def test_make_scenes_script_writes_the_pose_set(tmp_path, capsys, monkeypatch):
+  script = pathlib.Path(__file__).resolve().parents[2] / 'scripts' / 'make_scenes.py'
+  argv = [str(script), 'pose', str(tmp_path / 'out'), '--num-train', '2', '--num-val', '1']
+  monkeypatch.setattr('sys.argv', argv + ['--size', '48', '32'])
+  with pytest.raises(SystemExit) as e:
+    runpy.run_path(str(script), run_name='__main__')
+  assert e.value.code == 0
+  assert '2 train, 1 val images of 48x32' in capsys.readouterr().out
+  data = json.loads((tmp_path / 'out' / 'annotations' / 'person_keypoints_val.json').read_text())
+  assert len(data['images']) == 1 and data['annotations']

@@ -2,7 +2,7 @@
 (``hrnet_jax.train.data.pose_scenes``: stick figures with COCO's 17 keypoints on scikit-image
 photos, joints true by construction), on CPU in minutes.
 
-    python scripts/make_pose_scenes.py /tmp/pose_scenes --num-train 200 --num-val 50
+    python scripts/make_scenes.py pose /tmp/pose_scenes --num-train 200 --num-val 50
     hrnet-train --config pose_scenes --config.dataset.folder=/tmp/pose_scenes --workdir RUN
     hrnet-eval --checkpoint RUN --dataset coco_keypoints:/tmp/pose_scenes --split val
 

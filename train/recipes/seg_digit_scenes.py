@@ -2,7 +2,7 @@
 (``hrnet_jax.train.data.digit_scenes``: scikit-learn digits painted on scikit-image photos, 11
 classes, labels true by construction), on CPU in minutes.
 
-    python scripts/make_digit_scenes.py /tmp/digit_scenes --size 32 32 --num-train 4000 --num-val 200
+    python scripts/make_scenes.py digits /tmp/digit_scenes --size 32 32 --num-train 4000 --num-val 200
     hrnet-train --config seg_digit_scenes --config.dataset.folder=/tmp/digit_scenes --workdir RUN
     hrnet-eval --checkpoint RUN --dataset seg_folder:/tmp/digit_scenes --split val
 
