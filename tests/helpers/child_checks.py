@@ -43,3 +43,18 @@ def results(script: str, tmp, *, timeout: int) -> dict[str, str]:
   lines = [line for line in proc.stdout.splitlines() if line.startswith('RESULT ')]
   assert proc.returncode == 0 and lines, proc.stderr[-4000:]
   return json.loads(lines[-1][len('RESULT ') :])
+
+
+def run_env(tmp_path_factory) -> dict[str, str]:
+  """The environment of a child CLI run (hrnet-train, hrnet-eval): this checkout on the path, CPU
+  only, and one persistent compilation cache per pytest run, so the test files' runs share
+  their compiles."""
+  return dict(
+    os.environ,
+    PYTHONPATH=str(ROOT),
+    JAX_PLATFORMS='cpu',
+    XLA_FLAGS='',
+    JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / 'jax_cache'),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+    PYTHONUNBUFFERED='1',
+  )

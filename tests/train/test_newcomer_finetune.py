@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 
+import child_checks
 import ml_collections  # noqa: F401  (the train extra; a missing install must fail, not skip)
 import numpy as np
 import pytest
@@ -33,16 +34,7 @@ ABSL_LINE = re.compile(r'^[IWE]\d{4} ', re.M)  # absl's own format: date, thread
 
 @pytest.fixture(scope='module')
 def env(tmp_path_factory):
-  cache = tmp_path_factory.getbasetemp() / 'jax_cache'  # shared with test_train_runs
-  return dict(
-    os.environ,
-    PYTHONPATH=ROOT,
-    JAX_PLATFORMS='cpu',
-    XLA_FLAGS='',
-    JAX_COMPILATION_CACHE_DIR=str(cache),
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-    PYTHONUNBUFFERED='1',
-  )
+  return child_checks.run_env(tmp_path_factory)
 
 
 def _photos(root):

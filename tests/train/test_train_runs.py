@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 
+import child_checks
 import jax
 import ml_collections  # noqa: F401  (the train extra; a missing install must fail, not skip)
 import numpy as np
@@ -46,16 +47,7 @@ TINY = [
 
 @pytest.fixture(scope='module')
 def env(tmp_path_factory):
-  cache = tmp_path_factory.getbasetemp() / 'jax_cache'  # shared with the notebook test
-  return dict(
-    os.environ,
-    PYTHONPATH=ROOT,
-    JAX_PLATFORMS='cpu',
-    XLA_FLAGS='',
-    JAX_COMPILATION_CACHE_DIR=str(cache),
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-    PYTHONUNBUFFERED='1',
-  )
+  return child_checks.run_env(tmp_path_factory)
 
 
 def _train_cmd(workdir, *overrides, config='train/recipes/digits.py'):
