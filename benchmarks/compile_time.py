@@ -12,6 +12,15 @@ their 90th percentile; ``--lower-only`` stops before compiling). JAX's persisten
 enable it), so every compile is a cold one. The 1-minute load average before and after each
 configuration is recorded: on the shared 2-core machine, only rows with a low load compare.
 
+``--restart`` measures what a user waits for instead: ``hrnet-train --config digits`` with
+``--models`` (first one), ``--image-size`` and ``--batch`` started as a subprocess in a new
+workdir, twice, with one new persistent compilation cache folder: ``task=train-start`` (empty
+cache: tracing, XLA compilation, the first step) then ``task=train-restart`` (the cache the first
+start wrote, as a restarted or repeated run finds it). ``first_step_s`` is the wall time from
+spawning the process to step 1's ``perf/startup_s`` line in ``metrics.jsonl`` (the run is then
+killed; its workdir and cache are temporary); ``compile_s`` holds that scalar itself (seconds from
+the trainer's start, imports excluded).
+
 Rows are appended to ``--out`` (CSV).
 """
 
@@ -19,15 +28,19 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from typing import Sequence
 
 from benchmarks import common, tpu_aot
 from hrnet_jax.cli.policy import run_cli
-from hrnet_jax.errors import BadInputError
+from hrnet_jax.errors import BadInputError, EnvironmentFailure
 
 PROG = 'python -m benchmarks.compile_time'
 COLUMNS = [
@@ -65,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
   p.add_argument('--steps', type=int, default=3, help='timed steps after the first (0: none)')
   p.add_argument('--lower-only', action='store_true', help='stop after lowering (no compile)')
+  p.add_argument(
+    '--restart', action='store_true', help='time hrnet-train to step 1: empty, then warm cache'
+  )
+  p.add_argument('--timeout', type=float, default=1800, help='--restart: seconds per start')
   p.add_argument('--out', default='benchmarks/results/compile_time.csv')
   p.add_argument('--verbose', action='store_true', help='tracebacks for errors')
   return p
@@ -180,6 +197,58 @@ def measure(
   return row
 
 
+def _startup_s(jsonl: str) -> float | None:
+  """``perf/startup_s`` of the run writing ``jsonl``, once it is there."""
+  try:
+    with open(jsonl) as f:
+      for line in f:
+        if line.endswith('\n') and 'perf/startup_s' in line:
+          return json.loads(line)['perf/startup_s']
+  except FileNotFoundError:
+    pass
+  return None
+
+
+def measure_restart(model: str, batch: int, image_size: int, timeout: float) -> list[dict]:
+  """The ``train-start`` and ``train-restart`` rows (``--restart``)."""
+  with tempfile.TemporaryDirectory(prefix='hrnet-restart-') as tmp:
+    env = {**os.environ, 'HRNET_JAX_COMPILATION_CACHE': os.path.join(tmp, 'cache')}
+    rows = []
+    for task in ('train-start', 'train-restart'):
+      workdir = os.path.join(tmp, task)
+      cmd = [
+        sys.executable, '-m', 'hrnet_jax.train.main', '--config', 'digits',
+        f'--config.model={model}', f'--config.input.image_size={image_size}',
+        f'--config.batch_size={batch}', f'--workdir={workdir}',
+      ]  # fmt: skip
+      load_before = os.getloadavg()[0]
+      t0 = time.perf_counter()
+      proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+      )
+      try:
+        while (startup := _startup_s(os.path.join(workdir, 'metrics.jsonl'))) is None:
+          if proc.poll() is not None:
+            raise EnvironmentFailure(f'hrnet-train exited ({proc.returncode}) before step 1: '
+                               f'{proc.stderr.read().decode()[-2000:]}')  # fmt: skip
+          if time.perf_counter() - t0 > timeout:
+            raise EnvironmentFailure(f'hrnet-train did not reach step 1 in {timeout:.0f} s')
+          time.sleep(0.05)
+        wall = time.perf_counter() - t0
+      finally:
+        if proc.poll() is None:
+          os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+      rows.append({
+        'model': model, 'task': task, 'scan': 'off', 'remat': 'none', 'batch': batch,
+        'image_size': image_size, 'dtype': 'float32', 'compile_s': startup,
+        'first_step_s': wall, 'steps': 1, 'load_avg_before': load_before,
+        'load_avg_after': os.getloadavg()[0], **_env(),
+      })  # fmt: skip
+    return rows
+
+
 def run(ns: argparse.Namespace) -> int:
   import hrnet_jax
   from hrnet_jax.runtime import remat
@@ -189,6 +258,12 @@ def run(ns: argparse.Namespace) -> int:
   remats = _split('--remat', ns.remat, remat.LEVELS)
   if ns.batch < 1 or ns.image_size < 32 or ns.steps < 0:
     raise BadInputError('--batch >= 1, --image-size >= 32 and --steps >= 0 are required')
+  if ns.restart:
+    rows = measure_restart(models[0], ns.batch, ns.image_size, ns.timeout)
+    tpu_aot.append_rows(ns.out, rows, COLUMNS)
+    for row in rows:
+      print(' '.join(f'{k}={_show(row.get(k))}' for k in COLUMNS[:16]), flush=True)
+    return 0
   for model in models:
     for r in remats:
       for scan in scans:

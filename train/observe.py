@@ -23,7 +23,9 @@ class Observer:
 
   Scalars: ``train/loss``, the task's train metrics (``train/top1``), ``train/lr``, ``train/grad_norm`` (means over the
   last ``log_every`` steps), ``perf/img_per_sec``, ``perf/step_time_ms`` (wall time per step over
-  that window, compilation excluded), and the task's eval scalars: ``eval/top1``, ``eval/top5``
+  that window, compilation excluded), ``perf/startup_s`` (once per process, at its first step:
+  seconds from ``t_start`` to that step's metrics: a start's or restart's setup, tracing,
+  compilation or compilation-cache reads, and the first step), and the task's eval scalars: ``eval/top1``, ``eval/top5``
   (classification, fractions) or ``eval/mIoU``, ``eval/aAcc``, ``eval/mAcc`` (segmentation,
   percent).
   """
@@ -38,6 +40,7 @@ class Observer:
     batch_size: int,
     log_every: int,
     active: bool,
+    t_start: float | None = None,
   ):
     self._active = active
     self._batch = batch_size
@@ -45,6 +48,7 @@ class Observer:
     self._window: dict[str, float] = {}
     self._window_steps = 0
     self._t0 = None  # set after the first step (its time includes compilation)
+    self._t_start = t_start  # time.time() when the run began; None: no perf/startup_s
     self.train_time = 0.0  # seconds of timed steps, for the summary
     self.timed_steps = 0
     self._writer = self._bar = self._jsonl = None
@@ -64,6 +68,9 @@ class Observer:
     if not self._active:
       return
     now = time.perf_counter()
+    if self._t_start is not None:
+      self._scalars(step, {'perf/startup_s': time.time() - self._t_start})
+      self._t_start = None
     if self._t0 is None:
       self._t0 = now
     else:

@@ -281,6 +281,7 @@ def _train(
     batch_size=config.batch_size,
     log_every=config.log_every_steps,
     active=main_process,
+    t_start=t_start,
   )
   pending: list[tuple[int, dict]] = []  # (step, device metrics) not yet read on the host
   last_saved = max(ckpts.steps(), default=None)
