@@ -220,10 +220,11 @@ def test_peak_columns_and_table():
 
 
 def test_input_pipeline_runs_on_a_handful_of_images(tmp_path):
-  """Both loaders, both pipelines, 1 core, 4 images: a row each with a positive rate, and the
-  ratio to torchvision taken within the pipeline."""
+  """Both loaders, both pipelines, 1 core, 4 images read twice per epoch: a row each with a
+  positive rate over the epoch's 8 images, and the ratio to torchvision taken within the
+  pipeline."""
   out = tmp_path / 'ip.csv'
-  argv = ['--images', '4', '--cores', '1', '--repeats', '1', '--out', str(out)]
+  argv = ['--images', '4', '--passes', '2', '--cores', '1', '--repeats', '1', '--out', str(out)]
   assert input_pipeline.main([*argv, '--folder', str(tmp_path / 'jpegs')]) == 0
   with open(out, newline='') as f:
     rows = list(csv.DictReader(f))
@@ -231,7 +232,7 @@ def test_input_pipeline_runs_on_a_handful_of_images(tmp_path):
     (p, loader) for p in input_pipeline.PIPELINES for loader in input_pipeline.LOADERS
   }
   for r in rows:
-    assert float(r['img_per_s']) > 0 and r['cores'] == '1' and r['images'] == '4'
+    assert float(r['img_per_s']) > 0 and r['cores'] == '1' and r['images'] == '8'
     ref = next(x for x in rows if (x['pipeline'], x['loader']) == (r['pipeline'], 'torchvision'))
     assert float(r['vs_torchvision']) == pytest.approx(
       float(r['img_per_s']) / float(ref['img_per_s']), abs=0.01
