@@ -20,6 +20,9 @@ BUSY_PCT = 10.0
 TARGETS_CPU = (('infer', 'eager', 1.5), ('train', 'eager', 1.2))
 TARGETS_GPU = (('infer', 'compile', 1.2), ('train', 'channels_last', 1.3))
 H100_W18 = (('infer', 15000.0), ('train', 3000.0))
+# CPU inference, the exported-artifact matrix: (ours, timm's, goal) per model at batch 1 and 32.
+# 'best' is our fastest CPU path (any jax mode or our own export) against timm torch.compile.
+TARGETS_CPU_EXPORT = (('best', ('timm', 'compile'), 1.0), ('onnx', ('export', 'timm-onnx'), 1.0))
 
 
 def read_csv(path: pathlib.Path) -> list[dict]:
@@ -185,6 +188,37 @@ def target_rows(rows: list[dict], gpu: bool) -> list[str]:
   return out
 
 
+def export_target_rows(rows: list[dict]) -> list[str]:
+  """Target rows of a CPU matrix with exported artifacts (``TARGETS_CPU_EXPORT``)."""
+  out = []
+  for model in dict.fromkeys(r['model'] for r in rows):
+    for batch in sorted({_batch(r) for r in rows if r['model'] == model}):
+      for ours, (ref_framework, ref_mode), goal in TARGETS_CPU_EXPORT:
+        if ours == 'best':
+          cands = [
+            r
+            for r in rows
+            if (r['model'], _batch(r)) == (model, batch)
+            and (r['framework'] == 'jax' or r['framework'] == 'export' and r['mode'] != 'timm-onnx')
+            and _speed(r, 'infer')
+          ]
+          row = max(cands, key=lambda r: _speed(r, 'infer')) if cands else None
+        else:
+          row = _find(rows, model, batch, 'export', ours)
+        ref = _find(rows, model, batch, ref_framework, ref_mode)
+        mine, theirs = _speed(row, 'infer'), _speed(ref, 'infer')
+        if not mine or not theirs:
+          continue
+        ratio = mine / theirs
+        out.append(
+          f'| CPU {rows[0]["dtype"]} b{batch} infer {model} '
+          f'| {row["framework"]} {row["mode"]} {mine:,.1f} img/s vs '
+          f'{"timm" if ref_framework == "timm" else "export"} {ref_mode} {theirs:,.1f} '
+          f'| {ratio:.2f}x | >= {goal}x | {"met" if ratio >= goal else "missed"} |'
+        )
+  return out
+
+
 def converter_rows(records: list[dict]) -> list[str]:
   out = []
   for c in records:
@@ -282,8 +316,10 @@ def render(results_dir: pathlib.Path) -> str:
         + exports
         + ['']
       )
-    if path.stem.count('_') == 1:  # the preset's matrix; a part (e.g. _export) sets no target
+    if path.stem.count('_') == 1:  # the preset's matrix
       targets += target_rows(rows, gpu)
+    elif path.stem.endswith('_export') and not gpu:
+      targets += export_target_rows(rows)
     conv = path.with_name(path.stem + '_converter.csv')
     if conv.exists():
       targets += converter_rows(read_csv(conv))
