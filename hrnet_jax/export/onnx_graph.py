@@ -16,7 +16,12 @@ cannot optimize (profile: docs/benchmarks.md, "ONNX graph"):
   and bias (``hrnet_jax.runtime.fold``'s arithmetic: float64, one float32 rounding per weight),
   so that runtimes without a conv + BN fusion of their own also run one op.
 
-``simplify`` applies all three and drops the nodes no output depends on any more; the export's
+- the classifier's global average pool (``jnp.mean`` over H and W of an NHWC tensor) is a
+  ``ReduceMean`` that onnxruntime runs in plain NCHW after a reorder out of its NCHWc layout;
+  ``global_average_pool`` makes it ``Transpose`` (to NCHW) -> ``GlobalAveragePool`` ->
+  ``Flatten``, which runs on NCHWc directly once the transposes cancel, as in timm's export.
+
+``simplify`` applies all four and drops the nodes no output depends on any more; the export's
 verification (``hrnet_jax.export.core.verify``) then proves the rewritten graph against the JAX
 model.
 """
@@ -218,6 +223,51 @@ def fold_batchnorm(graph: onnx.GraphProto) -> int:
   return count
 
 
+def _ranks(model: onnx.ModelProto) -> dict[str, int]:
+  """The rank of every value ONNX shape inference can tell (the file records none)."""
+  from onnx import shape_inference
+
+  graph = shape_inference.infer_shapes(model).graph
+  values = [*graph.value_info, *graph.input, *graph.output]
+  return {
+    v.name: len(v.type.tensor_type.shape.dim) for v in values if v.type.HasField('tensor_type')
+  }
+
+
+def global_average_pool(graph: onnx.GraphProto, ranks: dict[str, int]) -> int:
+  """Replaces each ``ReduceMean`` over axes 1 and 2 (not kept) of a rank-4 tensor (``ranks``:
+  value name -> rank) by ``Transpose`` -> ``GlobalAveragePool`` -> ``Flatten``; returns the
+  count."""
+  from onnx import helper
+
+  g = _Graph(graph)
+  count = 0
+  for mean in [n for n in graph.node if n.op_type == 'ReduceMean']:
+    attrs = {a.name: a for a in mean.attribute}
+    axes = g.const(mean.input[1]) if len(mean.input) > 1 and mean.input[1] else None
+    if axes is None and 'axes' in attrs:
+      axes = np.asarray(attrs['axes'].ints)
+    keepdims = attrs['keepdims'].i if 'keepdims' in attrs else 1
+    if axes is None or sorted(int(a) for a in axes.reshape(-1)) != [1, 2] or keepdims:
+      continue
+    if 'noop_with_empty_axes' in attrs or ranks.get(mean.input[0]) != 4:
+      continue
+    name = f'global_average_pool_{count}'
+    nodes = [
+      helper.make_node(
+        'Transpose', [mean.input[0]], [name + '_nchw'], name=name + '_t', perm=[0, 3, 1, 2]
+      ),
+      helper.make_node('GlobalAveragePool', [name + '_nchw'], [name + '_pooled'], name=name),
+      helper.make_node('Flatten', [name + '_pooled'], [mean.output[0]], name=name + '_f', axis=1),
+    ]
+    at = list(graph.node).index(mean)
+    graph.node.remove(mean)
+    for k, node in enumerate(nodes):
+      graph.node.insert(at + k, node)
+    count += 1
+  return count
+
+
 def prune(graph: onnx.GraphProto) -> int:
   """Drops the nodes and initializers no graph output depends on; returns the nodes dropped."""
   g = _Graph(graph)
@@ -243,5 +293,6 @@ def simplify(model: onnx.ModelProto) -> dict[str, int]:
   counts['pruned_nodes'] = prune(graph)  # the replaced chains still consume what merging needs
   counts['merge_resizes'] = merge_resizes(graph)
   counts['fold_batchnorm'] = fold_batchnorm(graph)
+  counts['global_average_pool'] = global_average_pool(graph, _ranks(model))
   counts['pruned_nodes'] += prune(graph)
   return counts

@@ -129,7 +129,8 @@ def test_wrong_input_names_the_expected_shape(exported):
 
 
 class _Net(nnx.Module):
-  """conv -> BN -> relu at two resolutions, the coarse one upsampled x2 and added."""
+  """conv -> BN -> relu at two resolutions, the coarse one upsampled x2 and added; and the
+  global average pool of the sum (a classifier's head)."""
 
   def __init__(self):
     rngs = nnx.Rngs(0)
@@ -141,7 +142,8 @@ class _Net(nnx.Module):
   def __call__(self, x):
     x = jax.nn.relu(self.bn(self.conv(x)))
     y = jax.nn.relu(self.down_bn(self.down_conv(x)))
-    return (x + upsample_nearest(y, x.shape[1:3]),)
+    z = x + upsample_nearest(y, x.shape[1:3])
+    return z, jnp.mean(jax.nn.relu(z), axis=(1, 2))
 
 
 def test_rewrites_keep_the_values():
@@ -156,15 +158,18 @@ def test_rewrites_keep_the_values():
   x = np.random.default_rng(2).standard_normal((2, 16, 16, 3), np.float32)
   run = lambda m: ort.InferenceSession(
     m.SerializeToString(), providers=['CPUExecutionProvider']
-  ).run(None, {model.graph.input[0].name: x})[0]
+  ).run(None, {model.graph.input[0].name: x})
   expected = run(model)
   counts = onnx_graph.simplify(model)
   after = _ops(model)
   assert before['Expand'] == 2 and before['BatchNormalization'] == 2, before
   assert counts['nearest_resize'] == 2 and counts['merge_resizes'] == 1
-  assert counts['fold_batchnorm'] == 2
+  assert counts['fold_batchnorm'] == 2 and counts['global_average_pool'] == 1
   assert after['Resize'] == 1 and after['Expand'] == after['BatchNormalization'] == 0, after
+  assert after['GlobalAveragePool'] == 1 and after['ReduceMean'] == 0, after
   onnx.checker.check_model(model)
   got = run(model)
-  np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * max(np.abs(expected).max(), 10))
-  np.testing.assert_allclose(got, np.asarray(net(jnp.asarray(x))[0]), rtol=0, atol=1e-4)
+  for got_k, expected_k, jax_k in zip(got, expected, net(jnp.asarray(x)), strict=True):
+    bound = 1e-5 * max(np.abs(expected_k).max(), 10)
+    np.testing.assert_allclose(got_k, expected_k, rtol=0, atol=bound)
+    np.testing.assert_allclose(got_k, np.asarray(jax_k), rtol=0, atol=1e-4)
