@@ -33,7 +33,9 @@ def parity_log():
 
 # The README's test command runs the files on two pytest-xdist workers (`-n 2 --dist loadfile`:
 # each file on one worker, so its module fixtures run once). Handing out the longest files first
-# (durations measured on 2 cores) keeps the two workers busy to the end.
+# (durations measured on 2 cores) keeps the two workers busy to the end; the command's
+# `--no-loadscope-reorder` keeps this order (xdist >= 3.7 otherwise hands out the files with the
+# most tests first, which left the two longest files for last).
 _LONGEST_FIRST = (
   'test_train_sharded',
   'test_train_runs',
