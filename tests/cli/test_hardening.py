@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 
+import child_checks
 import numpy as np
 import pytest
 import torch
@@ -584,13 +585,8 @@ def test_messages_are_short_and_specific(tmp_path, capsys):
 
 
 @pytest.fixture(scope='module')
-def train_env(tmp_path_factory):
-  cache = tmp_path_factory.getbasetemp() / 'jax_cache'  # shared with the other training tests
-  return _env(
-    XLA_FLAGS='',
-    JAX_COMPILATION_CACHE_DIR=str(cache),
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-  )
+def train_env():
+  return _env(XLA_FLAGS='', **child_checks.compile_cache_env())  # shared with the other tests
 
 
 def _train(workdir, *flags, config='train/recipes/digits.py'):

@@ -45,16 +45,25 @@ def results(script: str, tmp, *, timeout: int) -> dict[str, str]:
   return json.loads(lines[-1][len('RESULT ') :])
 
 
-def run_env(tmp_path_factory) -> dict[str, str]:
-  """The environment of a child CLI run (hrnet-train, hrnet-eval): this checkout on the path, CPU
-  only, and one persistent compilation cache per pytest run, so the test files' runs share
-  their compiles."""
+def compile_cache_env() -> dict[str, str]:
+  """The variables that point a child's JAX at the one persistent compilation cache of this
+  pytest run (conftest's ``HRNET_JAX_COMPILATION_CACHE``, which the CLIs use and both xdist
+  workers inherit), for children that call the library without a CLI: a notebook kernel,
+  ``train_and_evaluate`` called directly. So they reuse what the CLI runs compiled."""
+  return dict(
+    JAX_COMPILATION_CACHE_DIR=os.environ['HRNET_JAX_COMPILATION_CACHE'],
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+  )
+
+
+def run_env() -> dict[str, str]:
+  """The environment of a child run (hrnet-train, hrnet-eval, or the library called directly):
+  this checkout on the path, CPU only, and the pytest run's one compilation cache."""
   return dict(
     os.environ,
     PYTHONPATH=str(ROOT),
     JAX_PLATFORMS='cpu',
     XLA_FLAGS='',
-    JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / 'jax_cache'),
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
     PYTHONUNBUFFERED='1',
+    **compile_cache_env(),
   )

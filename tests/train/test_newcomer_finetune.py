@@ -33,8 +33,8 @@ ABSL_LINE = re.compile(r'^[IWE]\d{4} ', re.M)  # absl's own format: date, thread
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory):
-  return child_checks.run_env(tmp_path_factory)
+def env():
+  return child_checks.run_env()
 
 
 def _photos(root):

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 
+import child_checks
 import nbclient
 import nbformat
 import numpy as np
@@ -49,8 +50,7 @@ def executed(tmp_path_factory):
     PYTHONPATH=ROOT,
     JAX_PLATFORMS='cpu',
     XLA_FLAGS='',
-    JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / 'jax_cache'),
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+    **child_checks.compile_cache_env(),
   )
   mp = pytest.MonkeyPatch()  # the kernel inherits this process's environment
   for k, v in overrides.items():

@@ -47,8 +47,8 @@ TINY = [
 
 
 @pytest.fixture(scope='module')
-def env(tmp_path_factory):
-  return child_checks.run_env(tmp_path_factory)
+def env():
+  return child_checks.run_env()
 
 
 def _train_cmd(workdir, *overrides, config='train/recipes/digits.py'):
