@@ -37,8 +37,8 @@ def parity_log():
 # `--no-loadscope-reorder` keeps this order (xdist >= 3.7 otherwise hands out the files with the
 # most tests first, which left the two longest files for last).
 _LONGEST_FIRST = (
-  'test_train_sharded',
   'test_train_runs',
+  'test_train_sharded',
   'test_newcomer_finetune',
   'test_parity_paddle',
   'test_export',
@@ -51,6 +51,8 @@ _LONGEST_FIRST = (
   'test_parity_dense',
   'test_checkpoints',
   'test_train_segment',
+  'test_predict_dense',
+  'test_segment_step',
   'test_linen',
   'test_scan',
 )
