@@ -5,7 +5,8 @@ crops (pose scenes instances cropped by ``PoseInput``, 96x64), the flip-test hea
 ``train.tasks.pose.pose_heatmaps`` (``hrnet_jax.inference.pose.flip_test_heatmaps``, under
 ``jit``) equal mmpose's averaged heatmaps to 1e-5 x max(|ref|, 10), and the keypoints decoded by
 the codec and moved to image pixels (``crop_to_image``) equal mmpose's ``pred_instances`` (to
-1e-4 px; their scores, the heatmap maxima, to the heatmaps' bound).
+1e-4 px; their scores, the heatmap maxima, to the heatmaps' bound). mmpose runs in float64, the
+exact reference: the float32 rounding of both sides would add up past the heatmaps' bound.
 """
 
 import functools
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 import mm_models
 import numpy as np
 import torch
-from oracles import assert_close, randomize_
+from oracles import assert_close, float64_copy, randomize_
 
 import hrnet_jax
 from hrnet_jax import runtime
@@ -77,9 +78,9 @@ def test_flip_test_equals_mmpose(tmp_path):
 
   mean, std = tuple(config.input.mean), tuple(config.input.std)
   x = np.asarray(normalize(jnp.asarray(batch['image']), mean, std))
-  with torch.no_grad():
-    results = reference.eval().predict(
-      torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), _data_samples(batch)
+  with torch.no_grad():  # predict takes preprocessed inputs: no data_preprocessor to cast
+    results = float64_copy(reference.eval()).predict(
+      torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float64)), _data_samples(batch)
     )
   ref_heatmaps = np.stack([r.pred_fields.heatmaps.numpy().transpose(1, 2, 0) for r in results])
   ref_keypoints = np.concatenate([r.pred_instances.keypoints for r in results])
