@@ -586,7 +586,7 @@ def test_messages_are_short_and_specific(tmp_path, capsys):
 
 @pytest.fixture(scope='module')
 def train_env():
-  return _env(XLA_FLAGS='', **child_checks.compile_cache_env())  # shared with the other tests
+  return child_checks.run_env()  # the compilation cache shared with the other training tests
 
 
 def _train(workdir, *flags, config='train/recipes/digits.py'):
